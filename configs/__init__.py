@@ -1,0 +1,27 @@
+"""Typed, validated settings and the bundled YAML configurations."""
+
+from configs.settings import (
+    ConfigError,
+    GeneratorSettings,
+    KafkaSettings,
+    MlflowSettings,
+    ProducerSettings,
+    Settings,
+    TopicSettings,
+    TopicsSettings,
+    default_config_path,
+    load_settings,
+)
+
+__all__ = [
+    "ConfigError",
+    "GeneratorSettings",
+    "KafkaSettings",
+    "MlflowSettings",
+    "ProducerSettings",
+    "Settings",
+    "TopicSettings",
+    "TopicsSettings",
+    "default_config_path",
+    "load_settings",
+]

@@ -1,0 +1,297 @@
+"""Typed settings parsed from YAML and validated before anything starts.
+
+Every section is a frozen ``msgspec.Struct`` that forbids unknown keys. A bad
+file stops start-up with one line naming the key and what is allowed:
+
+>>> settings_from_dict({"kafka": {"security_protocol": "TLS"}})
+Traceback (most recent call last):
+...
+configs.settings.ConfigError: config error: kafka.security_protocol: Invalid enum value 'TLS' (allowed: 'PLAINTEXT', 'SSL', 'SASL_SSL')
+
+Secrets never live in the YAML: the file names the environment variable that
+holds them (``kafka.sasl_password_env``, ``mlflow.token_env``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+import msgspec
+import yaml
+
+PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+Fraction: TypeAlias = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Port: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+TopicName: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+SCENARIOS = ("card_testing", "account_takeover", "impossible_travel", "compromised_terminal", "bust_out")
+
+#: Keys people put in YAML by habit that must come from the environment instead.
+_SECRET_KEYS = {"sasl_password": "kafka.sasl_password_env", "password": "kafka.sasl_password_env", "token": "mlflow.token_env"}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot start; the message is one line naming key and fix."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class TopicSettings(_Section):
+    """One Kafka topic and how to create it."""
+
+    name: TopicName
+    partitions: PositiveInt = 4
+    replication_factor: PositiveInt = 1
+
+
+class TopicsSettings(_Section):
+    """The four topics the product uses."""
+
+    transactions: TopicSettings = TopicSettings(name="transactions", partitions=4)
+    labels: TopicSettings = TopicSettings(name="labels", partitions=4)
+    alerts: TopicSettings = TopicSettings(name="alerts", partitions=4)
+    dead_letters: TopicSettings = TopicSettings(name="transactions.dlq", partitions=1)
+
+    def all(self) -> list[TopicSettings]:
+        return [self.transactions, self.labels, self.alerts, self.dead_letters]
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.all()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"topic names must differ, got {names}")
+        if self.labels.partitions != self.transactions.partitions:
+            raise ValueError(
+                "labels.partitions must equal transactions.partitions "
+                f"({self.labels.partitions} != {self.transactions.partitions}): "
+                "a label must land on the partition that scored its transaction"
+            )
+
+
+class KafkaSettings(_Section):
+    """How to reach Kafka: the embedded broker locally, a real cluster in production."""
+
+    #: Start the bundled Kafka-compatible broker on loopback (local runs and tests).
+    embedded: bool = False
+    #: Port for the embedded broker; 0 picks a free one.
+    embedded_port: Port = 0
+    bootstrap_servers: tuple[Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d{1,5}$")], ...] = ("127.0.0.1:9092",)
+    client_id: str = "fraudstream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    #: CA bundle that signed the brokers' certificates (SSL, SASL_SSL); system CAs when unset.
+    ssl_ca_file: str | None = None
+    #: Client certificate and key for mutual TLS.
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    #: Name of the environment variable holding the SASL password.
+    sasl_password_env: str = "FRAUDSTREAM_KAFKA_SASL_PASSWORD"
+    request_timeout_ms: PositiveInt = 30_000
+    topics: TopicsSettings = TopicsSettings()
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers and not self.embedded:
+            raise ValueError("bootstrap_servers: give at least one host:port (or set embedded: true)")
+        if self.security_protocol == "SASL_SSL" and (self.sasl_mechanism is None or not self.sasl_username):
+            raise ValueError("sasl_mechanism and sasl_username are required when security_protocol is SASL_SSL")
+        if self.security_protocol == "PLAINTEXT" and (self.sasl_mechanism or self.ssl_ca_file):
+            raise ValueError("security_protocol is PLAINTEXT but TLS/SASL settings are given: use SSL or SASL_SSL")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together (mutual TLS)")
+        if self.embedded and self.security_protocol != "PLAINTEXT":
+            raise ValueError("the embedded broker speaks PLAINTEXT only: set security_protocol: PLAINTEXT")
+        for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+            path = getattr(self, key)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{key}: file {path!r} does not exist")
+
+    def sasl_password(self) -> str | None:
+        """The SASL password from the environment (never from YAML)."""
+        if self.sasl_mechanism is None:
+            return None
+        value = os.environ.get(self.sasl_password_env)
+        if not value:
+            raise ConfigError(
+                f"config error: kafka.sasl_password_env: environment variable {self.sasl_password_env} "
+                "is not set; export the SASL password there"
+            )
+        return value
+
+
+class ProducerSettings(_Section):
+    """How `fraudstream produce` writes to Kafka."""
+
+    #: Target transactions per second; 0 means as fast as possible.
+    rate: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    linger_ms: NonNegativeInt = 5
+    max_batch_size: PositiveInt = 262_144
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    acks: Literal["all", "1", "0"] = "all"
+    #: Sends in flight before waiting for acknowledgements (bounds memory).
+    max_in_flight: PositiveInt = 20_000
+
+
+class GeneratorSettings(_Section):
+    """The synthetic card-payment world of `fraudstream generate`."""
+
+    accounts: PositiveInt = 10_000
+    days: Annotated[int, msgspec.Meta(gt=0, le=3650)] = 30
+    seed: int = 7
+    start: Annotated[dt.datetime, msgspec.Meta(tz=True)] = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    #: Target share of fraudulent transactions (0.1 % to 2 % is realistic).
+    fraud_rate: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.006
+    #: Relative share of fraudulent transactions by scenario.
+    scenario_weights: dict[str, Annotated[float, msgspec.Meta(ge=0.0)]] = msgspec.field(
+        default_factory=lambda: {name: 1.0 for name in SCENARIOS}
+    )
+    #: Share of genuine transactions that also get a (delayed) "genuine" label.
+    genuine_label_rate: Fraction = 0.1
+    #: Share of events delivered out of order, by up to max_disorder_s seconds.
+    out_of_order_rate: Fraction = 0.0
+    max_disorder_s: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
+    #: Share of events delivered very late (max_disorder_s .. max_late_s behind).
+    late_rate: Fraction = 0.0
+    max_late_s: Annotated[float, msgspec.Meta(gt=0.0)] = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.scenario_weights) - set(SCENARIOS))
+        if unknown:
+            raise ValueError(f"scenario_weights: unknown scenario {unknown[0]!r} (allowed: {', '.join(SCENARIOS)})")
+        if not any(self.scenario_weights.values()):
+            raise ValueError("scenario_weights: at least one scenario needs a weight above 0")
+        if self.late_rate and self.max_late_s <= self.max_disorder_s:
+            raise ValueError("max_late_s must exceed max_disorder_s")
+
+
+class MlflowSettings(_Section):
+    """Where models are tracked and registered."""
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    #: Name of the environment variable holding the tracking server token.
+    token_env: str = "MLFLOW_TRACKING_TOKEN"
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    producer: ProducerSettings = ProducerSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+
+
+_AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def _section_type(path: str) -> Any:
+    """The struct type at a dotted path below Settings (None when not a struct)."""
+    current: Any = Settings
+    for part in [p for p in path.split(".") if p]:
+        fields = {f.name: f.type for f in msgspec.structs.fields(current)} if _is_struct(current) else {}
+        if part not in fields:
+            return None
+        current = _unwrap(fields[part])
+    return current if _is_struct(current) else None
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) in (Annotated, typing.Union) or type(tp).__name__ == "UnionType":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0]
+    return tp
+
+
+def _allowed_values(path: str) -> str | None:
+    parent, _, leaf = path.rpartition(".")
+    section = _section_type(parent)
+    if section is None:
+        return None
+    tp = {f.name: f.type for f in msgspec.structs.fields(section)}.get(leaf)
+    while tp is not None:
+        if typing.get_origin(tp) is Literal:
+            return ", ".join(repr(v) for v in typing.get_args(tp))
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if typing.get_origin(tp) in (Annotated, typing.Union) or type(tp).__name__ == "UnionType" else None
+    return None
+
+
+def _format(exc: msgspec.ValidationError) -> str:
+    match = _AT_PATH.match(str(exc))
+    assert match is not None
+    problem, path = match.group("problem"), (match.group("path") or "").lstrip(".")
+    unknown = _UNKNOWN.search(problem)
+    if unknown:
+        key = unknown.group("field")
+        full = f"{path}.{key}".lstrip(".")
+        if key in _SECRET_KEYS:
+            return (
+                f"config error: {full}: secrets are not read from YAML; put the value in the "
+                f"environment variable named by {_SECRET_KEYS[key]}"
+            )
+        section = _section_type(path)
+        allowed = ", ".join(f.name for f in msgspec.structs.fields(section)) if section else "see configs/local.yaml"
+        return f"config error: {full}: unknown key (allowed: {allowed})"
+    missing = _MISSING.search(problem)
+    if missing:
+        return f"config error: {path + '.' if path else ''}{missing.group('field')}: required key is missing"
+    allowed = _allowed_values(path) if "enum" in problem.lower() else None
+    suffix = f" (allowed: {allowed})" if allowed else ""
+    return f"config error: {path or '(top level)'}: {problem}{suffix}"
+
+
+def settings_from_dict(data: dict[str, Any] | None) -> Settings:
+    """Validate a parsed YAML mapping into :class:`Settings`; raises :class:`ConfigError`."""
+    try:
+        return msgspec.convert(data or {}, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+
+
+def default_config_path() -> Path:
+    """The bundled embedded-defaults configuration (``configs/local.yaml``)."""
+    return Path(__file__).with_name("local.yaml")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read, validate and return the settings in ``path`` (default: configs/local.yaml).
+
+    ``overrides`` maps dotted keys (``kafka.bootstrap_servers``) to values applied
+    before validation, as command-line options do.
+    """
+    config_path = Path(path) if path is not None else default_config_path()
+    if not config_path.is_file():
+        raise ConfigError(f"config error: file {str(config_path)!r} not found; pass --config PATH")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config error: {config_path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config error: {config_path}: the top level must be a mapping of sections")
+    data = dict(data or {})
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return settings_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} [in {config_path}]") from None

@@ -1,0 +1,257 @@
+"""The ``fraudstream`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from configs import ConfigError, Settings, load_settings
+from pipelines.broker import BrokerUnavailable, EmbeddedBroker
+from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="fraudstream: real-time fraud detection on Kafka with Ray actors, River, scikit-learn and MLflow.",
+)
+console = Console(stderr=True)
+out = Console()
+
+#: Where `fraudstream broker` records the address of the broker it runs.
+BROKER_STATE = Path(".fraudstream") / "broker.json"
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Settings YAML (default: the bundled configs/local.yaml).")
+]
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    return load_settings(config, {k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def _running_embedded_broker() -> str | None:
+    """The address recorded by a `fraudstream broker` still running in this folder."""
+    from pipelines.broker import _port_answers
+
+    try:
+        state = json.loads(BROKER_STATE.read_text())
+    except (OSError, ValueError):
+        return None
+    host, _, port = str(state.get("bootstrap_servers", "")).rpartition(":")
+    return state["bootstrap_servers"] if port.isdigit() and _port_answers(host, int(port)) else None
+
+
+@contextlib.contextmanager
+def kafka_for(settings: Settings, bootstrap: str | None) -> Iterator[str | None]:
+    """Yield the bootstrap servers to use: given, configured, or an embedded broker.
+
+    With ``kafka.embedded`` and no address given, reuse the broker a running
+    `fraudstream broker` recorded, else start one for the duration of the block.
+    """
+    if bootstrap or not settings.kafka.embedded:
+        yield bootstrap
+        return
+    existing = _running_embedded_broker()
+    if existing:
+        console.print(f"[dim]using the embedded broker at {existing}[/dim]")
+        yield existing
+        return
+    with EmbeddedBroker(port=settings.kafka.embedded_port) as broker:
+        console.print(f"[dim]started an embedded broker at {broker.bootstrap_servers} for this run[/dim]")
+        asyncio.run(_prepare(settings, broker.bootstrap_servers))
+        yield broker.bootstrap_servers
+
+
+async def _prepare(settings: Settings, bootstrap: str | None) -> dict[str, int]:
+    await wait_until_ready(settings.kafka, bootstrap)
+    return await ensure_topics(settings.kafka, bootstrap)
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option("--port", "-p", help="Loopback port; 0 picks a free one.")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker with the configured topics until Ctrl-C."""
+    settings = _settings(config)
+    embedded = EmbeddedBroker(port=port or settings.kafka.embedded_port)
+    stop = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with embedded:
+            counts = asyncio.run(_prepare(settings, embedded.bootstrap_servers))
+            BROKER_STATE.parent.mkdir(exist_ok=True)
+            BROKER_STATE.write_text(json.dumps({"bootstrap_servers": embedded.bootstrap_servers}))
+            table = Table("topic", "partitions", title=f"embedded broker at {embedded.bootstrap_servers}")
+            for name, count in counts.items():
+                table.add_row(name, str(count))
+            console.print(table)
+            out.print(f"bootstrap_servers={embedded.bootstrap_servers}", highlight=False)
+            console.print("[green]ready[/green] — Ctrl-C to stop (data lives in memory only)")
+            try:
+                while not stop and embedded.running:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+            if not embedded.running and not stop:
+                raise BrokerUnavailable("the embedded broker exited unexpectedly")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        BROKER_STATE.unlink(missing_ok=True)
+    console.print("broker stopped")
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for transactions.parquet and labels.parquet.")],
+    accounts: Annotated[int | None, typer.Option(help="Number of accounts.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of history.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same data).")] = None,
+    fraud_rate: Annotated[float | None, typer.Option(help="Target share of fraudulent transactions.")] = None,
+    out_of_order: Annotated[float | None, typer.Option(help="Share of events delivered out of order.")] = None,
+    late: Annotated[float | None, typer.Option(help="Share of events delivered very late.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Generate a synthetic card-payment history with injected, labelled fraud."""
+    from pipelines.synthetic import generate as generate_history
+    from pipelines.synthetic import write_history
+
+    settings = _settings(
+        config,
+        {
+            "generator.accounts": accounts,
+            "generator.days": days,
+            "generator.seed": seed,
+            "generator.fraud_rate": fraud_rate,
+            "generator.out_of_order_rate": out_of_order,
+            "generator.late_rate": late,
+        },
+    )
+    spec = settings.generator
+    with console.status(f"generating {spec.accounts:,} accounts × {spec.days} days") as status:
+        history = generate_history(spec, progress=lambda phase: status.update(f"generating: {phase}"))
+        status.update("writing Parquet")
+        tx_path, label_path = write_history(history, out_dir)
+    _print_history_summary(history.transactions, history.labels)
+    out.print(f"wrote {tx_path} and {label_path}", highlight=False)
+
+
+def _print_history_summary(transactions: Any, labels: Any) -> None:
+    import pyarrow.compute as pc
+
+    n = transactions.num_rows
+    frauds = pc.sum(transactions.column("is_fraud")).as_py() or 0
+    table = Table("scenario", "transactions", title=f"{n:,} transactions, fraud {frauds / max(n, 1):.2%}")
+    counts = pc.value_counts(transactions.column("fraud_scenario").drop_null()).to_pylist()
+    for item in sorted(counts, key=lambda c: str(c["values"])):
+        table.add_row(str(item["values"]), f"{item['counts']:,}")
+    table.add_row("labels", f"{labels.num_rows:,}")
+    console.print(table)
+
+
+@app.command()
+def produce(
+    history: Annotated[
+        Path | None,
+        typer.Option(help="History directory (from `fraudstream generate`); generated from the config when absent."),
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="Transactions per second; 0 = as fast as possible.")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers host:port (overrides the config).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Send at most this many transactions.")] = None,
+    accounts: Annotated[int | None, typer.Option(help="Accounts, when generating.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days, when generating.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stream a history to the transactions and labels topics (labels after their delay)."""
+    from pipelines.produce import produce_history, read_history
+
+    settings = _settings(config, {"generator.accounts": accounts, "generator.days": days})
+    if history is None:
+        from pipelines.synthetic import generate as generate_history
+
+        with console.status("generating a synthetic history"):
+            generated = generate_history(settings.generator)
+        transactions, labels = generated.transactions, generated.labels
+    else:
+        transactions, labels = read_history(history)
+    total = transactions.num_rows if limit is None else min(limit, transactions.num_rows)
+    with kafka_for(settings, bootstrap) as servers:
+        if servers is not None and bootstrap is not None:
+            asyncio.run(_prepare(settings, servers))
+        with Progress(
+            TextColumn("[bold]producing[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[labels]:,} labels"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("produce", total=total, labels=0)
+            report = asyncio.run(
+                produce_history(
+                    transactions,
+                    labels,
+                    settings.kafka,
+                    settings.producer,
+                    bootstrap_servers=servers,
+                    rate=rate,
+                    limit=limit,
+                    on_progress=lambda n, m: progress.update(task, completed=n, labels=m),
+                )
+            )
+    table = Table("partition", "transactions", "labels", title=f"sent in {report.seconds:.1f}s ({report.rate:,.0f} tx/s)")
+    for partition in sorted(set(report.transactions_per_partition) | set(report.labels_per_partition)):
+        table.add_row(
+            str(partition),
+            f"{report.transactions_per_partition[partition]:,}",
+            f"{report.labels_per_partition[partition]:,}",
+        )
+    console.print(table)
+    out.print(
+        json.dumps({"transactions": report.transactions, "labels": report.labels, "seconds": round(report.seconds, 3)})
+    )
+
+
+def main() -> None:
+    """Console entry point: bad input ends with one clear line, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, BrokerUnavailable, KafkaSetupError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Kafka connection adapter: settings -> aiokafka client arguments, topic admin.
+
+The same code talks to the embedded broker and to a real cluster with TLS/SASL;
+only the settings differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from configs import KafkaSettings, ProducerSettings, TopicSettings
+
+
+class KafkaSetupError(RuntimeError):
+    """Kafka cannot be reached or its topics do not match the configuration."""
+
+
+def client_kwargs(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> dict[str, Any]:
+    """Keyword arguments shared by aiokafka producers, consumers and admin clients.
+
+    ``bootstrap_servers`` overrides the configured servers (the embedded broker's
+    address is only known once it runs).
+    """
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers or ",".join(kafka.bootstrap_servers),
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl_context(kafka)
+    if kafka.sasl_mechanism is not None:
+        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
+        kwargs["sasl_plain_username"] = kafka.sasl_username
+        kwargs["sasl_plain_password"] = kafka.sasl_password()
+    return kwargs
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """A TLS context verifying the brokers against ``ssl_ca_file`` (or the system CAs)."""
+    context = create_ssl_context(
+        cafile=kafka.ssl_ca_file, certfile=kafka.ssl_cert_file, keyfile=kafka.ssl_key_file
+    )
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def producer_kwargs(settings: ProducerSettings) -> dict[str, Any]:
+    """aiokafka producer options from the producer settings."""
+    return {
+        "acks": "all" if settings.acks == "all" else int(settings.acks),
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_size,
+        "compression_type": None if settings.compression == "none" else settings.compression,
+    }
+
+
+def make_producer(kafka: KafkaSettings, settings: ProducerSettings, bootstrap_servers: str | None = None) -> AIOKafkaProducer:
+    """A producer keyed like Kafka's Java client (murmur2 partitioner)."""
+    return AIOKafkaProducer(**client_kwargs(kafka, bootstrap_servers), **producer_kwargs(settings))
+
+
+def make_consumer(kafka: KafkaSettings, bootstrap_servers: str | None = None, **options: Any) -> AIOKafkaConsumer:
+    """A consumer without group management unless ``group_id`` is passed."""
+    options.setdefault("enable_auto_commit", False)
+    return AIOKafkaConsumer(**client_kwargs(kafka, bootstrap_servers), **options)
+
+
+async def wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None = None, timeout_s: float = 30.0) -> None:
+    """Return once a broker answers a metadata request; raise KafkaSetupError on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: BaseException | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)
+    servers = bootstrap_servers or ",".join(kafka.bootstrap_servers)
+    raise KafkaSetupError(
+        f"Kafka at {servers} did not answer within {timeout_s:.0f}s ({last!r}); "
+        "check kafka.bootstrap_servers and kafka.security_protocol"
+    )
+
+
+async def ensure_topics(
+    kafka: KafkaSettings, bootstrap_servers: str | None = None, topics: list[TopicSettings] | None = None
+) -> dict[str, int]:
+    """Create the configured topics when missing; return name -> partition count.
+
+    An existing topic with a different partition count is an error: keys would
+    land on other partitions than the state that belongs to them.
+    """
+    wanted = topics if topics is not None else kafka.topics.all()
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        counts = await partition_counts(kafka, bootstrap_servers, [t.name for t in wanted])
+    finally:
+        await admin.close()
+    for topic in wanted:
+        if counts.get(topic.name) != topic.partitions:
+            raise KafkaSetupError(
+                f"topic {topic.name!r} has {counts.get(topic.name)} partitions but the config says "
+                f"{topic.partitions}; change kafka.topics to match or recreate the topic"
+            )
+    return counts
+
+
+async def partition_counts(
+    kafka: KafkaSettings, bootstrap_servers: str | None, names: list[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """Partition count per topic, from cluster metadata (waits for new topics to appear)."""
+    consumer = make_consumer(kafka, bootstrap_servers)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            await consumer._client.force_metadata_update()
+            counts = {n: len(consumer.partitions_for_topic(n) or ()) for n in names}
+            if all(counts.values()) or asyncio.get_running_loop().time() > deadline:
+                return counts
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,175 @@
+"""Stream a Parquet history to the ``transactions`` and ``labels`` topics.
+
+Transactions go out in the history's row (delivery) order, keyed by account_id,
+at a target rate or as fast as possible. Labels are released once the stream's
+event-time clock (the latest event time sent) passes their ``label_time``, so a
+label never arrives before the transaction it labels; labels still pending when
+the history ends are sent last. Ground-truth columns never leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from configs import KafkaSettings, ProducerSettings
+from contracts.records import Label, Transaction, encode
+from pipelines.kafka import make_producer
+
+_TX_FIELDS = tuple(Transaction.__struct_fields__)
+_LABEL_FIELDS = tuple(Label.__struct_fields__)
+
+
+@dataclass
+class ProduceReport:
+    """What a produce run sent, with the partition every send landed on."""
+
+    transactions: int = 0
+    labels: int = 0
+    seconds: float = 0.0
+    transactions_per_partition: Counter[int] = field(default_factory=Counter)
+    labels_per_partition: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.transactions / self.seconds if self.seconds > 0 else 0.0
+
+
+def read_history(path: str | Path) -> tuple[pa.Table, pa.Table | None]:
+    """Transactions and labels of a history directory (or a single transactions file)."""
+    path = Path(path)
+    if path.is_dir():
+        tx_path, label_path = path / "transactions.parquet", path / "labels.parquet"
+    else:
+        tx_path, label_path = path, path.with_name("labels.parquet")
+    if not tx_path.is_file():
+        raise FileNotFoundError(f"no transactions at {tx_path}; create a history with `fraudstream generate --out DIR`")
+    labels = pq.read_table(label_path) if label_path.is_file() else None
+    return pq.read_table(tx_path), labels
+
+
+def _columns(batch: pa.Table | pa.RecordBatch, names: tuple[str, ...]) -> dict[str, list[object]]:
+    columns: dict[str, list[object]] = {}
+    for name in names:
+        if name not in batch.schema.names:
+            continue
+        column = batch.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        columns[name] = column.to_pylist()
+    return columns
+
+
+def _rows(columns: dict[str, list[object]]) -> Iterator[dict[str, object]]:
+    names = list(columns)
+    for values in zip(*columns.values(), strict=True):
+        yield {k: v for k, v in zip(names, values, strict=True) if v is not None}
+
+
+def encode_transactions(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], list[bytes], list[int]]:
+    """(keys, values, event times) for a batch of history rows; ground truth dropped."""
+    columns = _columns(batch, _TX_FIELDS)
+    keys, values = [], []
+    for row in _rows(columns):
+        tx = Transaction(**row)  # type: ignore[arg-type]
+        keys.append(tx.account_id.encode())
+        values.append(encode(tx))
+    return keys, values, list(columns["event_time"])  # type: ignore[arg-type]
+
+
+def encode_labels(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], list[bytes], list[int]]:
+    """(keys, values, label times) for a batch of label rows."""
+    columns = _columns(batch, _LABEL_FIELDS)
+    keys, values = [], []
+    for row in _rows(columns):
+        label = Label(**row)  # type: ignore[arg-type]
+        keys.append(label.account_id.encode())
+        values.append(encode(label))
+    return keys, values, list(columns["label_time"])  # type: ignore[arg-type]
+
+
+async def produce_history(
+    transactions: pa.Table,
+    labels: pa.Table | None,
+    kafka: KafkaSettings,
+    producer_settings: ProducerSettings,
+    bootstrap_servers: str | None = None,
+    rate: float | None = None,
+    limit: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk_rows: int = 2_000,
+) -> ProduceReport:
+    """Send a history; returns once every send is acknowledged.
+
+    ``rate`` (transactions/s, 0 = unlimited) overrides ``producer_settings.rate``;
+    ``on_progress(transactions, labels)`` is called after each chunk.
+    """
+    target_rate = producer_settings.rate if rate is None else rate
+    if limit is not None:
+        transactions = transactions.slice(0, limit)
+    label_keys: list[bytes] = []
+    label_values: list[bytes] = []
+    label_times: list[int] = []
+    if labels is not None and labels.num_rows:
+        if limit is not None:
+            sent_ids = pa.chunked_array(transactions.column("transaction_id"))
+            labels = labels.filter(pa.compute.is_in(labels.column("transaction_id"), value_set=sent_ids.combine_chunks()))
+        labels = labels.sort_by([("label_time", "ascending"), ("transaction_id", "ascending")])
+        label_keys, label_values, label_times = encode_labels(labels)
+
+    report = ProduceReport()
+    producer = make_producer(kafka, producer_settings, bootstrap_servers)
+    tx_topic, label_topic = kafka.topics.transactions.name, kafka.topics.labels.name
+    pending: list[tuple[bool, asyncio.Future[object]]] = []
+
+    async def settle() -> None:
+        for is_label, future in pending:
+            metadata = await future
+            counter = report.labels_per_partition if is_label else report.transactions_per_partition
+            counter[metadata.partition] += 1  # type: ignore[attr-defined]
+        pending.clear()
+
+    await producer.start()
+    started = time.perf_counter()
+    next_label = 0
+    clock_ms = -1
+    try:
+        for batch in transactions.to_batches(max_chunksize=chunk_rows):
+            keys, values, times = encode_transactions(batch)
+            for key, value, event_time in zip(keys, values, times, strict=True):
+                pending.append((False, await producer.send(tx_topic, value, key=key)))
+                if event_time > clock_ms:
+                    clock_ms = event_time
+                while next_label < len(label_times) and label_times[next_label] <= clock_ms:
+                    pending.append(
+                        (True, await producer.send(label_topic, label_values[next_label], key=label_keys[next_label]))
+                    )
+                    next_label += 1
+            report.transactions += len(values)
+            if len(pending) >= producer_settings.max_in_flight:
+                await settle()
+            if target_rate > 0:
+                ahead = report.transactions / target_rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if on_progress is not None:
+                on_progress(report.transactions, next_label)
+        while next_label < len(label_times):
+            pending.append((True, await producer.send(label_topic, label_values[next_label], key=label_keys[next_label])))
+            next_label += 1
+        await producer.flush()
+        await settle()
+        report.labels = next_label
+        if on_progress is not None:
+            on_progress(report.transactions, report.labels)
+    finally:
+        report.seconds = time.perf_counter() - started
+        await producer.stop()
+    return report

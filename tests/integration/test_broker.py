@@ -1,0 +1,98 @@
+"""The embedded broker: start, topics, clean stop, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from configs import Settings
+from pipelines.broker import BrokerUnavailable, EmbeddedBroker, _port_answers, free_port
+from pipelines.kafka import KafkaSetupError, ensure_topics, partition_counts, wait_until_ready
+
+pytestmark = pytest.mark.integration
+
+
+def test_broker_answers_kafka_and_topics_match_the_config(kafka_broker: str, local_settings: Settings) -> None:
+    counts = asyncio.run(partition_counts(local_settings.kafka, kafka_broker, [t.name for t in local_settings.kafka.topics.all()]))
+    assert counts == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1}
+    # idempotent: a second start-up finds the topics and leaves them alone
+    assert asyncio.run(ensure_topics(local_settings.kafka, kafka_broker)) == counts
+
+
+def test_topic_with_other_partition_count_is_refused(isolated_settings, kafka_broker: str) -> None:
+    settings = isolated_settings(partitions=2)
+    import msgspec
+
+    wrong = msgspec.structs.replace(
+        settings.kafka.topics, transactions=msgspec.structs.replace(settings.kafka.topics.transactions, partitions=3),
+        labels=msgspec.structs.replace(settings.kafka.topics.labels, partitions=3),
+    )
+    kafka = msgspec.structs.replace(settings.kafka, topics=wrong)
+    with pytest.raises(KafkaSetupError, match="has 2 partitions but the config says 3"):
+        asyncio.run(ensure_topics(kafka, kafka_broker))
+
+
+def test_given_port_in_use_is_a_clear_error(kafka_broker: str) -> None:
+    port = int(kafka_broker.rsplit(":", 1)[1])
+    with pytest.raises(BrokerUnavailable, match=f"port {port} .* already in use"):
+        EmbeddedBroker(port=port).start()
+
+
+def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
+    with pytest.raises(BrokerUnavailable, match="embedded broker binary not found"):
+        EmbeddedBroker().start()
+
+
+def test_unreachable_kafka_times_out_with_advice(local_settings: Settings) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(KafkaSetupError, match="did not answer .* check kafka.bootstrap_servers"):
+        asyncio.run(wait_until_ready(local_settings.kafka, address, timeout_s=1.0))
+
+
+def test_stop_leaves_no_process_and_frees_the_port() -> None:
+    broker = EmbeddedBroker()
+    broker.start()
+    pid, port = broker.process.pid, broker.port
+    broker.stop()
+    assert not broker.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not _port_answers("127.0.0.1", port)
+
+
+@pytest.mark.slow
+def test_broker_command_creates_topics_and_stops_on_ctrl_c(tmp_path: Path, local_settings: Settings) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "broker", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / ".fraudstream" / "broker.json").exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "broker command did not become ready"
+            time.sleep(0.1)
+        counts = asyncio.run(partition_counts(local_settings.kafka, f"127.0.0.1:{port}", ["transactions", "transactions.dlq"]))
+        assert counts == {"transactions": 4, "transactions.dlq": 1}
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert f"bootstrap_servers=127.0.0.1:{port}" in stdout
+    assert "broker stopped" in stderr
+    assert not _port_answers("127.0.0.1", port)
+    assert not (tmp_path / ".fraudstream" / "broker.json").exists()
