@@ -2,6 +2,7 @@
 
 from configs.settings import (
     ConfigError,
+    FeatureSettings,
     GeneratorSettings,
     KafkaSettings,
     MlflowSettings,
@@ -15,6 +16,7 @@ from configs.settings import (
 
 __all__ = [
     "ConfigError",
+    "FeatureSettings",
     "GeneratorSettings",
     "KafkaSettings",
     "MlflowSettings",

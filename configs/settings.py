@@ -172,6 +172,44 @@ class GeneratorSettings(_Section):
             raise ValueError("max_late_s must exceed max_disorder_s")
 
 
+class FeatureSettings(_Section):
+    """Per-entity streaming features in event time (see features/)."""
+
+    #: Sliding event-time windows for count/sum/mean of amount, in seconds.
+    windows_s: tuple[PositiveInt, ...] = (600, 3600, 86_400, 7 * 86_400, 30 * 86_400)
+    #: Events up to this far behind a partition's max event time still update windows.
+    allowed_lateness_s: NonNegativeInt = 300
+    #: Weight of the newest amount in the exponentially weighted mean.
+    ewma_alpha: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
+    #: Accounts with no event for this long (event time, behind the watermark) are dropped.
+    entity_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 90.0
+    #: Bound on remembered events per account (oldest dropped first, and counted).
+    max_events_per_account: PositiveInt = 2_000
+    #: Bits of the per-account novelty filter (merchants, countries, devices seen).
+    novelty_bits: Annotated[int, msgspec.Meta(ge=64, le=65_536, multiple_of=64)] = 1_024
+    #: Located transactions remembered for distance and speed.
+    location_trail: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    #: Terminal risk: window, bucket width, and how stale the shared table may be.
+    terminal_window_days: Annotated[float, msgspec.Meta(gt=0.0)] = 7.0
+    terminal_bucket_s: PositiveInt = 3_600
+    terminal_freshness_s: NonNegativeInt = 60
+    #: Scored transactions awaiting their label (bounded by count and event-time age).
+    pending_labels_max: PositiveInt = 1_000_000
+    pending_labels_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
+    #: Hours (UTC, start inclusive, end exclusive) that count as night.
+    night_hours: tuple[Annotated[int, msgspec.Meta(ge=0, le=24)], Annotated[int, msgspec.Meta(ge=0, le=24)]] = (0, 6)
+    #: Idle-entity sweeps run each time the watermark crosses a multiple of this (event time).
+    sweep_interval_s: PositiveInt = 86_400
+
+    def __post_init__(self) -> None:
+        if not self.windows_s:
+            raise ValueError("windows_s: give at least one window")
+        if list(self.windows_s) != sorted(set(self.windows_s)):
+            raise ValueError(f"windows_s: windows must be distinct and ascending, got {list(self.windows_s)}")
+        if self.terminal_bucket_s > self.terminal_window_days * 86_400:
+            raise ValueError("terminal_bucket_s must not exceed the terminal window")
+
+
 class MlflowSettings(_Section):
     """Where models are tracked and registered."""
 
@@ -186,6 +224,7 @@ class Settings(_Section):
     kafka: KafkaSettings = KafkaSettings()
     producer: ProducerSettings = ProducerSettings()
     generator: GeneratorSettings = GeneratorSettings()
+    features: FeatureSettings = FeatureSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
 

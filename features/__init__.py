@@ -1,1 +1,26 @@
-"""fraudstream features."""
+"""Per-entity streaming features in event time: one code path online and offline.
+
+Pure code: no Kafka, Ray or MLflow, and no clock (event time is an argument).
+"""
+
+from features.engine import EngineStats, FeatureBatch, FeatureEngine
+from features.offline import PartitionedFeatures, build_feature_table, interleave
+from features.registry import FeatureRegistry, FeatureSpec
+from features.state import EngineSnapshot, restore_engine, take_snapshot
+from features.terminal import PendingLabels, TerminalRisk
+
+__all__ = [
+    "EngineSnapshot",
+    "EngineStats",
+    "FeatureBatch",
+    "FeatureEngine",
+    "FeatureRegistry",
+    "FeatureSpec",
+    "PartitionedFeatures",
+    "PendingLabels",
+    "TerminalRisk",
+    "build_feature_table",
+    "interleave",
+    "restore_engine",
+    "take_snapshot",
+]

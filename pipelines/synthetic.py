@@ -211,6 +211,8 @@ def _home_weights() -> FloatArray:
 _HOME_CDF: Final = _cdf(_home_weights())
 _CITY_CDF: Final = _cdf(_CITY_POP)
 _SAME_COUNTRY: Final = _CITY_COUNTRY[:, None] == _CITY_COUNTRY[None, :]
+
+
 def _trip_weights() -> FloatArray:
     """Trip destinations by home city: half domestic (when there is another city), half abroad."""
     domestic = (_SAME_COUNTRY & ~np.eye(len(_CITIES), dtype=bool)) * _CITY_POP
@@ -300,8 +302,8 @@ class _Clock:
 
     @classmethod
     def of(cls, settings: GeneratorSettings) -> _Clock:
-        start = settings.start.astimezone(dt.timezone.utc)
-        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        start = settings.start.astimezone(dt.UTC)
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         start_ms = (start - epoch) // dt.timedelta(milliseconds=1)
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         weekday = (start.weekday() + np.arange(settings.days)) % 7
@@ -314,9 +316,7 @@ class _Clock:
             history_ms=min(DAY_MS, period_ms // 4),
         )
 
-    def rhythm_times(
-        self, rng: np.random.Generator, city: IntArray, day: IntArray | None = None
-    ) -> IntArray:
+    def rhythm_times(self, rng: np.random.Generator, city: IntArray, day: IntArray | None = None) -> IntArray:
         """Event times (relative ms) following the daily rhythm in each city's local time.
 
         ``day`` fixes the local calendar day (times are then clipped into the
@@ -372,7 +372,6 @@ class _Rows:
 
 
 def _fraud_rows(
-    world: _World,
     *,
     scenario: str,
     episode: IntArray,
@@ -421,6 +420,25 @@ def _episode_count(sizes: IntArray, target: float) -> int:
         return 0
     cum = np.cumsum(sizes)
     return int(np.argmin(np.abs(cum - target))) + 1
+
+
+def _greedy_fill(sizes: IntArray, target: float) -> IntArray:
+    """Indices of non-empty candidates, in order, skipping those that would overshoot ``target`` by > 10 %.
+
+    Stops once within 10 % below the target; takes the smallest candidate when none fits.
+    """
+    chosen: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes.tolist()):
+        if total >= 0.9 * target:
+            break
+        if size > 0 and total + size <= 1.1 * target:
+            chosen.append(i)
+            total += size
+    if not chosen and np.any(sizes > 0):
+        useful = np.flatnonzero(sizes > 0)
+        chosen.append(int(useful[np.argmin(sizes[useful])]))
+    return np.array(chosen, dtype=np.int64)
 
 
 def _segments(sizes: IntArray) -> tuple[IntArray, IntArray, IntArray]:
@@ -508,9 +526,7 @@ def _build_world(rng: np.random.Generator, n: int) -> _World:
 
 
 #: Zipf-like weights over the usual-merchant slots, one CDF per number of usual merchants.
-_USUAL_CDF: Final = {
-    k: _cdf(1.0 / np.arange(1, k + 1, dtype=np.float64)) for k in range(8, _MAX_USUAL + 1)
-}
+_USUAL_CDF: Final = {k: _cdf(1.0 / np.arange(1, k + 1, dtype=np.float64)) for k in range(8, _MAX_USUAL + 1)}
 
 
 def _p_ecom(world: _World, cat: IntArray, account: IntArray) -> FloatArray:
@@ -627,6 +643,17 @@ class _Genuine:
     def count(self, account: IntArray) -> IntArray:
         return self.first[account + 1] - self.first[account]
 
+    def used(self, account: IntArray, merchant: IntArray) -> BoolArray:
+        """Whether each account already paid at the paired merchant (one check per episode: cheap)."""
+        rows = self.rows.merchant
+        return np.array(
+            [
+                m in rows[self.first[a] : self.first[a + 1]]
+                for a, m in zip(account.tolist(), merchant.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+
     def median_amount(self, account: IntArray) -> FloatArray:
         """Each account's median genuine amount (a few hundred accounts: a loop is cheap)."""
         amount = self.rows.amount
@@ -634,15 +661,21 @@ class _Genuine:
 
 
 class _AccountPool:
-    """Accounts available to fraud episodes (eligible ones, each used by one episode at most)."""
+    """Accounts available to fraud episodes, in a random order.
+
+    Each eligible account serves one episode per round; when a scenario needs
+    more accounts than are left (very high fraud rates), a new round starts
+    and accounts may suffer a second fraud.
+    """
 
     def __init__(self, rng: np.random.Generator, eligible: BoolArray) -> None:
+        self._eligible = eligible.copy()
         self._order = rng.permutation(np.flatnonzero(eligible))
         self._free = eligible.copy()
 
     @property
     def free(self) -> BoolArray:
-        """Mask of accounts still available."""
+        """Mask of accounts still available in this round."""
         return self._free
 
     def candidates(self, ok: BoolArray | None = None) -> IntArray:
@@ -651,17 +684,33 @@ class _AccountPool:
         return order if ok is None else order[ok[order]]
 
     def take(self, k: int, ok: BoolArray | None = None) -> IntArray:
-        """Up to ``k`` available accounts, marked used."""
+        """Up to ``k`` distinct accounts, marked used (starting a new round if this one runs out)."""
         chosen = self.candidates(ok)[:k]
         self.mark(chosen)
+        if chosen.size < k:
+            self.new_round(exclude=chosen)
+            more = self.candidates(ok)[: k - chosen.size]
+            self.mark(more)
+            chosen = np.concatenate([chosen, more])
         return chosen
 
     def mark(self, accounts: IntArray) -> None:
         self._free[accounts] = False
 
+    def new_round(self, exclude: IntArray) -> None:
+        """Make every eligible account available again, except ``exclude``."""
+        self._free = self._eligible.copy()
+        self._free[exclude] = False
+
 
 def _card_testing(
-    rng: np.random.Generator, world: _World, clock: _Clock, pool: _AccountPool, target: float, next_device: int
+    rng: np.random.Generator,
+    world: _World,
+    clock: _Clock,
+    genuine: _Genuine,
+    pool: _AccountPool,
+    target: float,
+    next_device: int,
 ) -> tuple[_Rows, int]:
     """Bursts of tiny amounts within minutes at new merchants, sometimes followed by real purchases.
 
@@ -683,9 +732,15 @@ def _card_testing(
     test_cats = np.array([_CAT["online_services"], _CAT["entertainment"], _CAT["retail"], _CAT["electronics"]])
     merchants_ep = np.empty((k, 3), dtype=np.int64)
     for j in range(3):
-        cat = test_cats[_pick(_cdf([0.5, 0.2, 0.2, 0.1]), rng.random(k))]
-        city = np.where(ecom_ep, _pick(_CITY_CDF, rng.random(k)), city_ep)
-        merchants_ep[:, j] = world.merchant_in(rng, city, cat)
+        # Merchants new to the account: redraw the few it already knows.
+        redraw = np.arange(k)
+        for _ in range(10):
+            cat = test_cats[_pick(_cdf([0.5, 0.2, 0.2, 0.1]), rng.random(redraw.size))]
+            city = np.where(ecom_ep[redraw], _pick(_CITY_CDF, rng.random(redraw.size)), city_ep[redraw])
+            merchants_ep[redraw, j] = world.merchant_in(rng, city, cat)
+            redraw = redraw[genuine.used(account[redraw], merchants_ep[redraw, j])]
+            if redraw.size == 0:
+                break
     start = clock.episode_starts(rng, k, 3 * HOUR_MS)
 
     episode, position, first = _segments(tests + follow)
@@ -710,7 +765,6 @@ def _card_testing(
     terminal = np.where(ecom, -1, world.terminal_of(rng, merchant))
     ip_lat, ip_lon = _jitter(rng, _CITY_LAT[city_ep[episode]], _CITY_LON[city_ep[episode]], 0.15)
     rows = _fraud_rows(
-        world,
         scenario="card_testing",
         episode=episode,
         account=account[episode],
@@ -757,7 +811,6 @@ def _account_takeover(
     city = city_ep[episode]
     lat, lon = _jitter(rng, _CITY_LAT[city], _CITY_LON[city], 0.1)
     rows = _fraud_rows(
-        world,
         scenario="account_takeover",
         episode=episode,
         account=account[episode],
@@ -780,21 +833,18 @@ def _impossible_travel(
     n_cand = int(target / 2.0 * 1.5) + 4
     sizes = rng.integers(1, 4, n_cand)
     k = _episode_count(sizes, target)
-    # Anchors: genuine POS rows of free accounts, after the history period; one per account.
     g = genuine.rows
-    eligible = np.flatnonzero(
-        ~g.ecom
-        & pool.free[g.account]
-        & (g.time_ms >= clock.history_ms)
-        & (g.time_ms < clock.period_ms - 4 * HOUR_MS)
-    )
-    shuffled = rng.permutation(eligible)
-    _, first_of_account = np.unique(g.account[shuffled], return_index=True)
-    anchors = shuffled[np.sort(first_of_account)][:k]
+    # Anchors: a random genuine POS row of the account after the history period.
+    possible = ~g.ecom & (g.time_ms >= clock.history_ms) & (g.time_ms < clock.period_ms - 4 * HOUR_MS)
+    possible_count = np.bincount(g.account[possible], minlength=world.accounts)
+    account = pool.take(k, ok=possible_count > 0)
+    rank = (rng.random(account.size) * possible_count[account]).astype(np.int64)
+    possible_cum = np.cumsum(possible)
+    first_row = genuine.first[account]
+    before = np.where(first_row > 0, possible_cum[np.maximum(first_row - 1, 0)], 0)
+    anchors = np.searchsorted(possible_cum, before + rank + 1, side="left").astype(np.int64)
     k = anchors.size
     sizes = sizes[:k]
-    account = g.account[anchors]
-    pool.mark(account)
     usual = genuine.median_amount(account)
     city_ep = _pick_rows(_FAR_CDF, world.home_city[account], rng.random(k))
 
@@ -805,13 +855,11 @@ def _impossible_travel(
         (5 * MINUTE_MS + rng.random(n) * 85 * MINUTE_MS).astype(np.int64),
         (10 * MINUTE_MS + rng.random(n) * 50 * MINUTE_MS).astype(np.int64),
     )
-    cum = np.cumsum(gaps)
-    time_ms = g.time_ms[anchors][episode] + cum - cum[first][episode] + gaps[first][episode]
+    time_ms = g.time_ms[anchors][episode] + gaps[first][episode] + _offsets(gaps, first, episode)
     shop_cats = np.array([_CAT[c] for c in ("retail", "electronics", "jewelry", "restaurant", "fuel", "cash")])
     cat = shop_cats[_pick(_cdf([0.3, 0.25, 0.1, 0.1, 0.1, 0.15]), rng.random(n))]
     merchant = world.merchant_in(rng, city_ep[episode], cat)
     return _fraud_rows(
-        world,
         scenario="impossible_travel",
         episode=episode,
         account=account[episode],
@@ -834,8 +882,8 @@ def _bust_out(
 ) -> tuple[_Rows, IntArray, IntArray]:
     """An account ramps its spending over 5–12 days, then maxes out in 1–2 days.
 
-    Returns the fraud rows, the accounts and the end of each max-out (the
-    account is silent afterwards).
+    Returns the fraud rows, the accounts and when each goes silent (right
+    after its last max-out purchase).
     """
     days = clock.period_ms // DAY_MS
     n_cand = int(target / 30.0 * 1.5) + 4
@@ -850,14 +898,19 @@ def _bust_out(
     first_day = np.minimum(1 + (rng.random(n_cand) * (span - 1)).astype(np.int64), max(days - 1, 0))
     # Accounts with some history (3+ genuine rows) before their ramp.
     chosen: list[int] = []
-    for a in pool.candidates(ok=genuine.count(np.arange(world.accounts)) >= 5).tolist():
-        if len(chosen) == k:
+    with_history = genuine.count(np.arange(world.accounts)) >= 5
+    for round_ in range(2):
+        for a in pool.candidates(ok=with_history).tolist():
+            if len(chosen) == k:
+                break
+            times = genuine.rows.time_ms[genuine.first[a] : genuine.first[a + 1]]
+            if int(np.count_nonzero(times < first_day[len(chosen)] * DAY_MS)) >= 3:
+                chosen.append(a)
+        pool.mark(np.array(chosen, dtype=np.int64))
+        if len(chosen) == k or round_ == 1:
             break
-        times = genuine.rows.time_ms[genuine.first[a] : genuine.first[a + 1]]
-        if int(np.count_nonzero(times < first_day[len(chosen)] * DAY_MS)) >= 3:
-            chosen.append(a)
+        pool.new_round(exclude=np.array(chosen, dtype=np.int64))
     account = np.array(chosen, dtype=np.int64)
-    pool.mark(account)
     k = account.size
     ramp_days, max_days, ramp_counts, maxout, first_day = (
         ramp_days[:k], max_days[:k], ramp_counts[:k], maxout[:k], first_day[:k]
@@ -870,13 +923,17 @@ def _bust_out(
     home = world.home_city[account]
     ramp_time = clock.rhythm_times(rng, home[ramp_ep], (first_day[ramp_ep] + ramp_day))
     ramp_progress = (ramp_day + 1) / ramp_days[ramp_ep]
-    ramp_cats = np.array([_CAT[c] for c in ("retail", "electronics", "restaurant", "entertainment", "travel", "jewelry")])
+    ramp_cats = np.array(
+        [_CAT[c] for c in ("retail", "electronics", "restaurant", "entertainment", "travel", "jewelry")]
+    )
     ramp_cat = ramp_cats[_pick(_cdf([0.35, 0.2, 0.15, 0.1, 0.1, 0.1]), rng.random(ramp_ep.size))]
     ramp_amount = usual[ramp_ep] * np.maximum(1.5 + 2.5 * ramp_progress + rng.normal(0, 0.3, ramp_ep.size), 1.5)
     # Max-out rows: 5–15 big purchases within 1–2 days after the ramp.
     max_ep = np.repeat(np.arange(k), maxout)
-    max_start = (first_day + ramp_days) * DAY_MS
-    max_time = max_start[max_ep] + (rng.random(max_ep.size) * max_days[max_ep] * DAY_MS).astype(np.int64)
+    max_start = (first_day + ramp_days) * DAY_MS  # after the last ramp purchase, whatever the time zone
+    np.maximum.at(max_start, ramp_ep, ramp_time + HOUR_MS)
+    max_span = np.maximum(np.minimum(max_days * DAY_MS, clock.period_ms - 1 - max_start), 1)
+    max_time = max_start[max_ep] + (rng.random(max_ep.size) * max_span[max_ep]).astype(np.int64)
     max_cats = np.array([_CAT["electronics"], _CAT["jewelry"], _CAT["travel"]])
     max_cat = max_cats[_pick(_cdf([0.5, 0.3, 0.2]), rng.random(max_ep.size))]
     max_amount = usual[max_ep] * (8.0 + 17.0 * rng.random(max_ep.size))
@@ -890,7 +947,6 @@ def _bust_out(
     merchant = world.merchant_in(rng, city, cat)
     ip_lat, ip_lon = _jitter(rng, world.home_lat[acc], world.home_lon[acc], 0.15)
     rows = _fraud_rows(
-        world,
         scenario="bust_out",
         episode=episode,
         account=acc,
@@ -903,7 +959,9 @@ def _bust_out(
         lon=np.where(ecom, ip_lon, world.merchant_lon[merchant]),
         country=np.where(ecom, _CITY_COUNTRY[world.home_city[acc]], _CITY_COUNTRY[world.merchant_city[merchant]]),
     )
-    return rows, account, (first_day + ramp_days + max_days) * DAY_MS
+    last_event = np.zeros(k, dtype=np.int64)
+    np.maximum.at(last_event, episode, rows.time_ms)
+    return rows, account, last_event + 1
 
 
 def _compromised_terminal(
@@ -920,7 +978,7 @@ def _compromised_terminal(
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     busy = active[traffic[active] >= np.quantile(traffic[active], 0.8)]
     per_window = traffic[busy].mean() / (clock.period_ms / DAY_MS) * 4.5
-    n_cand = min(busy.size, int(target / max(per_window, 1.0) * 2) + 8)
+    n_cand = min(busy.size, int(target / max(per_window, 1.0) * 4) + 16)
     candidates = rng.permutation(busy)[:n_cand]
     length = np.minimum(((2.0 + 5.0 * rng.random(n_cand)) * DAY_MS).astype(np.int64), clock.period_ms)
     span = np.maximum(clock.period_ms - length - clock.history_ms, 1)
@@ -935,17 +993,17 @@ def _compromised_terminal(
     sub_terminal, sub_time = rows.terminal[sub], rows.time_ms[sub]
     hits: list[IntArray] = []
     for c in range(n_cand):
-        lo, hi = np.searchsorted(sub_terminal, candidates[c], "left"), np.searchsorted(sub_terminal, candidates[c], "right")
+        lo, hi = (
+            np.searchsorted(sub_terminal, candidates[c], "left"),
+            np.searchsorted(sub_terminal, candidates[c], "right"),
+        )
         t = sub_time[lo:hi]
         a, b = np.searchsorted(t, start[c], "left"), np.searchsorted(t, start[c] + length[c], "left")
         hits.append(sub[lo + a : lo + b])
     sizes = np.array([h.size for h in hits], dtype=np.int64)
-    # Only terminals with traffic in their window count as episodes.
-    useful = np.flatnonzero(sizes > 0)
-    k = _episode_count(sizes[useful], target)
-    chosen = useful[:k]
-    index = np.concatenate([hits[c] for c in chosen]) if k else np.empty(0, dtype=np.int64)
-    episode = np.repeat(np.arange(k, dtype=np.int64), sizes[chosen])
+    chosen = _greedy_fill(sizes, target)
+    index = np.concatenate([hits[c] for c in chosen]) if chosen.size else np.empty(0, dtype=np.int64)
+    episode = np.repeat(np.arange(chosen.size, dtype=np.int64), sizes[chosen])
     return index, episode
 
 
@@ -1012,53 +1070,47 @@ def _label_delays(rng: np.random.Generator, n: int) -> IntArray:
     return np.where(call, hours * HOUR_MS, days * DAY_MS).astype(np.int64)
 
 
-def generate(settings: GeneratorSettings, progress: Callable[[str], None] | None = None) -> SyntheticHistory:
-    """Generate the synthetic world, its transactions, injected fraud and delayed labels.
+def _inject_fraud(
+    rng: np.random.Generator,
+    world: _World,
+    clock: _Clock,
+    rows: _Rows,
+    traveller: BoolArray,
+    settings: GeneratorSettings,
+) -> tuple[_Rows, int]:
+    """Genuine rows plus every scenario's fraud; returns the rows and the number of device ids in use.
 
-    ``progress`` (optional) receives a short phase description as work advances.
-    Same settings give byte-identical tables.
+    The budget: four scenarios add rows, compromised_terminal converts genuine
+    rows, so the fraud total F solves F = rate * (genuine + added), with
+    added = F * (1 - compromised share).
     """
-    report = progress or (lambda _phase: None)
-    rng = np.random.default_rng(settings.seed)
-    clock = _Clock.of(settings)
-    report(f"world of {settings.accounts:,} accounts")
-    world = _build_world(rng, settings.accounts)
-    report("genuine spending")
-    rows = _genuine_rows(rng, world, clock, settings.days)
-    rows, traveller = _apply_travel(rng, world, clock, rows)
     genuine = _Genuine.of(rows, world.accounts)
-
-    # Fraud budget: rows added by four scenarios, rows converted by compromised_terminal.
     weights = np.array([max(settings.scenario_weights.get(name, 0.0), 0.0) for name in SCENARIOS])
     share = weights / weights.sum()
-    converted_share = share[_SCENARIO["compromised_terminal"]]
     r = settings.fraud_rate
-    fraud_total = r * rows.size / (1.0 - r * (1.0 - converted_share))
-    target = fraud_total * share
+    fraud_total = r * rows.size / (1.0 - r * (1.0 - share[_SCENARIO["compromised_terminal"]]))
+    target = {name: fraud_total * share[i] for i, name in enumerate(SCENARIOS)}
 
-    report("fraud scenarios")
     pool = _AccountPool(rng, ~traveller)
     parts: list[_Rows] = []
     next_device = world.account_devices
-    if target[_SCENARIO["card_testing"]] > 0:
-        part, next_device = _card_testing(rng, world, clock, pool, target[_SCENARIO["card_testing"]], next_device)
+    if target["card_testing"] > 0:
+        part, next_device = _card_testing(rng, world, clock, genuine, pool, target["card_testing"], next_device)
         parts.append(part)
-    if target[_SCENARIO["account_takeover"]] > 0:
-        part, next_device = _account_takeover(
-            rng, world, clock, genuine, pool, target[_SCENARIO["account_takeover"]], next_device
-        )
+    if target["account_takeover"] > 0:
+        part, next_device = _account_takeover(rng, world, clock, genuine, pool, target["account_takeover"], next_device)
         parts.append(part)
-    if target[_SCENARIO["impossible_travel"]] > 0:
-        parts.append(_impossible_travel(rng, world, clock, genuine, pool, target[_SCENARIO["impossible_travel"]]))
-    if target[_SCENARIO["bust_out"]] > 0:
-        part, busted, silent_from = _bust_out(rng, world, clock, genuine, pool, target[_SCENARIO["bust_out"]])
+    if target["impossible_travel"] > 0:
+        parts.append(_impossible_travel(rng, world, clock, genuine, pool, target["impossible_travel"]))
+    if target["bust_out"] > 0:
+        part, busted, silent_from = _bust_out(rng, world, clock, genuine, pool, target["bust_out"])
         parts.append(part)
         # After the max-out the account goes silent.
         silent = np.full(world.accounts, clock.period_ms, dtype=np.int64)
         silent[busted] = silent_from
         rows = rows.take(rows.time_ms < silent[rows.account])
-    if target[_SCENARIO["compromised_terminal"]] > 0:
-        index, episode = _compromised_terminal(rng, world, clock, rows, target[_SCENARIO["compromised_terminal"]])
+    if target["compromised_terminal"] > 0:
+        index, episode = _compromised_terminal(rng, world, clock, rows, target["compromised_terminal"])
         cat = world.merchant_cat[rows.merchant[index]]
         rows.amount[index] = _round_amounts(rows.amount[index] * (1.2 + 0.8 * rng.random(index.size)), cat)
         rows.scenario[index] = _SCENARIO["compromised_terminal"]
@@ -1070,82 +1122,117 @@ def generate(settings: GeneratorSettings, progress: Callable[[str], None] | None
         episode_base = int(part.episode.max(initial=episode_base - 1)) + 1
     rows = _Rows.concat([rows, *parts])
     np.clip(rows.time_ms, 0, clock.period_ms - 1, out=rows.time_ms)
+    return rows, next_device
 
-    report(f"ordering {rows.size:,} transactions")
-    rows = rows.take(np.argsort(rows.time_ms, kind="stable"))  # transaction index = event-time rank
+
+def _label_times(rng: np.random.Generator, rows: _Rows, genuine_label_rate: float) -> IntArray:
+    """Label time of every row (relative ms), -1 for unlabelled rows.
+
+    Every fraud row is reported at its episode's report time (last event +
+    delay); a ``genuine_label_rate`` share of genuine rows is confirmed 1-30 days later.
+    """
     n = rows.size
     is_fraud = rows.scenario >= 0
-
-    # Labels: one report time per fraud episode; a share of genuine rows confirmed later.
     n_episodes = int(rows.episode.max(initial=-1)) + 1
     last_event = np.zeros(n_episodes, dtype=np.int64)
     np.maximum.at(last_event, rows.episode[is_fraud], rows.time_ms[is_fraud])
     report_ms = last_event + _label_delays(rng, n_episodes)
     label_ms = np.full(n, -1, dtype=np.int64)
     label_ms[is_fraud] = report_ms[rows.episode[is_fraud]]
-    confirm = ~is_fraud & (rng.random(n) < settings.genuine_label_rate)
-    label_ms[confirm] = rows.time_ms[confirm] + ((1.0 + 29.0 * rng.random(int(confirm.sum()))) * DAY_MS).astype(np.int64)
+    confirm = np.flatnonzero(~is_fraud & (rng.random(n) < genuine_label_rate))
+    label_ms[confirm] = rows.time_ms[confirm] + ((1.0 + 29.0 * rng.random(confirm.size)) * DAY_MS).astype(np.int64)
+    return label_ms
 
-    # Delivery order: some rows a little late, some very late.
-    delivery = rows.time_ms.copy()
-    if settings.out_of_order_rate > 0 or settings.late_rate > 0:
-        u = rng.random(n)
-        disorder_ms = settings.max_disorder_s * 1000.0
-        ooo = u < settings.out_of_order_rate
-        late = ~ooo & (u < settings.out_of_order_rate + settings.late_rate)
-        delay = np.zeros(n, dtype=np.int64)
-        v = 1.0 - rng.random(n)  # (0, 1]
-        delay[ooo] = np.maximum(np.ceil(v[ooo] * disorder_ms), 1).astype(np.int64)
-        if settings.late_rate > 0:
-            late_span = settings.max_late_s * 1000.0 - disorder_ms
-            delay[late] = (np.floor(disorder_ms) + np.maximum(np.ceil(v[late] * late_span), 1)).astype(np.int64)
-        delivery += delay
-        order = np.argsort(delivery, kind="stable")
-    else:
-        order = np.arange(n, dtype=np.int64)
 
-    report("building tables")
-    start_ms = clock.start_ms
-    tx_number = order
-    delivered = rows.take(order)
-    account_ids = _id_strings("A", np.arange(world.accounts), 7)
-    merchant_ids = _id_strings("M", np.arange(world.merchant_city.size), 6)
-    terminal_ids = _id_strings("T", np.arange(world.terminals), 7)
-    device_ids = _id_strings("D", np.arange(max(next_device, 1)), 7)
-    currency_of_account = _CITY_COUNTRY[world.home_city]
-    transactions = pa.Table.from_arrays(
+def _delivery_order(rng: np.random.Generator, time_ms: IntArray, settings: GeneratorSettings) -> IntArray | None:
+    """Row order by delivery time (ties by index), or None when every row is delivered on time.
+
+    ``out_of_order_rate`` of rows are delayed by (0, max_disorder_s], ``late_rate``
+    of rows by (max_disorder_s, max_late_s]; event times never change.
+    """
+    if settings.out_of_order_rate <= 0 and settings.late_rate <= 0:
+        return None
+    n = time_ms.size
+    disorder_ms = max(math.floor(settings.max_disorder_s * 1000.0), 1)
+    late_ms = max(math.floor(settings.max_late_s * 1000.0), disorder_ms + 1)
+    u = rng.random(n)
+    ooo = u < settings.out_of_order_rate
+    late = ~ooo & (u < settings.out_of_order_rate + settings.late_rate)
+    v = 1.0 - rng.random(n)  # (0, 1]
+    delay = np.zeros(n, dtype=np.int64)
+    delay[ooo] = np.clip(np.ceil(v[ooo] * disorder_ms), 1, disorder_ms).astype(np.int64)
+    delay[late] = disorder_ms + np.clip(np.ceil(v[late] * (late_ms - disorder_ms)), 1, late_ms - disorder_ms).astype(
+        np.int64
+    )
+    return np.argsort(time_ms + delay, kind="stable").astype(np.int64)
+
+
+def _transactions_table(world: _World, clock: _Clock, rows: _Rows, number: IntArray, devices: int) -> pa.Table:
+    """Rows (already in delivery order) as a HISTORY_SCHEMA table; ``number`` is each row's transaction index."""
+    return pa.Table.from_arrays(
         [
-            _id_strings("tx", tx_number, 10),
-            _lookup(account_ids, delivered.account),
-            _times(start_ms + delivered.time_ms),
-            pa.array(delivered.amount, type=pa.float64()),
-            _lookup(_CURRENCY_OF_COUNTRY, currency_of_account[delivered.account]),
-            _lookup(merchant_ids, delivered.merchant),
-            _lookup([c.name for c in _CATEGORIES], world.merchant_cat[delivered.merchant]),
-            _lookup(terminal_ids, delivered.terminal),
-            _lookup(device_ids, delivered.device),
-            _lookup(_COUNTRIES, delivered.country),
-            pa.array(np.round(delivered.lat, 5), type=pa.float64()),
-            pa.array(np.round(delivered.lon, 5), type=pa.float64()),
-            _lookup(_CHANNELS, delivered.ecom.astype(np.int64)),
-            pa.array(delivered.scenario >= 0, type=pa.bool_()),
-            _lookup(SCENARIOS, delivered.scenario),
+            _id_strings("tx", number, 10),
+            _lookup(_id_strings("A", np.arange(world.accounts), 7), rows.account),
+            _times(clock.start_ms + rows.time_ms),
+            pa.array(rows.amount, type=pa.float64()),
+            _lookup(_CURRENCY_OF_COUNTRY, _CITY_COUNTRY[world.home_city][rows.account]),
+            _lookup(_id_strings("M", np.arange(world.merchant_city.size), 6), rows.merchant),
+            _lookup([c.name for c in _CATEGORIES], world.merchant_cat[rows.merchant]),
+            _lookup(_id_strings("T", np.arange(world.terminals), 7), rows.terminal),
+            _lookup(_id_strings("D", np.arange(max(devices, 1)), 7), rows.device),
+            _lookup(_COUNTRIES, rows.country),
+            pa.array(np.round(rows.lat, 5), type=pa.float64()),
+            pa.array(np.round(rows.lon, 5), type=pa.float64()),
+            _lookup(_CHANNELS, rows.ecom.astype(np.int64)),
+            pa.array(rows.scenario >= 0, type=pa.bool_()),
+            _lookup(SCENARIOS, rows.scenario),
         ],
         schema=HISTORY_SCHEMA,
     )
 
+
+def _labels_table(world: _World, clock: _Clock, rows: _Rows, label_ms: IntArray) -> pa.Table:
+    """Labelled rows (``rows`` in transaction-index order) as a LABEL_SCHEMA table sorted by label time."""
     labelled = np.flatnonzero(label_ms >= 0)
     labelled = labelled[np.argsort(label_ms[labelled], kind="stable")]
-    labels = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [
-            _id_strings("tx", labelled, 10) if labelled.size else pa.array([], type=pa.string()),
-            _lookup(account_ids, rows.account[labelled]),
-            _lookup(("genuine", "fraud"), is_fraud[labelled].astype(np.int64)),
-            _times(start_ms + label_ms[labelled]),
+            _id_strings("tx", labelled, 10),
+            _lookup(_id_strings("A", np.arange(world.accounts), 7), rows.account[labelled]),
+            _lookup(("genuine", "fraud"), (rows.scenario[labelled] >= 0).astype(np.int64)),
+            _times(clock.start_ms + label_ms[labelled]),
         ],
         schema=LABEL_SCHEMA,
     )
-    return SyntheticHistory(transactions=transactions, labels=labels)
+
+
+def generate(settings: GeneratorSettings, progress: Callable[[str], None] | None = None) -> SyntheticHistory:
+    """Generate the synthetic world, its transactions, injected fraud and delayed labels.
+
+    ``progress`` (optional) receives a short phase description as work advances.
+    Same settings give byte-identical tables. Transaction ids number rows in
+    event-time order (``tx0000000000`` is the earliest).
+    """
+    report = progress or (lambda _phase: None)
+    rng = np.random.default_rng(settings.seed)
+    clock = _Clock.of(settings)
+    report(f"world of {settings.accounts:,} accounts")
+    world = _build_world(rng, settings.accounts)
+    report("genuine spending")
+    rows, traveller = _apply_travel(rng, world, clock, _genuine_rows(rng, world, clock, settings.days))
+    report("fraud scenarios")
+    rows, devices = _inject_fraud(rng, world, clock, rows, traveller, settings)
+    report(f"ordering {rows.size:,} transactions")
+    rows = rows.take(np.argsort(rows.time_ms, kind="stable"))  # transaction index = event-time rank
+    label_ms = _label_times(rng, rows, settings.genuine_label_rate)
+    order = _delivery_order(rng, rows.time_ms, settings)
+    report("building tables")
+    number = np.arange(rows.size, dtype=np.int64) if order is None else order
+    delivered = rows if order is None else rows.take(order)
+    return SyntheticHistory(
+        transactions=_transactions_table(world, clock, delivered, number, devices),
+        labels=_labels_table(world, clock, rows, label_ms),
+    )
 
 
 def write_history(history: SyntheticHistory, out_dir: str | Path) -> tuple[Path, Path]:

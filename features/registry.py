@@ -1,0 +1,127 @@
+"""The feature registry: every feature's name, meaning and neutral value, in vector order.
+
+The version is derived from the names and the parameters that change their
+meaning (windows, EWMA weight, night hours, terminal window), so a model trained
+on one feature layout refuses to score another.
+
+>>> from configs import FeatureSettings
+>>> registry = FeatureRegistry.from_settings(FeatureSettings())
+>>> registry.names[:5]
+('amount', 'log_amount', 'count_10m', 'sum_10m', 'mean_10m')
+>>> registry.index("count_24h"), len(registry)
+(8, 37)
+>>> registry.version.startswith("fs1-")
+True
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from configs import FeatureSettings
+
+#: Bumped when the computation of an existing feature changes.
+FEATURE_CODE_VERSION = 1
+
+
+def window_name(seconds: int) -> str:
+    """A short name for a window: 600 -> '10m', 3600 -> '1h', 86400 -> '24h', 604800 -> '7d'.
+
+    >>> [window_name(s) for s in (45, 600, 3600, 86400, 172800, 2592000)]
+    ['45s', '10m', '1h', '24h', '2d', '30d']
+    """
+    if seconds < 60 or seconds % 60:
+        return f"{seconds}s"
+    if seconds < 3600 or seconds % 3600:
+        return f"{seconds // 60}m"
+    if seconds <= 86_400 or seconds % 86_400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86_400}d"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature: its name, what it measures, and its value when the data is absent."""
+
+    name: str
+    description: str
+    neutral: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeatureRegistry:
+    """Names and order of the feature vector, with the version models and alerts record."""
+
+    specs: tuple[FeatureSpec, ...]
+    version: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    def index(self, name: str) -> int:
+        """Position of a feature in the vector; KeyError names the known features."""
+        for position, spec in enumerate(self.specs):
+            if spec.name == name:
+                return position
+        raise KeyError(f"unknown feature {name!r}; known: {', '.join(self.names)}")
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @classmethod
+    def from_settings(cls, settings: FeatureSettings) -> FeatureRegistry:
+        max_window_s = float(settings.windows_s[-1])
+        specs = [
+            FeatureSpec("amount", "transaction amount"),
+            FeatureSpec("log_amount", "log(1 + amount)"),
+        ]
+        for seconds in settings.windows_s:
+            w = window_name(seconds)
+            specs += [
+                FeatureSpec(f"count_{w}", f"account transactions in the last {w} of event time, this one included"),
+                FeatureSpec(f"sum_{w}", f"sum of amounts in the last {w}"),
+                FeatureSpec(f"mean_{w}", f"mean amount in the last {w}"),
+            ]
+        specs += [
+            FeatureSpec("amount_mean", "mean of the account's earlier amounts (this amount when none)"),
+            FeatureSpec("amount_std", "standard deviation of the account's earlier amounts"),
+            FeatureSpec("amount_ewma", f"exponentially weighted mean of earlier amounts (alpha {settings.ewma_alpha})"),
+            FeatureSpec("amount_z", "(amount - amount_mean) / amount_std; 0 when std is 0"),
+            FeatureSpec("amount_ratio", "amount / amount_mean; 1 when no history", neutral=1.0),
+            FeatureSpec("history_count", "account transactions seen before this one"),
+            FeatureSpec(
+                "seconds_since_prev",
+                "seconds since the account's previous transaction in event time",
+                neutral=max_window_s,
+            ),
+            FeatureSpec("distance_km", "great-circle distance from the previous located transaction"),
+            FeatureSpec("speed_kmh", "distance_km over the time between them (at least one minute)"),
+            FeatureSpec("new_merchant", "1 when the account has not used this merchant before"),
+            FeatureSpec("new_country", "1 when the account has not transacted in this country before"),
+            FeatureSpec("new_device", "1 when the account has not used this device before"),
+            FeatureSpec("distinct_merchants_24h", "distinct merchants of the account in the last 24h"),
+            FeatureSpec("distinct_countries_24h", "distinct countries of the account in the last 24h"),
+            FeatureSpec(
+                "terminal_tx_count",
+                f"transactions at this terminal over {settings.terminal_window_days:g} days (complete buckets)",
+            ),
+            FeatureSpec("terminal_fraud_count", "of those, frauds whose label had arrived by event time"),
+            FeatureSpec("terminal_fraud_rate", "terminal_fraud_count / terminal_tx_count"),
+            FeatureSpec("hour_of_day", "hour of the event time (UTC)"),
+            FeatureSpec("is_weekend", "1 on Saturday and Sunday (UTC)"),
+            FeatureSpec("is_night", f"1 between {settings.night_hours[0]}:00 and {settings.night_hours[1]}:00 UTC"),
+        ]
+        fingerprint = "|".join(
+            [
+                str(FEATURE_CODE_VERSION),
+                ",".join(spec.name for spec in specs),
+                repr(settings.ewma_alpha),
+                repr(settings.night_hours),
+                repr(settings.terminal_window_days),
+                str(settings.terminal_bucket_s),
+                str(settings.terminal_freshness_s),
+            ]
+        )
+        return cls(tuple(specs), f"fs{FEATURE_CODE_VERSION}-{zlib.crc32(fingerprint.encode()):08x}")

@@ -1,0 +1,161 @@
+"""Terminal risk: transactions and known frauds at a terminal over a window.
+
+A terminal is seen from many accounts, so from every partition. Its table
+answers only from *complete* buckets that closed at least ``freshness_ms``
+before the query time, and counts a fraud only once its label had arrived by
+``t - freshness_ms``. The answer therefore does not depend on the order in
+which partitions' updates were applied, as long as every update older than the
+freshness bound is in: the offline builder, a single actor and a fleet of
+actors sharing a broadcast table compute the same values.
+
+>>> risk = TerminalRisk(window_ms=4 * 3_600_000, bucket_ms=3_600_000, freshness_ms=60_000)
+>>> for minute in (5, 20, 70):
+...     risk.record_transaction("T1", minute * 60_000)
+>>> risk.record_fraud("T1", 20 * 60_000, known_at_ms=90 * 60_000)
+>>> risk.stats("T1", 100 * 60_000)   # buckets [0h,1h) complete; fraud known at 90 min
+(2, 1)
+>>> risk.stats("T1", 80 * 60_000)    # the label had not arrived yet
+(2, 0)
+>>> risk.stats("T1", 60 * 60_000)    # bucket [0h,1h) closed less than a minute ago
+(0, 0)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class _TerminalCounts:
+    __slots__ = ("buckets", "frauds", "cache_head", "cache_total")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        #: (bucket of the fraudulent transaction, when its label became known)
+        self.frauds: list[tuple[int, int]] = []
+        self.cache_head = -1
+        self.cache_total = 0
+
+
+class TerminalRisk:
+    """Per-terminal transaction counts in event-time buckets and known frauds."""
+
+    def __init__(self, window_ms: int, bucket_ms: int, freshness_ms: int) -> None:
+        self.window_ms = window_ms
+        self.bucket_ms = bucket_ms
+        self.freshness_ms = freshness_ms
+        self.window_buckets = max(1, window_ms // bucket_ms)
+        self.terminals: dict[str, _TerminalCounts] = {}
+
+    def record_transaction(self, terminal_id: str, event_time_ms: int, count: int = 1) -> None:
+        counts = self.terminals.get(terminal_id)
+        if counts is None:
+            counts = self.terminals[terminal_id] = _TerminalCounts()
+        bucket = event_time_ms // self.bucket_ms
+        counts.buckets[bucket] = counts.buckets.get(bucket, 0) + count
+        head = counts.cache_head
+        if head - self.window_buckets < bucket <= head:
+            counts.cache_total += count
+
+    def record_fraud(self, terminal_id: str, event_time_ms: int, known_at_ms: int) -> None:
+        counts = self.terminals.get(terminal_id)
+        if counts is None:
+            counts = self.terminals[terminal_id] = _TerminalCounts()
+        counts.frauds.append((event_time_ms // self.bucket_ms, known_at_ms))
+
+    def _head(self, event_time_ms: int) -> int:
+        """The last complete bucket visible at ``event_time_ms``."""
+        return (event_time_ms - self.freshness_ms) // self.bucket_ms - 1
+
+    def stats(self, terminal_id: str, event_time_ms: int) -> tuple[int, int]:
+        """(transactions, known frauds) at the terminal in the window visible at t."""
+        counts = self.terminals.get(terminal_id)
+        if counts is None:
+            return 0, 0
+        head = self._head(event_time_ms)
+        first = head - self.window_buckets
+        cached = counts.cache_head
+        if head != cached:
+            buckets = counts.buckets
+            step = head - cached
+            if 0 < step and cached >= 0 and 2 * step < len(buckets):
+                # slide: buckets entering (cached, head], leaving (cached - n, first]
+                get = buckets.get
+                total = counts.cache_total
+                for b in range(cached + 1, head + 1):
+                    total += get(b, 0)
+                for b in range(cached - self.window_buckets + 1, first + 1):
+                    total -= get(b, 0)
+                counts.cache_total = total
+            else:
+                counts.cache_total = sum(n for b, n in buckets.items() if first < b <= head)
+            counts.cache_head = head
+        frauds = 0
+        if counts.frauds:
+            visible_at = event_time_ms - self.freshness_ms
+            for bucket, known_at in counts.frauds:
+                if first < bucket <= head and known_at <= visible_at:
+                    frauds += 1
+        return counts.cache_total, frauds
+
+    def expire(self, through_ms: int) -> int:
+        """Forget buckets and frauds no window after ``through_ms`` can see; drop empty terminals."""
+        oldest = self._head(through_ms) - self.window_buckets
+        dropped = 0
+        for terminal_id in list(self.terminals):
+            counts = self.terminals[terminal_id]
+            counts.buckets = {b: n for b, n in counts.buckets.items() if b > oldest}
+            counts.frauds = [f for f in counts.frauds if f[0] > oldest]
+            counts.cache_head = -1
+            if not counts.buckets and not counts.frauds:
+                del self.terminals[terminal_id]
+                dropped += 1
+        return dropped
+
+
+class PendingLabels:
+    """Scored transactions waiting for their label: transaction_id -> (terminal, event time).
+
+    Bounded by count (oldest evicted first) and by event-time age.
+
+    >>> pending = PendingLabels(max_entries=2, ttl_ms=10_000)
+    >>> pending.add("t1", "T1", 1_000); pending.add("t2", None, 2_000); pending.add("t3", "T9", 3_000)
+    >>> pending.evicted, pending.pop("t1"), pending.pop("t3")
+    (1, None, ('T9', 3000))
+    """
+
+    def __init__(self, max_entries: int, ttl_ms: int) -> None:
+        self.max_entries = max_entries
+        self.ttl_ms = ttl_ms
+        self.entries: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        self.evicted = 0
+        self.expired = 0
+
+    def add(self, transaction_id: str, terminal_id: str | None, event_time_ms: int) -> None:
+        self.entries[transaction_id] = (terminal_id, event_time_ms)
+        if len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+            self.evicted += 1
+
+    def pop(self, transaction_id: str) -> tuple[str | None, int] | None:
+        return self.entries.pop(transaction_id, None)
+
+    def expire(self, watermark_ms: int) -> int:
+        """Drop entries older than the TTL behind the watermark.
+
+        Entries are in arrival order, which is event order up to the lateness,
+        so the scan stops at the first entry still inside the TTL.
+        """
+        cutoff = watermark_ms - self.ttl_ms
+        entries = self.entries
+        dropped = 0
+        while entries:
+            transaction_id, (_, event_time) = next(iter(entries.items()))
+            if event_time >= cutoff:
+                break
+            entries.popitem(last=False)
+            dropped += 1
+        self.expired += dropped
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self.entries)
