@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import math
+from zlib import crc32
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +42,7 @@ import numpy as np
 from configs import FeatureSettings
 from contracts import Label, Transaction
 from features.geo import LocationTrail, haversine_km
-from features.novelty import NoveltyFilter, RecentDistinct, stable_hash
+from features.novelty import NoveltyFilter, RecentDistinct
 from features.registry import FeatureRegistry
 from features.stats import RunningStats
 from features.terminal import PendingLabels, TerminalRisk
@@ -51,6 +52,7 @@ _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
 _DISTINCT_WINDOW_MS = _DAY_MS
 _NO_WATERMARK = -(2**62)
+_SEED_M, _SEED_C, _SEED_D = 0x6D657263, 0x636F756E, 0x64657669
 
 
 class AccountState:
@@ -193,19 +195,25 @@ class FeatureEngine:
         else:
             out += [0.0, 0.0]
 
-        # novelty
+        # novelty (one namespace seed per kind; the merchant/country hashes double as first probes)
         merchant = tx.merchant_id
         country = tx.country
         device = tx.device_id
-        merchant_hash = stable_hash(merchant.encode()) | 1 if merchant is not None else 0
-        country_hash = stable_hash(country.encode()) | 1 if country is not None else 0
+        merchant_bytes = merchant.encode() if merchant is not None else None
+        country_bytes = country.encode() if country is not None else None
+        merchant_hash = crc32(merchant_bytes) | 1 if merchant_bytes is not None else 0
+        country_hash = crc32(country_bytes) | 1 if country_bytes is not None else 0
         if late:
             out += [0.0, 0.0, 0.0]
         else:
-            seen = account.seen
-            out.append(1.0 if merchant is not None and seen.add_is_new(b"m:" + merchant.encode()) else 0.0)
-            out.append(1.0 if country is not None and seen.add_is_new(b"c:" + country.encode()) else 0.0)
-            out.append(1.0 if device is not None and seen.add_is_new(b"d:" + device.encode()) else 0.0)
+            add = account.seen.add_hashes_is_new
+            out.append(1.0 if merchant_bytes is not None and add(merchant_hash, crc32(merchant_bytes, _SEED_M)) else 0.0)
+            out.append(1.0 if country_bytes is not None and add(country_hash ^ _SEED_C, crc32(country_bytes, _SEED_C)) else 0.0)
+            if device is not None:
+                device_bytes = device.encode()
+                out.append(1.0 if add(crc32(device_bytes) ^ _SEED_D, crc32(device_bytes, _SEED_D)) else 0.0)
+            else:
+                out.append(0.0)
         recent = account.recent
         if not late:
             recent.add(t, merchant_hash, country_hash)

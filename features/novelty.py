@@ -6,7 +6,7 @@ A per-account Bloom filter of fixed size answers "seen before" in bounded memory
 process (Python's ``hash()`` of a str is not).
 
 >>> seen = NoveltyFilter(bits=1024)
->>> seen.add_is_new(b"m:M0001"), seen.add_is_new(b"m:M0001"), seen.add_is_new(b"c:FR")
+>>> seen.add_is_new(b"M0001", seed=1), seen.add_is_new(b"M0001", seed=1), seen.add_is_new(b"FR", seed=2)
 (True, False, True)
 >>> recent = RecentDistinct()
 >>> recent.add(1_000, 11, 7); recent.add(2_000, 12, 7); recent.add(3_000, 11, 8)
@@ -32,20 +32,26 @@ class NoveltyFilter:
     def __init__(self, bits: int = 1024, data: bytearray | None = None) -> None:
         self.bits = data if data is not None else bytearray(bits // 8)
 
-    def add_is_new(self, key: bytes) -> bool:
-        """Add ``key``; True when it was (certainly) not in the filter before."""
+    def add_is_new(self, key: bytes, seed: int = 0) -> bool:
+        """Add ``key`` (in the namespace ``seed``); True when it was certainly not in before."""
+        return self.add_hashes_is_new(zlib.crc32(key, seed), zlib.crc32(key, seed ^ 0x9E3779B9))
+
+    def add_hashes_is_new(self, h1: int, h2: int) -> bool:
+        """:meth:`add_is_new` for a key already hashed twice (three probes h1 + i*h2)."""
         bits = self.bits
-        size = len(bits) * 8
-        h1 = zlib.crc32(key)
-        h2 = zlib.crc32(key, 0x9E3779B9) | 1
-        new = False
-        for i in range(3):
-            position = (h1 + i * h2) % size
-            byte, mask = position >> 3, 1 << (position & 7)
-            if not bits[byte] & mask:
-                bits[byte] |= mask
-                new = True
-        return new
+        size = len(bits) << 3
+        h2 |= 1
+        p0 = h1 % size
+        p1 = (h1 + h2) % size
+        p2 = (h1 + 2 * h2) % size
+        m0, m1, m2 = 1 << (p0 & 7), 1 << (p1 & 7), 1 << (p2 & 7)
+        b0, b1, b2 = p0 >> 3, p1 >> 3, p2 >> 3
+        if bits[b0] & m0 and bits[b1] & m1 and bits[b2] & m2:
+            return False
+        bits[b0] |= m0
+        bits[b1] |= m1
+        bits[b2] |= m2
+        return True
 
 
 class RecentDistinct:
@@ -71,6 +77,10 @@ class RecentDistinct:
 
     def distinct(self, event_time_ms: int, window_ms: int) -> tuple[int, int]:
         """Distinct non-zero merchants and countries with time in (t - window, t]."""
+        times = self.times
+        if len(times) == 1:
+            inside = event_time_ms - window_ms < times[0] <= event_time_ms
+            return (int(inside and self.merchants[0] != 0), int(inside and self.countries[0] != 0))
         start = event_time_ms - window_ms
         merchants: set[int] = set()
         countries: set[int] = set()

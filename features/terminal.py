@@ -45,6 +45,7 @@ class TerminalRisk:
         self.freshness_ms = freshness_ms
         self.window_buckets = max(1, window_ms // bucket_ms)
         self.terminals: dict[str, _TerminalCounts] = {}
+        self._expired_through = -(2**62)
 
     def record_transaction(self, terminal_id: str, event_time_ms: int, count: int = 1) -> None:
         counts = self.terminals.get(terminal_id)
@@ -98,14 +99,23 @@ class TerminalRisk:
         return counts.cache_total, frauds
 
     def expire(self, through_ms: int) -> int:
-        """Forget buckets and frauds no window after ``through_ms`` can see; drop empty terminals."""
+        """Forget buckets and frauds no window after ``through_ms`` can see; drop empty terminals.
+
+        Engines sharing the table all call this; only the first call past a
+        point does the work.
+        """
         oldest = self._head(through_ms) - self.window_buckets
+        if oldest <= self._expired_through:
+            return 0
+        self._expired_through = oldest
         dropped = 0
         for terminal_id in list(self.terminals):
             counts = self.terminals[terminal_id]
-            counts.buckets = {b: n for b, n in counts.buckets.items() if b > oldest}
-            counts.frauds = [f for f in counts.frauds if f[0] > oldest]
-            counts.cache_head = -1
+            if counts.buckets and min(counts.buckets) <= oldest:
+                counts.buckets = {b: n for b, n in counts.buckets.items() if b > oldest}
+                counts.cache_head = -1
+            if counts.frauds and counts.frauds[0][0] <= oldest:
+                counts.frauds = [f for f in counts.frauds if f[0] > oldest]
             if not counts.buckets and not counts.frauds:
                 del self.terminals[terminal_id]
                 dropped += 1

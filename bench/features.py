@@ -1,0 +1,105 @@
+"""Feature throughput and state size against the shared reference workload.
+
+On a generated stream (default 100k accounts × 30 days) in event-time order:
+- events_per_s: FeatureEngine.transform_one per event (full feature set, state
+  updated, vector produced), one engine per partition as in the actors, one core;
+- reference_per_s: ../shared/bench/reference_workload.py's update_features on the
+  same events, in the same run;
+- bytes_per_account: serialised account state (the checkpoint's Arrow IPC
+  stream, zstd) after the 30 days, divided by the number of accounts;
+  bytes_per_account_uncompressed: the same without compression.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
+
+import msgspec  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+import reference_workload  # noqa: E402
+from configs import load_settings  # noqa: E402
+from contracts import Transaction  # noqa: E402
+from contracts.arrow import table_to_records  # noqa: E402
+from features.offline import PartitionedFeatures, history_transactions  # noqa: E402
+from features.state import _ipc_bytes, accounts_to_batch  # noqa: E402
+from pipelines.synthetic import generate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    console = Console(stderr=True)
+
+    settings = load_settings()
+    spec = msgspec.structs.replace(settings.generator, accounts=args.accounts, days=args.days, seed=args.seed)
+    with console.status(f"generating {args.accounts:,} accounts × {args.days} days"):
+        history = generate(spec)
+        ordered = history_transactions(history.transactions)
+        transactions: list[Transaction] = table_to_records(ordered, Transaction)
+    n = len(transactions)
+
+    with console.status(f"features on {n:,} events"):
+        topic = PartitionedFeatures(settings.features, args.partitions)
+        engines = [topic.engines[topic.partition_of(tx.account_id)] for tx in transactions]
+        started = time.perf_counter()
+        for engine, tx in zip(engines, transactions):
+            engine.transform_one(tx)
+        features_s = time.perf_counter() - started
+
+    with console.status("reference workload on the same events"):
+        events = [
+            {"account_id": tx.account_id, "event_time": tx.event_time / 1000.0, "amount": tx.amount,
+             "lat": tx.lat, "lon": tx.lon}
+            for tx in transactions
+        ]
+        states: dict[str, dict] = {}
+        update = reference_workload.update_features
+        started = time.perf_counter()
+        for event in events:
+            state = states.get(event["account_id"])
+            if state is None:
+                state = states[event["account_id"]] = {}
+            update(state, event)
+        reference_s = time.perf_counter() - started
+
+    accounts = {k: v for engine in topic.engines for k, v in engine.accounts.items()}
+    batch = accounts_to_batch(accounts)
+    compressed = len(_ipc_bytes(batch, "zstd"))
+    raw = len(_ipc_bytes(batch, None))
+    print(
+        json.dumps(
+            {
+                "events_per_s": round(n / features_s),
+                "reference_per_s": round(n / reference_s),
+                "ratio_to_reference": round((n / features_s) / (n / reference_s), 3),
+                "bytes_per_account": round(compressed / len(accounts), 1),
+                "bytes_per_account_uncompressed": round(raw / len(accounts), 1),
+                "events": n,
+                "accounts": len(accounts),
+                "days": args.days,
+                "features": len(topic.registry),
+                "feature_version": topic.registry.version,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
