@@ -58,6 +58,11 @@ def _capital_letters(code: str) -> bool:
 def _to_epoch_ms(value: int | dt.datetime) -> int:
     if isinstance(value, int):
         return value
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise TypeError(
+            f"time: expected epoch milliseconds (int) or a timezone-aware datetime, got {value!r}; "
+            "decode strings with decode_transaction / decode_label"
+        )
     ms = int(value.timestamp() * 1000)
     if not _MIN_TIME_MS <= ms <= _MAX_TIME_MS:
         raise ValueError("time must lie between 2000-01-01 and 2100-01-01")

@@ -3,13 +3,13 @@
 Pure code: no Kafka, Ray or MLflow, and no clock (event time is an argument).
 """
 
-from features.engine import EngineStats, FeatureBatch, FeatureEngine
+from features._impl import COMPILED, EngineStats, FeatureBatch, FeatureEngine, PendingLabels, TerminalRisk
 from features.offline import PartitionedFeatures, build_feature_table, interleave
 from features.registry import FeatureRegistry, FeatureSpec
 from features.state import EngineSnapshot, restore_engine, take_snapshot
-from features.terminal import PendingLabels, TerminalRisk
 
 __all__ = [
+    "COMPILED",
     "EngineSnapshot",
     "EngineStats",
     "FeatureBatch",

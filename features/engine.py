@@ -10,7 +10,9 @@ Late-event policy: an event whose time is behind the partition's watermark
 (max event time seen - allowed lateness) is scored against the current state,
 changes no state at all (windows, statistics, novelty, locations, terminal
 counts), is counted in ``stats.late_events`` and flagged ``late`` on its row
-(and so on its alert). Events inside the lateness update windows as if they had
+(and so on its alert). What it sees is limited to the retention horizon
+(watermark - longest window; 24 h for the distinct counts), so the answer
+never depends on when expiry ran. Events inside the lateness update windows as if they had
 arrived in order.
 
 >>> from configs import FeatureSettings
@@ -34,15 +36,14 @@ True
 from __future__ import annotations
 
 import math
-from zlib import crc32
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from configs import FeatureSettings
 from contracts import Label, Transaction
+from features.batch import EngineStats, FeatureBatch
 from features.geo import LocationTrail, haversine_km
-from features.novelty import NoveltyFilter, RecentDistinct
+from features.novelty import NoveltyFilter, RecentDistinct, key_hashes
 from features.registry import FeatureRegistry
 from features.stats import RunningStats
 from features.terminal import PendingLabels, TerminalRisk
@@ -77,40 +78,22 @@ class AccountState:
         self.last_seen_ms = last_seen_ms
 
 
-@dataclass
-class EngineStats:
-    """Counters an operator wants to see (all monotonic)."""
-
-    events: int = 0
-    late_events: int = 0
-    labels: int = 0
-    labels_unmatched: int = 0
-    expired_accounts: int = 0
-    truncated_events: int = 0
-
-
-@dataclass
-class FeatureBatch:
-    """Feature vectors of a micro-batch, rows in input order."""
-
-    values: np.ndarray
-    late: np.ndarray
-    names: tuple[str, ...]
-    version: str
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 class FeatureEngine:
     """Feature state of one partition (or of a whole offline replay) and the computation."""
 
     def __init__(self, settings: FeatureSettings, terminal_risk: TerminalRisk | None = None) -> None:
         self.settings = settings
         self.registry = FeatureRegistry.from_settings(settings)
-        self.windows_ms = tuple(s * 1000 for s in settings.windows_s)
-        self.max_window_ms = self.windows_ms[-1]
-        self.lateness_ms = settings.allowed_lateness_s * 1000
-        self.ttl_ms = int(settings.entity_ttl_days * _DAY_MS)
-        self.sweep_interval_ms = settings.sweep_interval_s * 1000
+        self.windows_ms: tuple[int, ...] = tuple(int(s) * 1000 for s in settings.windows_s)
+        self.max_window_ms: int = self.windows_ms[-1]
+        self.lateness_ms: int = int(settings.allowed_lateness_s) * 1000
+        self.ttl_ms: int = int(settings.entity_ttl_days * _DAY_MS)
+        self.sweep_interval_ms: int = int(settings.sweep_interval_s) * 1000
+        self.max_events_per_account: int = int(settings.max_events_per_account)
+        #: A shared table is expired by its owner (the slowest partition decides).
+        self._owns_terminal_risk: bool = terminal_risk is None
+        #: Terminal buckets are kept this long behind the watermark for late events.
+        self.terminal_retention_ms: int = max(self.lateness_ms, _DAY_MS)
         self.terminal_risk = terminal_risk or TerminalRisk(
             window_ms=int(settings.terminal_window_days * _DAY_MS),
             bucket_ms=settings.terminal_bucket_s * 1000,
@@ -118,11 +101,12 @@ class FeatureEngine:
         )
         self.pending = PendingLabels(settings.pending_labels_max, int(settings.pending_labels_ttl_days * _DAY_MS))
         self.accounts: dict[str, AccountState] = {}
-        self.max_event_time_ms = _NO_WATERMARK
+        self.max_event_time_ms: int = _NO_WATERMARK
         self.stats = EngineStats()
-        self._last_sweep = _NO_WATERMARK
-        self._neutral_prev_s = float(settings.windows_s[-1])
-        self._night_start, self._night_end = settings.night_hours
+        self._last_sweep: int = _NO_WATERMARK
+        self._neutral_prev_s: float = float(settings.windows_s[-1])
+        self._night_start: int = int(settings.night_hours[0])
+        self._night_end: int = int(settings.night_hours[1])
 
     @property
     def watermark_ms(self) -> int:
@@ -143,7 +127,7 @@ class FeatureEngine:
     def transform_one(self, tx: Transaction) -> tuple[list[float], bool]:
         """Update state with one transaction and return (feature vector, late)."""
         t: int = tx.event_time  # type: ignore[assignment]  # epoch ms after decoding
-        amount = tx.amount
+        amount: float = tx.amount
         self.stats.events += 1
         late = t < self.max_event_time_ms - self.lateness_ms
         if late:
@@ -161,15 +145,20 @@ class FeatureEngine:
         window = account.window
         stats = account.stats
 
-        # windows (this event included unless late)
+        # windows (this event included unless late); nothing at or behind the retention
+        # horizon counts, so results never depend on when expiry ran
+        watermark = self.max_event_time_ms - self.lateness_ms
+        horizon = watermark - self.max_window_ms
         if late:
             end = window.end_index(t)
             previous = window.times[end - 1] if end else None
         else:
             end = window.insert(t, amount)
             previous = window.previous_time(end)
+        if previous is not None and previous <= horizon:
+            previous = None
         out: list[float] = [amount, math.log1p(amount)]
-        window.aggregates_into(t, self.windows_ms, end, out)
+        window.aggregates_into(t, self.windows_ms, end, out, horizon)
 
         # running statistics of earlier amounts
         n = stats.n
@@ -183,7 +172,8 @@ class FeatureEngine:
 
         # time since previous, distance and speed from the previous located event
         out.append((t - previous) / 1000.0 if previous is not None else self._neutral_prev_s)
-        lat, lon = tx.lat, tx.lon
+        lat: float | None = tx.lat
+        lon: float | None = tx.lon
         if lat is not None and lon is not None:
             prior = account.trail.previous(t)
             if prior is not None:
@@ -195,29 +185,30 @@ class FeatureEngine:
         else:
             out += [0.0, 0.0]
 
-        # novelty (one namespace seed per kind; the merchant/country hashes double as first probes)
-        merchant = tx.merchant_id
-        country = tx.country
-        device = tx.device_id
-        merchant_bytes = merchant.encode() if merchant is not None else None
-        country_bytes = country.encode() if country is not None else None
-        merchant_hash = crc32(merchant_bytes) | 1 if merchant_bytes is not None else 0
-        country_hash = crc32(country_bytes) | 1 if country_bytes is not None else 0
-        if late:
-            out += [0.0, 0.0, 0.0]
-        else:
-            add = account.seen.add_hashes_is_new
-            out.append(1.0 if merchant_bytes is not None and add(merchant_hash, crc32(merchant_bytes, _SEED_M)) else 0.0)
-            out.append(1.0 if country_bytes is not None and add(country_hash ^ _SEED_C, crc32(country_bytes, _SEED_C)) else 0.0)
-            if device is not None:
-                device_bytes = device.encode()
-                out.append(1.0 if add(crc32(device_bytes) ^ _SEED_D, crc32(device_bytes, _SEED_D)) else 0.0)
-            else:
-                out.append(0.0)
+        # novelty (one namespace seed per kind); a late event is checked, not added
+        seen = account.seen
+        check = seen.contains_hashes if late else None
+        novelty = [0.0, 0.0, 0.0]
+        merchant_hash = 0
+        country_hash = 0
+        for position, (value, seed) in enumerate(((tx.merchant_id, _SEED_M), (tx.country, _SEED_C),
+                                                  (tx.device_id, _SEED_D))):
+            if value is None:
+                continue
+            h1, h2 = key_hashes(value.encode(), seed)
+            if position == 0:
+                merchant_hash = h1 | 1
+            elif position == 1:
+                country_hash = h1 | 1
+            if check is not None:
+                novelty[position] = 0.0 if check(h1, h2) else 1.0
+            elif seen.add_hashes_is_new(h1, h2):
+                novelty[position] = 1.0
+        out += novelty
         recent = account.recent
         if not late:
-            recent.add(t, merchant_hash, country_hash)
-        merchants_24h, countries_24h = recent.distinct(t, _DISTINCT_WINDOW_MS)
+            recent.add(t, merchant_hash, country_hash, self.max_events_per_account)
+        merchants_24h, countries_24h = recent.distinct(t, _DISTINCT_WINDOW_MS, watermark - _DISTINCT_WINDOW_MS)
         out += [float(merchants_24h), float(countries_24h)]
 
         # terminal risk (global table, complete buckets, labels known by event time)
@@ -244,13 +235,13 @@ class FeatureEngine:
                 account.trail.add(t, lat, lon)
             if t > account.last_seen_ms:
                 account.last_seen_ms = t
-            watermark = self.max_event_time_ms - self.lateness_ms
-            window.expire(watermark - self.max_window_ms)
-            if len(window) > self.settings.max_events_per_account:
-                self.stats.truncated_events += window.drop_oldest(len(window) - self.settings.max_events_per_account)
+            window.expire(horizon)
+            if len(window) > self.max_events_per_account:
+                self.stats.truncated_events += window.drop_oldest(len(window) - self.max_events_per_account)
             if len(recent.times) > 4:
                 recent.expire(watermark - _DISTINCT_WINDOW_MS)
-        self.pending.add(tx.transaction_id, terminal, t)
+        # a late transaction was not counted at its terminal, so its fraud must not be either
+        self.pending.add(tx.transaction_id, None if late else terminal, t)
         return out, late
 
     def transform_batch(self, transactions: list[Transaction]) -> FeatureBatch:
@@ -292,5 +283,6 @@ class FeatureEngine:
             del self.accounts[account_id]
         self.stats.expired_accounts += len(idle)
         self.pending.expire(watermark)
-        self.terminal_risk.expire(watermark - self.lateness_ms - self.sweep_interval_ms)
+        if self._owns_terminal_risk:
+            self.terminal_risk.expire(watermark - self.terminal_retention_ms)
         return len(idle)

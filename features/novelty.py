@@ -2,8 +2,8 @@
 
 A per-account Bloom filter of fixed size answers "seen before" in bounded memory
 (false "seen" answers grow with the number of distinct values: about 1.6 % at
-100 values in 1024 bits). Hashes are CRC-32 based, so they are the same in every
-process (Python's ``hash()`` of a str is not).
+100 values in 1024 bits). Hashes are CRC-32 and Adler-32 based, so they are the
+same in every process (Python's ``hash()`` of a str is not).
 
 >>> seen = NoveltyFilter(bits=1024)
 >>> seen.add_is_new(b"M0001", seed=1), seen.add_is_new(b"M0001", seed=1), seen.add_is_new(b"FR", seed=2)
@@ -34,16 +34,24 @@ class NoveltyFilter:
 
     def add_is_new(self, key: bytes, seed: int = 0) -> bool:
         """Add ``key`` (in the namespace ``seed``); True when it was certainly not in before."""
-        return self.add_hashes_is_new(zlib.crc32(key, seed), zlib.crc32(key, seed ^ 0x9E3779B9))
+        h1, h2 = key_hashes(key, seed)
+        return self.add_hashes_is_new(h1, h2)
+
+    def _probes(self, h1: int, h2: int) -> tuple[int, int, int]:
+        size = len(self.bits) << 3
+        h2 |= 1
+        return h1 % size, (h1 + h2) % size, (h1 + 2 * h2) % size
+
+    def contains_hashes(self, h1: int, h2: int) -> bool:
+        """True when the key hashed to (h1, h2) is (probably) in the filter; changes nothing."""
+        bits = self.bits
+        p0, p1, p2 = self._probes(h1, h2)
+        return bool(bits[p0 >> 3] & (1 << (p0 & 7)) and bits[p1 >> 3] & (1 << (p1 & 7)) and bits[p2 >> 3] & (1 << (p2 & 7)))
 
     def add_hashes_is_new(self, h1: int, h2: int) -> bool:
-        """:meth:`add_is_new` for a key already hashed twice (three probes h1 + i*h2)."""
+        """:meth:`add_is_new` for a key already hashed (see :func:`key_hashes`)."""
         bits = self.bits
-        size = len(bits) << 3
-        h2 |= 1
-        p0 = h1 % size
-        p1 = (h1 + h2) % size
-        p2 = (h1 + 2 * h2) % size
+        p0, p1, p2 = self._probes(h1, h2)
         m0, m1, m2 = 1 << (p0 & 7), 1 << (p1 & 7), 1 << (p2 & 7)
         b0, b1, b2 = p0 >> 3, p1 >> 3, p2 >> 3
         if bits[b0] & m0 and bits[b1] & m1 and bits[b2] & m2:
@@ -52,6 +60,17 @@ class NoveltyFilter:
         bits[b1] |= m1
         bits[b2] |= m2
         return True
+
+
+def key_hashes(key: bytes, seed: int) -> tuple[int, int]:
+    """Two independent 32-bit hashes of ``key`` in the namespace ``seed``.
+
+    CRC-32 is affine in its input, so a second CRC with another seed would only
+    XOR the first with a constant for keys of equal length; the second hash is
+    Adler-32 (a sum, not a CRC) scrambled by a multiplicative mix.
+    """
+    mixed = (zlib.adler32(key, seed & 0xFFFF) * 0x9E3779B1) & 0xFFFFFFFFFFFF
+    return zlib.crc32(key, seed), (mixed >> 16) ^ (mixed & 0xFFFF)
 
 
 class RecentDistinct:
@@ -69,28 +88,52 @@ class RecentDistinct:
         self.merchants: list[int] = merchants if merchants is not None else []
         self.countries: list[int] = countries if countries is not None else []
 
-    def add(self, event_time_ms: int, merchant: int, country: int) -> None:
-        """Remember an event (hashes; 0 means absent)."""
+    def add(self, event_time_ms: int, merchant: int, country: int, max_entries: int = 2_000) -> None:
+        """Remember an event (hashes; 0 means absent), keeping at most ``max_entries``."""
         self.times.append(event_time_ms)
         self.merchants.append(merchant)
         self.countries.append(country)
+        if len(self.times) > max_entries:
+            extra = len(self.times) - max_entries
+            del self.times[:extra], self.merchants[:extra], self.countries[:extra]
 
-    def distinct(self, event_time_ms: int, window_ms: int) -> tuple[int, int]:
-        """Distinct non-zero merchants and countries with time in (t - window, t]."""
-        times = self.times
-        if len(times) == 1:
-            inside = event_time_ms - window_ms < times[0] <= event_time_ms
-            return (int(inside and self.merchants[0] != 0), int(inside and self.countries[0] != 0))
+    def distinct(self, event_time_ms: int, window_ms: int, floor_ms: int = -(2**62)) -> tuple[int, int]:
+        """Distinct non-zero merchants and countries with time in (max(t - window, floor), t].
+
+        ``floor_ms`` is the retention horizon (see EventWindow.aggregates_into).
+        """
+        times, merchants, countries = self.times, self.merchants, self.countries
         start = event_time_ms - window_ms
-        merchants: set[int] = set()
-        countries: set[int] = set()
-        for t, merchant, country in zip(self.times, self.merchants, self.countries):
-            if start < t <= event_time_ms:
-                if merchant:
-                    merchants.add(merchant)
-                if country:
-                    countries.add(country)
-        return len(merchants), len(countries)
+        if start < floor_ms:
+            start = floor_ms
+        size = len(times)
+        if size > 16:
+            seen_merchants: set[int] = set()
+            seen_countries: set[int] = set()
+            for i in range(size):
+                if start < times[i] <= event_time_ms:
+                    if merchants[i]:
+                        seen_merchants.add(merchants[i])
+                    if countries[i]:
+                        seen_countries.add(countries[i])
+            return len(seen_merchants), len(seen_countries)
+        distinct_merchants = 0
+        distinct_countries = 0
+        for i in range(size):
+            t = times[i]
+            if not start < t <= event_time_ms:
+                continue
+            merchant, country = merchants[i], countries[i]
+            new_merchant, new_country = merchant != 0, country != 0
+            for j in range(i):  # a few entries: a quadratic scan beats building sets
+                if start < times[j] <= event_time_ms:
+                    if merchants[j] == merchant:
+                        new_merchant = False
+                    if countries[j] == country:
+                        new_country = False
+            distinct_merchants += new_merchant
+            distinct_countries += new_country
+        return distinct_merchants, distinct_countries
 
     def expire(self, through: int) -> None:
         """Forget events at or before ``through``."""

@@ -22,8 +22,7 @@ from configs import FeatureSettings
 from contracts import Label, Transaction
 from contracts.arrow import table_to_records
 from contracts.partitioning import partition_for
-from features.engine import FeatureEngine
-from features.terminal import TerminalRisk
+from features._impl import FeatureEngine, TerminalRisk
 
 _DAY_MS = 86_400_000
 
@@ -66,6 +65,9 @@ class PartitionedFeatures:
         )
         self.engines = [FeatureEngine(settings, self.terminal_risk) for _ in range(partitions)]
         self._partition_cache: dict[str, int] = {}
+        self._sweep_interval_ms = settings.sweep_interval_s * 1000
+        self._retention_ms = self.engines[0].terminal_retention_ms
+        self._last_shared_sweep = -(2**62)
 
     def partition_of(self, account_id: str) -> int:
         partition = self._partition_cache.get(account_id)
@@ -76,6 +78,28 @@ class PartitionedFeatures:
     @property
     def registry(self):  # type: ignore[no-untyped-def]
         return self.engines[0].registry
+
+    def transform_one(self, tx: Transaction) -> tuple[int, list[float], bool]:
+        """(partition, feature vector, late) for one transaction, routed to its partition."""
+        partition = self.partition_of(tx.account_id)
+        engine = self.engines[partition]
+        values, late = engine.transform_one(tx)
+        if engine.watermark_ms - self._last_shared_sweep >= self._sweep_interval_ms:
+            self.expire_shared()
+        return partition, values, late
+
+    def observe_label(self, label: Label) -> bool:
+        return self.engines[self.partition_of(label.account_id)].observe_label(label)
+
+    def expire_shared(self) -> None:
+        """Expire the shared terminal table behind the slowest partition's watermark."""
+        active = [engine.watermark_ms for engine in self.engines if engine.stats.events]
+        if not active:
+            return
+        slowest = min(active)
+        if slowest - self._last_shared_sweep >= self._sweep_interval_ms:
+            self._last_shared_sweep = slowest - slowest % self._sweep_interval_ms
+            self.terminal_risk.expire(slowest - self._retention_ms)
 
 
 def history_transactions(table: pa.Table, order: Literal["event_time", "delivery"] = "event_time") -> pa.Table:
@@ -123,16 +147,18 @@ def build_feature_table(
         start = sum(chunk.num_rows for chunk in chunks)
         truth = ordered.slice(start, len(scored))
         chunks.append(_chunk_table(truth, scored, rows, late, parts, names, known, label_delay_ms))
-        scored.clear(), rows.clear(), late.clear(), parts.clear()
+        scored.clear()
+        rows.clear()
+        late.clear()
+        parts.clear()
         if on_progress is not None:
             on_progress(start + truth.num_rows)
 
     for event in interleave(records(), label_records):
-        partition = topic.partition_of(event.account_id)
         if isinstance(event, Label):
-            topic.engines[partition].observe_label(event)
+            topic.observe_label(event)
             continue
-        values, is_late = topic.engines[partition].transform_one(event)
+        partition, values, is_late = topic.transform_one(event)
         scored.append(event)
         rows.append(values)
         late.append(is_late)

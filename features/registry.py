@@ -122,6 +122,9 @@ class FeatureRegistry:
                 repr(settings.terminal_window_days),
                 str(settings.terminal_bucket_s),
                 str(settings.terminal_freshness_s),
+                str(settings.novelty_bits),
+                str(settings.location_trail),
+                str(settings.max_events_per_account),
             ]
         )
         return cls(tuple(specs), f"fs{FEATURE_CODE_VERSION}-{zlib.crc32(fingerprint.encode()):08x}")

@@ -29,12 +29,17 @@ from typing import Any
 import pyarrow as pa
 
 from configs import FeatureSettings
-from features.engine import AccountState, EngineStats, FeatureEngine
-from features.geo import LocationTrail
-from features.novelty import NoveltyFilter, RecentDistinct
-from features.stats import RunningStats
-from features.terminal import TerminalRisk
-from features.windows import EventWindow
+from features._impl import (
+    AccountState,
+    EngineStats,
+    EventWindow,
+    FeatureEngine,
+    LocationTrail,
+    NoveltyFilter,
+    RecentDistinct,
+    RunningStats,
+    TerminalRisk,
+)
 
 ACCOUNT_STATE_SCHEMA = pa.schema(
     [

@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 
+_NO_HEAD = -(2**62)
+
+
 class _TerminalCounts:
     __slots__ = ("buckets", "frauds", "cache_head", "cache_total")
 
@@ -32,7 +35,7 @@ class _TerminalCounts:
         self.buckets: dict[int, int] = {}
         #: (bucket of the fraudulent transaction, when its label became known)
         self.frauds: list[tuple[int, int]] = []
-        self.cache_head = -1
+        self.cache_head = _NO_HEAD
         self.cache_total = 0
 
 
@@ -78,7 +81,7 @@ class TerminalRisk:
         if head != cached:
             buckets = counts.buckets
             step = head - cached
-            if 0 < step and cached >= 0 and 2 * step < len(buckets):
+            if 0 < step and cached != _NO_HEAD and 2 * step < len(buckets):
                 # slide: buckets entering (cached, head], leaving (cached - n, first]
                 get = buckets.get
                 total = counts.cache_total
@@ -113,8 +116,9 @@ class TerminalRisk:
             counts = self.terminals[terminal_id]
             if counts.buckets and min(counts.buckets) <= oldest:
                 counts.buckets = {b: n for b, n in counts.buckets.items() if b > oldest}
-                counts.cache_head = -1
-            if counts.frauds and counts.frauds[0][0] <= oldest:
+                counts.cache_head = _NO_HEAD
+                counts.cache_total = 0
+            if counts.frauds:  # in label order, not bucket order: check them all
                 counts.frauds = [f for f in counts.frauds if f[0] > oldest]
             if not counts.buckets and not counts.frauds:
                 del self.terminals[terminal_id]

@@ -68,19 +68,41 @@ class EventWindow:
         lo = bisect_right(self.times, event_time_ms - window_ms, 0, hi)
         return hi - lo, self.prefix[hi] - self.prefix[lo]
 
-    def aggregates_into(self, event_time_ms: int, windows_ms: tuple[int, ...], end: int, out: list[float]) -> None:
-        """Append count, sum and mean for each window (ascending) to ``out``."""
+    def aggregates_into(
+        self, event_time_ms: int, windows_ms: tuple[int, ...], end: int, out: list[float], floor_ms: int = -(2**62)
+    ) -> None:
+        """Append count, sum and mean for each window (ascending) to ``out``.
+
+        Only events after ``floor_ms`` count: the retention horizon, behind which
+        expiry may or may not have dropped events yet (it works in chunks), so that
+        a late event's windows never depend on expiry timing.
+
+        Each window's start is found by walking back from the previous (shorter)
+        window's start for a few steps, then by binary search: most windows of a
+        card account hold a handful of events.
+        """
         times, prefix = self.times, self.prefix
         top = prefix[end]
-        lo_bound = end
+        lo = end
         for window_ms in windows_ms:
-            lo = bisect_right(times, event_time_ms - window_ms, 0, lo_bound)
+            threshold = event_time_ms - window_ms
+            if threshold < floor_ms:
+                threshold = floor_ms
+            steps = 0
+            while lo > 0 and times[lo - 1] > threshold and steps < 8:
+                lo -= 1
+                steps += 1
+            if steps == 8 and lo > 0 and times[lo - 1] > threshold:
+                # long windows start near the front (expiry keeps the list ~one window long)
+                first = 0
+                while first < lo and times[first] <= threshold and first < 8:
+                    first += 1
+                lo = first if first < 8 else bisect_right(times, threshold, first, lo)
             count = end - lo
             total = top - prefix[lo]
             out.append(float(count))
             out.append(total)
             out.append(total / count if count else 0.0)
-            lo_bound = lo  # a longer window starts at or before this one
 
     def previous_time(self, end: int) -> int | None:
         """Event time of the event before index ``end - 1`` (the one just inserted)."""
@@ -102,6 +124,7 @@ class EventWindow:
 
     def drop_oldest(self, count: int) -> int:
         """Drop the ``count`` oldest events (bounded memory); returns the number dropped."""
+        count = min(count, len(self.times))
         if count <= 0:
             return 0
         del self.times[:count]
