@@ -226,9 +226,53 @@ def produce(
             f"{report.labels_per_partition[partition]:,}",
         )
     console.print(table)
-    out.print(
+    typer.echo(
         json.dumps({"transactions": report.transactions, "labels": report.labels, "seconds": round(report.seconds, 3)})
     )
+
+
+@app.command("features")
+def features_command(
+    history: Annotated[Path, typer.Option(help="History directory or transactions Parquet file.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Training table to write (Parquet).")],
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions to key by (default: the transactions topic's).")
+    ] = None,
+    label_delay_days: Annotated[
+        float | None, typer.Option(help="A label counts only if it arrived within this delay (default: any).")
+    ] = None,
+    order: Annotated[str, typer.Option(help="Replay order: event_time or delivery.")] = "event_time",
+    config: ConfigOption = None,
+) -> None:
+    """Build the training table from a history with the same feature code the actors run."""
+    import pyarrow.parquet as pq
+
+    from features.offline import build_feature_table
+    from pipelines.produce import read_history
+
+    if order not in ("event_time", "delivery"):
+        raise ConfigError(f"--order: expected event_time or delivery, got {order!r}")
+    settings = _settings(config)
+    transactions, labels = read_history(history)
+    with Progress(
+        TextColumn("[bold]features[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("features", total=transactions.num_rows)
+        table = build_feature_table(
+            transactions,
+            labels,
+            settings.features,
+            partitions=partitions or settings.kafka.topics.transactions.partitions,
+            label_delay_ms=None if label_delay_days is None else int(label_delay_days * 86_400_000),
+            order=order,  # type: ignore[arg-type]
+            on_progress=lambda done: progress.update(task, completed=done),
+        )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out_path, compression="zstd")
+    version = (table.schema.metadata or {}).get(b"feature_version", b"").decode()
+    typer.echo(json.dumps({"rows": table.num_rows, "columns": table.num_columns, "feature_version": version,
+                          "out": str(out_path)}))
 
 
 def main() -> None:

@@ -148,3 +148,24 @@ def test_history_round_trip_through_parquet(tmp_path: Path, small_history) -> No
     transactions, labels = read_history(tmp_path)
     assert transactions.equals(small_history.transactions)
     assert labels is not None and labels.equals(small_history.labels)
+
+
+def test_features_command_writes_the_training_table(tmp_path: Path, small_history) -> None:
+    import pyarrow.parquet as pq
+
+    write_history(small_history, tmp_path / "history")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "features", "--history", str(tmp_path / "history"),
+         "--out", str(tmp_path / "train.parquet"), "--label-delay-days", "7"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    table = pq.read_table(tmp_path / "train.parquet")
+    assert summary["rows"] == table.num_rows == small_history.transactions.num_rows
+    assert table.schema.metadata[b"feature_version"].decode() == summary["feature_version"]
+    assert {"count_24h", "terminal_fraud_rate", "label", "is_fraud"} <= set(table.column_names)
+    times = table.column("event_time").cast("int64").to_pylist()
+    assert times == sorted(times)
+    labelled = [v for v in table.column("label").to_pylist() if v is not None]
+    assert 0 < len(labelled) < table.num_rows
