@@ -238,7 +238,8 @@ class FeatureEngine:
             window.expire(horizon)
             if len(window) > self.max_events_per_account:
                 self.stats.truncated_events += window.drop_oldest(len(window) - self.max_events_per_account)
-            if len(recent.times) > 4:
+            recent_times = recent.times
+            if len(recent_times) > 4 and recent_times[0] <= watermark - _DISTINCT_WINDOW_MS:
                 recent.expire(watermark - _DISTINCT_WINDOW_MS)
         # a late transaction was not counted at its terminal, so its fraud must not be either
         self.pending.add(tx.transaction_id, None if late else terminal, t)

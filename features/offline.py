@@ -23,6 +23,7 @@ from contracts import Label, Transaction
 from contracts.arrow import table_to_records
 from contracts.partitioning import partition_for
 from features._impl import FeatureEngine, TerminalRisk
+from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
 
 _DAY_MS = 86_400_000
 
@@ -100,6 +101,7 @@ class PartitionedFeatures:
         if slowest - self._last_shared_sweep >= self._sweep_interval_ms:
             self._last_shared_sweep = slowest - slowest % self._sweep_interval_ms
             self.terminal_risk.expire(slowest - self._retention_ms)
+            freeze_long_lived_state()
 
 
 def history_transactions(table: pa.Table, order: Literal["event_time", "delivery"] = "event_time") -> pa.Table:
@@ -130,6 +132,7 @@ def build_feature_table(
     ordered = history_transactions(transactions, order)
     label_records = table_to_records(labels, Label) if labels is not None and labels.num_rows else []
     known = {label.transaction_id: label for label in label_records}
+    configure_gc_for_streaming()
     topic = PartitionedFeatures(settings, partitions)
     names = topic.registry.names
 
