@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs import KafkaSettings, ProducerSettings
+from contracts.arrow import table_to_records
 from contracts.records import Label, Transaction, encode
 from pipelines.kafka import make_producer
-
-_TX_FIELDS = tuple(Transaction.__struct_fields__)
-_LABEL_FIELDS = tuple(Label.__struct_fields__)
 
 
 @dataclass
@@ -55,44 +53,24 @@ def read_history(path: str | Path) -> tuple[pa.Table, pa.Table | None]:
     return pq.read_table(tx_path), labels
 
 
-def _columns(batch: pa.Table | pa.RecordBatch, names: tuple[str, ...]) -> dict[str, list[object]]:
-    columns: dict[str, list[object]] = {}
-    for name in names:
-        if name not in batch.schema.names:
-            continue
-        column = batch.column(name)
-        if pa.types.is_timestamp(column.type):
-            column = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-        columns[name] = column.to_pylist()
-    return columns
-
-
-def _rows(columns: dict[str, list[object]]) -> Iterator[dict[str, object]]:
-    names = list(columns)
-    for values in zip(*columns.values(), strict=True):
-        yield {k: v for k, v in zip(names, values, strict=True) if v is not None}
-
-
 def encode_transactions(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], list[bytes], list[int]]:
     """(keys, values, event times) for a batch of history rows; ground truth dropped."""
-    columns = _columns(batch, _TX_FIELDS)
-    keys, values = [], []
-    for row in _rows(columns):
-        tx = Transaction(**row)  # type: ignore[arg-type]
-        keys.append(tx.account_id.encode())
-        values.append(encode(tx))
-    return keys, values, list(columns["event_time"])  # type: ignore[arg-type]
+    records = table_to_records(_as_table(batch), Transaction)
+    return [tx.account_id.encode() for tx in records], [encode(tx) for tx in records], [
+        tx.event_time for tx in records  # type: ignore[misc]
+    ]
 
 
 def encode_labels(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], list[bytes], list[int]]:
     """(keys, values, label times) for a batch of label rows."""
-    columns = _columns(batch, _LABEL_FIELDS)
-    keys, values = [], []
-    for row in _rows(columns):
-        label = Label(**row)  # type: ignore[arg-type]
-        keys.append(label.account_id.encode())
-        values.append(encode(label))
-    return keys, values, list(columns["label_time"])  # type: ignore[arg-type]
+    records = table_to_records(_as_table(batch), Label)
+    return [lb.account_id.encode() for lb in records], [encode(lb) for lb in records], [
+        lb.label_time for lb in records  # type: ignore[misc]
+    ]
+
+
+def _as_table(batch: pa.Table | pa.RecordBatch) -> pa.Table:
+    return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
 
 
 async def produce_history(
