@@ -36,7 +36,7 @@ from contracts import Transaction  # noqa: E402
 from contracts.arrow import table_to_records  # noqa: E402
 from features.offline import PartitionedFeatures, history_transactions  # noqa: E402
 from features.runtime import configure_gc_for_streaming  # noqa: E402
-from features.state import _ipc_bytes, accounts_to_batch  # noqa: E402
+from features.state import ipc_bytes, accounts_to_batch  # noqa: E402
 from pipelines.synthetic import generate  # noqa: E402
 
 
@@ -75,8 +75,8 @@ def main() -> None:
 
     accounts = {k: v for engine in topic.engines for k, v in engine.accounts.items()}
     batch = accounts_to_batch(accounts)
-    compressed = len(_ipc_bytes(batch, "zstd"))
-    raw = len(_ipc_bytes(batch, None))
+    compressed = len(ipc_bytes(batch, "zstd"))
+    raw = len(ipc_bytes(batch, None))
     account_count = len(accounts)
     registry = topic.registry
     del accounts, batch, topic

@@ -209,36 +209,31 @@ def encode(record: msgspec.Struct) -> bytes:
     return _encoder.encode(record)
 
 
+def _decode(decoder: msgspec.json.Decoder[Any], record: str, raw: bytes | str) -> Any:
+    try:
+        return decoder.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise RecordError.from_msgspec(record, exc) from None
+
+
 def decode_transaction(raw: bytes | str) -> Transaction:
     """Decode and validate one transaction; raises :class:`RecordError`."""
-    try:
-        return _transaction_decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
-        raise RecordError.from_msgspec("transaction", exc) from None
+    return _decode(_transaction_decoder, "transaction", raw)  # type: ignore[no-any-return]
 
 
 def decode_label(raw: bytes | str) -> Label:
     """Decode and validate one label; raises :class:`RecordError`."""
-    try:
-        return _label_decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
-        raise RecordError.from_msgspec("label", exc) from None
+    return _decode(_label_decoder, "label", raw)  # type: ignore[no-any-return]
 
 
 def decode_alert(raw: bytes | str) -> Alert:
     """Decode and validate one alert (for alert consumers); raises :class:`RecordError`."""
-    try:
-        return _alert_decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
-        raise RecordError.from_msgspec("alert", exc) from None
+    return _decode(_alert_decoder, "alert", raw)  # type: ignore[no-any-return]
 
 
 def decode_dead_letter(raw: bytes | str) -> DeadLetter:
     """Decode one dead-letter entry; raises :class:`RecordError`."""
-    try:
-        return _dead_letter_decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
-        raise RecordError.from_msgspec("dead_letter", exc) from None
+    return _decode(_dead_letter_decoder, "dead_letter", raw)  # type: ignore[no-any-return]
 
 
 def decode_transactions(

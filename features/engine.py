@@ -94,11 +94,7 @@ class FeatureEngine:
         self._owns_terminal_risk: bool = terminal_risk is None
         #: Terminal buckets are kept this long behind the watermark for late events.
         self.terminal_retention_ms: int = max(self.lateness_ms, _DAY_MS)
-        self.terminal_risk = terminal_risk or TerminalRisk(
-            window_ms=int(settings.terminal_window_days * _DAY_MS),
-            bucket_ms=settings.terminal_bucket_s * 1000,
-            freshness_ms=settings.terminal_freshness_s * 1000,
-        )
+        self.terminal_risk = terminal_risk or FeatureEngine.terminal_risk_for(settings)
         self.pending = PendingLabels(settings.pending_labels_max, int(settings.pending_labels_ttl_days * _DAY_MS))
         self.accounts: dict[str, AccountState] = {}
         self.max_event_time_ms: int = _NO_WATERMARK
@@ -107,6 +103,15 @@ class FeatureEngine:
         self._neutral_prev_s: float = float(settings.windows_s[-1])
         self._night_start: int = int(settings.night_hours[0])
         self._night_end: int = int(settings.night_hours[1])
+
+    @staticmethod
+    def terminal_risk_for(settings: FeatureSettings) -> TerminalRisk:
+        """An empty terminal risk table with the configured window, buckets and freshness."""
+        return TerminalRisk(
+            window_ms=int(settings.terminal_window_days * _DAY_MS),
+            bucket_ms=settings.terminal_bucket_s * 1000,
+            freshness_ms=settings.terminal_freshness_s * 1000,
+        )
 
     @property
     def watermark_ms(self) -> int:

@@ -22,10 +22,9 @@ from configs import FeatureSettings
 from contracts import Label, Transaction
 from contracts.arrow import table_to_records
 from contracts.partitioning import partition_for
-from features._impl import FeatureEngine, TerminalRisk
+from features._impl import FeatureEngine
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
 
-_DAY_MS = 86_400_000
 
 
 def interleave(transactions: Iterable[Transaction], labels: Iterable[Label]) -> Iterator[Transaction | Label]:
@@ -59,11 +58,7 @@ class PartitionedFeatures:
     def __init__(self, settings: FeatureSettings, partitions: int) -> None:
         self.settings = settings
         self.partitions = partitions
-        self.terminal_risk = TerminalRisk(
-            window_ms=int(settings.terminal_window_days * _DAY_MS),
-            bucket_ms=settings.terminal_bucket_s * 1000,
-            freshness_ms=settings.terminal_freshness_s * 1000,
-        )
+        self.terminal_risk = FeatureEngine.terminal_risk_for(settings)
         self.engines = [FeatureEngine(settings, self.terminal_risk) for _ in range(partitions)]
         self._partition_cache: dict[str, int] = {}
         self._sweep_interval_ms = settings.sweep_interval_s * 1000

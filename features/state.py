@@ -139,11 +139,7 @@ def terminal_to_batches(risk: TerminalRisk) -> tuple[pa.RecordBatch, pa.RecordBa
 
 
 def terminal_from_batches(settings: FeatureSettings, buckets: pa.RecordBatch, frauds: pa.RecordBatch) -> TerminalRisk:
-    risk = TerminalRisk(
-        window_ms=int(settings.terminal_window_days * 86_400_000),
-        bucket_ms=settings.terminal_bucket_s * 1000,
-        freshness_ms=settings.terminal_freshness_s * 1000,
-    )
+    risk = FeatureEngine.terminal_risk_for(settings)
     bucket_size = risk.bucket_ms
     for terminal_id, bucket, count in zip(*(buckets.column(i).to_pylist() for i in range(3)), strict=True):
         risk.record_transaction(terminal_id, bucket * bucket_size, count)
@@ -152,7 +148,8 @@ def terminal_from_batches(settings: FeatureSettings, buckets: pa.RecordBatch, fr
     return risk
 
 
-def _ipc_bytes(batch: pa.RecordBatch, compression: str | None) -> bytes:
+def ipc_bytes(batch: pa.RecordBatch, compression: str | None) -> bytes:
+    """One record batch as an Arrow IPC stream (the checkpoint encoding)."""
     sink = io.BytesIO()
     options = pa.ipc.IpcWriteOptions(compression=compression)
     with pa.ipc.new_stream(sink, batch.schema, options=options) as writer:
@@ -170,8 +167,8 @@ class EngineSnapshot:
 
     def to_bytes(self, compression: str | None = "zstd") -> bytes:
         """One self-describing blob (JSON header + two Arrow IPC streams)."""
-        accounts = _ipc_bytes(self.accounts, compression)
-        pending = _ipc_bytes(self.pending, compression)
+        accounts = ipc_bytes(self.accounts, compression)
+        pending = ipc_bytes(self.pending, compression)
         header = json.dumps({**self.meta, "_sizes": [len(accounts), len(pending)]}).encode()
         return len(header).to_bytes(4, "big") + header + accounts + pending
 

@@ -45,7 +45,8 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_answers(host: str, port: int) -> bool:
+def port_answers(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True
@@ -77,7 +78,7 @@ class EmbeddedBroker:
         binary = broker_binary()
         if self.port == 0:
             self.port = free_port(self.host)
-        elif _port_answers(self.host, self.port):
+        elif port_answers(self.host, self.port):
             raise BrokerUnavailable(f"port {self.port} on {self.host} is already in use; pick another with --port")
         url = f"tcp://{self.host}:{self.port}"
         fd, log_name = tempfile.mkstemp(prefix="fraudstream-broker-", suffix=".log")
@@ -96,7 +97,7 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BrokerUnavailable(f"embedded broker exited with code {self.process.returncode}: {self._log_tail()}")
-            if _port_answers(self.host, self.port):
+            if port_answers(self.host, self.port):
                 return self.bootstrap_servers
             time.sleep(0.05)
         self.stop()

@@ -43,14 +43,14 @@ def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> S
 
 def _running_embedded_broker() -> str | None:
     """The address recorded by a `fraudstream broker` still running in this folder."""
-    from pipelines.broker import _port_answers
+    from pipelines.broker import port_answers
 
     try:
         state = json.loads(BROKER_STATE.read_text())
     except (OSError, ValueError):
         return None
     host, _, port = str(state.get("bootstrap_servers", "")).rpartition(":")
-    return state["bootstrap_servers"] if port.isdigit() and _port_answers(host, int(port)) else None
+    return state["bootstrap_servers"] if port.isdigit() and port_answers(host, int(port)) else None
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from configs import Settings
-from pipelines.broker import BrokerUnavailable, EmbeddedBroker, _port_answers, free_port
+from pipelines.broker import BrokerUnavailable, EmbeddedBroker, port_answers, free_port
 from pipelines.kafka import KafkaSetupError, ensure_topics, partition_counts, wait_until_ready
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def test_stop_leaves_no_process_and_frees_the_port() -> None:
     assert not broker.running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert not _port_answers("127.0.0.1", port)
+    assert not port_answers("127.0.0.1", port)
 
 
 @pytest.mark.slow
@@ -94,5 +94,5 @@ def test_broker_command_creates_topics_and_stops_on_ctrl_c(tmp_path: Path, local
     assert process.returncode == 0, stderr
     assert f"bootstrap_servers=127.0.0.1:{port}" in stdout
     assert "broker stopped" in stderr
-    assert not _port_answers("127.0.0.1", port)
+    assert not port_answers("127.0.0.1", port)
     assert not (tmp_path / ".fraudstream" / "broker.json").exists()
