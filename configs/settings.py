@@ -218,6 +218,79 @@ class MlflowSettings(_Section):
     token_env: str = "MLFLOW_TRACKING_TOKEN"
 
 
+class RuleSettings(_Section):
+    """One decision rule: a condition over feature names and what it decides.
+
+    ``when`` is a small expression language: comparisons of a feature name with
+    a number (``<  <=  >  >=  ==  !=``) joined by ``and`` / ``or`` / ``not`` and
+    parentheses, e.g. ``speed_kmh > 900 and distance_km > 300``.
+    """
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    when: Annotated[str, msgspec.Meta(min_length=1)]
+    action: Literal["review", "block"] = "review"
+    #: Fused score given to an event when the rule matches (the score is the max).
+    score: Fraction = 0.9
+
+
+class AnomalySettings(_Section):
+    """The online (River) anomaly model every event is scored and learned with."""
+
+    n_trees: Annotated[int, msgspec.Meta(ge=1, le=256)] = 25
+    height: Annotated[int, msgspec.Meta(ge=1, le=16)] = 8
+    window_size: PositiveInt = 250
+    seed: int = 1
+    #: Feature names the model sees (empty = every registered feature).
+    features: tuple[str, ...] = ()
+
+
+class ScoringSettings(_Section):
+    """Scoring and decisions: anomaly model, rules, thresholds, explanations."""
+
+    anomaly: AnomalySettings = AnomalySettings()
+    rules: tuple[RuleSettings, ...] = ()
+    #: Fused score at or above which an alert is raised with decision "review".
+    review_threshold: Fraction = 0.8
+    #: Fused score at or above which the decision is "block".
+    block_threshold: Fraction = 0.95
+    #: Features named in each alert's reasons.
+    top_features: Annotated[int, msgspec.Meta(ge=0, le=37)] = 3
+
+    def __post_init__(self) -> None:
+        if self.block_threshold < self.review_threshold:
+            raise ValueError("block_threshold must be at least review_threshold")
+        names = [rule.name for rule in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rules: rule names must be unique, got {names}")
+
+
+class StreamSettings(_Section):
+    """The scoring job: actors, micro-batches, checkpoints."""
+
+    #: Scoring actors (K); actor k owns the partitions p with p mod K == k.
+    actors: PositiveInt = 2
+    #: CPUs Ray reserves per scoring actor.
+    actor_num_cpus: Annotated[float, msgspec.Meta(gt=0.0)] = 0.5
+    #: Ray restarts an actor this many times (-1 = forever).
+    max_restarts: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    #: Most records taken per poll (per actor, all its partitions).
+    max_batch_records: PositiveInt = 1_000
+    #: Longest a poll waits for records.
+    max_batch_wait_ms: NonNegativeInt = 20
+    #: Where checkpoints go: a local directory or a pyarrow.fs URI (s3://bucket/prefix).
+    checkpoint_uri: str = "checkpoints"
+    #: A partition is checkpointed when this much time or this many events passed.
+    checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
+    checkpoint_interval_events: PositiveInt = 200_000
+    #: Complete checkpoints kept per partition.
+    checkpoint_keep: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    #: Ray cluster address; empty = connect to RAY_ADDRESS if set, else start local Ray.
+    ray_address: str = ""
+    #: Where `fraudstream status` finds the running job's status file.
+    status_path: str = ".fraudstream/status.json"
+    status_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -226,6 +299,8 @@ class Settings(_Section):
     generator: GeneratorSettings = GeneratorSettings()
     features: FeatureSettings = FeatureSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    stream: StreamSettings = StreamSettings()
 
 
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
