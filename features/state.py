@@ -191,12 +191,12 @@ def _read_batch(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
 
 def take_snapshot(engine: FeatureEngine) -> EngineSnapshot:
     """The engine's state as Arrow batches plus metadata (the terminal table is separate)."""
-    entries = engine.pending.entries
+    entries = engine.pending.in_order()
     pending = pa.RecordBatch.from_arrays(
         [
-            pa.array(list(entries), pa.string()),
-            pa.array([v[0] for v in entries.values()], pa.string()),
-            pa.array([v[1] for v in entries.values()], pa.int64()),
+            pa.array([e[0] for e in entries], pa.string()),
+            pa.array([e[1] for e in entries], pa.string()),
+            pa.array([e[2] for e in entries], pa.int64()),
         ],
         schema=PENDING_LABELS_SCHEMA,
     )
@@ -232,7 +232,7 @@ def restore_engine(
     for transaction_id, terminal_id, event_time in zip(
         *(snapshot.pending.column(i).to_pylist() for i in range(3)), strict=True
     ):
-        engine.pending.entries[transaction_id] = (terminal_id, event_time)
+        engine.pending.add(transaction_id, terminal_id, event_time)
     engine.pending.evicted = snapshot.meta["pending_evicted"]
     engine.pending.expired = snapshot.meta["pending_expired"]
     return engine

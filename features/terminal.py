@@ -22,7 +22,7 @@ actors sharing a broadcast table compute the same values.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 
 
 _NO_HEAD = -(2**62)
@@ -129,7 +129,10 @@ class TerminalRisk:
 class PendingLabels:
     """Scored transactions waiting for their label: transaction_id -> (terminal, event time).
 
-    Bounded by count (oldest evicted first) and by event-time age.
+    Bounded by count (oldest evicted first) and by event-time age. A plain dict
+    holds the entries and a deque their arrival order (ids a label already
+    took are skipped when they reach the front), which costs far less memory
+    per entry than an OrderedDict's linked nodes.
 
     >>> pending = PendingLabels(max_entries=2, ttl_ms=10_000)
     >>> pending.add("t1", "T1", 1_000); pending.add("t2", None, 2_000); pending.add("t3", "T9", 3_000)
@@ -140,15 +143,24 @@ class PendingLabels:
     def __init__(self, max_entries: int, ttl_ms: int) -> None:
         self.max_entries = max_entries
         self.ttl_ms = ttl_ms
-        self.entries: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        self.entries: dict[str, tuple[str | None, int]] = {}
+        self.order: deque[str] = deque()
         self.evicted = 0
         self.expired = 0
 
     def add(self, transaction_id: str, terminal_id: str | None, event_time_ms: int) -> None:
-        self.entries[transaction_id] = (terminal_id, event_time_ms)
-        if len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
-            self.evicted += 1
+        entries = self.entries
+        entries[transaction_id] = (terminal_id, event_time_ms)
+        order = self.order
+        order.append(transaction_id)
+        if len(entries) > self.max_entries:
+            while order:
+                if entries.pop(order.popleft(), None) is not None:
+                    self.evicted += 1
+                    break
+        elif len(order) > 2 * len(entries) + 1024:
+            # ids whose labels arrived pile up behind live ones: keep the order list bounded
+            self.order = deque(k for k in order if k in entries)
 
     def pop(self, transaction_id: str) -> tuple[str | None, int] | None:
         return self.entries.pop(transaction_id, None)
@@ -160,16 +172,30 @@ class PendingLabels:
         so the scan stops at the first entry still inside the TTL.
         """
         cutoff = watermark_ms - self.ttl_ms
-        entries = self.entries
+        entries, order = self.entries, self.order
         dropped = 0
-        while entries:
-            transaction_id, (_, event_time) = next(iter(entries.items()))
-            if event_time >= cutoff:
-                break
-            entries.popitem(last=False)
-            dropped += 1
+        while order:
+            entry = entries.get(order[0])
+            if entry is not None:
+                if entry[1] >= cutoff:
+                    break
+                del entries[order[0]]
+                dropped += 1
+            order.popleft()
         self.expired += dropped
         return dropped
+
+    def in_order(self) -> list[tuple[str, str | None, int]]:
+        """(transaction_id, terminal, event time) of every entry, oldest first."""
+        entries = self.entries
+        out: list[tuple[str, str | None, int]] = []
+        seen: set[str] = set()
+        for transaction_id in self.order:
+            entry = entries.get(transaction_id)
+            if entry is not None and transaction_id not in seen:
+                seen.add(transaction_id)
+                out.append((transaction_id, entry[0], entry[1]))
+        return out
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -25,6 +25,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from itertools import accumulate
 
+#: Steps a window start walks from its hint before a binary search takes over.
+_MAX_STEPS = 8
+
 
 class EventWindow:
     """Events of one entity in event-time order: times (epoch ms), amounts, prefix sums.
@@ -34,12 +37,14 @@ class EventWindow:
     how the state got there: a restored checkpoint computes the same values.
     """
 
-    __slots__ = ("times", "amounts", "prefix")
+    __slots__ = ("times", "amounts", "prefix", "starts")
 
     def __init__(self, times: list[int] | None = None, amounts: list[float] | None = None) -> None:
         self.times: list[int] = times if times is not None else []
         self.amounts: list[float] = amounts if amounts is not None else []
         self.prefix: list[float] = list(accumulate(self.amounts, initial=0.0))
+        #: Where each window started at the previous query: a hint, never trusted.
+        self.starts: list[int] = []
 
     def __len__(self) -> int:
         return len(self.times)
@@ -77,27 +82,36 @@ class EventWindow:
         expiry may or may not have dropped events yet (it works in chunks), so that
         a late event's windows never depend on expiry timing.
 
-        Each window's start is found by walking back from the previous (shorter)
-        window's start for a few steps, then by binary search: most windows of a
-        card account hold a handful of events.
+        Each window's start is found from where it was at the previous query
+        (a hint: a few steps forward or back, else a binary search), so a new
+        in-order event costs about one step per window whatever its length.
         """
-        times, prefix = self.times, self.prefix
+        times, prefix, starts = self.times, self.prefix, self.starts
         top = prefix[end]
-        lo = end
-        for window_ms in windows_ms:
-            threshold = event_time_ms - window_ms
+        if len(starts) != len(windows_ms):
+            starts = self.starts = [end] * len(windows_ms)
+        for w in range(len(windows_ms)):
+            threshold = event_time_ms - windows_ms[w]
             if threshold < floor_ms:
                 threshold = floor_ms
+            lo = starts[w]
+            if lo > end:
+                lo = end
             steps = 0
-            while lo > 0 and times[lo - 1] > threshold and steps < 8:
+            while lo < end and times[lo] <= threshold:
+                lo += 1
+                steps += 1
+                if steps == _MAX_STEPS:
+                    lo = bisect_right(times, threshold, lo, end)
+                    break
+            steps = 0
+            while lo > 0 and times[lo - 1] > threshold:
                 lo -= 1
                 steps += 1
-            if steps == 8 and lo > 0 and times[lo - 1] > threshold:
-                # long windows start near the front (expiry keeps the list ~one window long)
-                first = 0
-                while first < lo and times[first] <= threshold and first < 8:
-                    first += 1
-                lo = first if first < 8 else bisect_right(times, threshold, first, lo)
+                if steps == _MAX_STEPS:
+                    lo = bisect_right(times, threshold, 0, lo)
+                    break
+            starts[w] = lo
             count = end - lo
             total = top - prefix[lo]
             out.append(float(count))
@@ -130,4 +144,7 @@ class EventWindow:
         del self.times[:count]
         del self.amounts[:count]
         self.prefix = list(accumulate(self.amounts, initial=0.0))
+        starts = self.starts
+        for w in range(len(starts)):
+            starts[w] = starts[w] - count if starts[w] > count else 0
         return count
