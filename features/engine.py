@@ -56,6 +56,13 @@ _NO_WATERMARK = -(2**62)
 _SEED_M, _SEED_C, _SEED_D = 0x6D657263, 0x636F756E, 0x64657669
 
 
+def _novel(seen: NoveltyFilter, h1: int, h2: int, late: bool) -> float:
+    """1.0 when the key hashed to (h1, h2) is new to the account; a late event only checks."""
+    if late:
+        return 0.0 if seen.contains_hashes(h1, h2) else 1.0
+    return 1.0 if seen.add_hashes_is_new(h1, h2) else 0.0
+
+
 class AccountState:
     """Everything remembered about one account."""
 
@@ -170,10 +177,19 @@ class FeatureEngine:
         if n:
             mean = stats.mean
             std = stats.std()
-            out += [mean, std, stats.ewma, (amount - mean) / std if std > 0.0 else 0.0,
-                    amount / mean if mean > 0.0 else 1.0, float(n)]
+            out.append(mean)
+            out.append(std)
+            out.append(stats.ewma)
+            out.append((amount - mean) / std if std > 0.0 else 0.0)
+            out.append(amount / mean if mean > 0.0 else 1.0)
+            out.append(float(n))
         else:
-            out += [amount, 0.0, amount, 0.0, 1.0, 0.0]
+            out.append(amount)
+            out.append(0.0)
+            out.append(amount)
+            out.append(0.0)
+            out.append(1.0)
+            out.append(0.0)
 
         # time since previous, distance and speed from the previous located event
         out.append((t - previous) / 1000.0 if previous is not None else self._neutral_prev_s)
@@ -184,47 +200,59 @@ class FeatureEngine:
             if prior is not None:
                 distance = haversine_km(prior[1], prior[2], lat, lon)
                 hours = max(t - prior[0], 60_000) / _HOUR_MS
-                out += [distance, distance / hours]
+                out.append(distance)
+                out.append(distance / hours)
             else:
-                out += [0.0, 0.0]
+                out.append(0.0)
+                out.append(0.0)
         else:
-            out += [0.0, 0.0]
+            out.append(0.0)
+            out.append(0.0)
 
         # novelty (one namespace seed per kind); a late event is checked, not added
         seen = account.seen
-        check = seen.contains_hashes if late else None
-        novelty = [0.0, 0.0, 0.0]
         merchant_hash = 0
         country_hash = 0
-        for position, (value, seed) in enumerate(((tx.merchant_id, _SEED_M), (tx.country, _SEED_C),
-                                                  (tx.device_id, _SEED_D))):
-            if value is None:
-                continue
-            h1, h2 = key_hashes(value.encode(), seed)
-            if position == 0:
-                merchant_hash = h1 | 1
-            elif position == 1:
-                country_hash = h1 | 1
-            if check is not None:
-                novelty[position] = 0.0 if check(h1, h2) else 1.0
-            elif seen.add_hashes_is_new(h1, h2):
-                novelty[position] = 1.0
-        out += novelty
+        value = tx.merchant_id
+        if value is not None:
+            h1, h2 = key_hashes(value.encode(), _SEED_M)
+            merchant_hash = h1 | 1
+            out.append(_novel(seen, h1, h2, late))
+        else:
+            out.append(0.0)
+        value = tx.country
+        if value is not None:
+            h1, h2 = key_hashes(value.encode(), _SEED_C)
+            country_hash = h1 | 1
+            out.append(_novel(seen, h1, h2, late))
+        else:
+            out.append(0.0)
+        value = tx.device_id
+        if value is not None:
+            h1, h2 = key_hashes(value.encode(), _SEED_D)
+            out.append(_novel(seen, h1, h2, late))
+        else:
+            out.append(0.0)
         recent = account.recent
         if not late:
             recent.add(t, merchant_hash, country_hash, self.max_events_per_account)
         merchants_24h, countries_24h = recent.distinct(t, _DISTINCT_WINDOW_MS, watermark - _DISTINCT_WINDOW_MS)
-        out += [float(merchants_24h), float(countries_24h)]
+        out.append(float(merchants_24h))
+        out.append(float(countries_24h))
 
         # terminal risk (global table, complete buckets, labels known by event time)
         terminal = tx.terminal_id
         if terminal is not None:
             tx_count, fraud_count = self.terminal_risk.stats(terminal, t)
-            out += [float(tx_count), float(fraud_count), fraud_count / tx_count if tx_count else 0.0]
+            out.append(float(tx_count))
+            out.append(float(fraud_count))
+            out.append(fraud_count / tx_count if tx_count else 0.0)
             if not late:
                 self.terminal_risk.record_transaction(terminal, t)
         else:
-            out += [0.0, 0.0, 0.0]
+            out.append(0.0)
+            out.append(0.0)
+            out.append(0.0)
 
         # calendar (UTC)
         hour = (t // _HOUR_MS) % 24

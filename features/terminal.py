@@ -26,13 +26,16 @@ from collections import deque
 
 
 _NO_HEAD = -(2**62)
+_NO_LOW = 2**62
 
 
 class _TerminalCounts:
-    __slots__ = ("buckets", "frauds", "cache_head", "cache_total")
+    __slots__ = ("buckets", "frauds", "cache_head", "cache_total", "low")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
+        #: No bucket is below this one (the oldest recorded, or where expiry stopped).
+        self.low = _NO_LOW
         #: (bucket of the fraudulent transaction, when its label became known)
         self.frauds: list[tuple[int, int]] = []
         self.cache_head = _NO_HEAD
@@ -56,6 +59,8 @@ class TerminalRisk:
             counts = self.terminals[terminal_id] = _TerminalCounts()
         bucket = event_time_ms // self.bucket_ms
         counts.buckets[bucket] = counts.buckets.get(bucket, 0) + count
+        if bucket < counts.low:
+            counts.low = bucket
         head = counts.cache_head
         if head - self.window_buckets < bucket <= head:
             counts.cache_total += count
@@ -114,8 +119,14 @@ class TerminalRisk:
         dropped = 0
         for terminal_id in list(self.terminals):
             counts = self.terminals[terminal_id]
-            if counts.buckets and min(counts.buckets) <= oldest:
-                counts.buckets = {b: n for b, n in counts.buckets.items() if b > oldest}
+            buckets = counts.buckets
+            if buckets and counts.low <= oldest:
+                if oldest - counts.low < len(buckets):
+                    for b in range(counts.low, oldest + 1):
+                        buckets.pop(b, None)
+                else:
+                    counts.buckets = buckets = {b: n for b, n in buckets.items() if b > oldest}
+                counts.low = oldest + 1
                 counts.cache_head = _NO_HEAD
                 counts.cache_total = 0
             if counts.frauds:  # in label order, not bucket order: check them all
