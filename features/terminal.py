@@ -52,8 +52,51 @@ class TerminalRisk:
         self.window_buckets = max(1, window_ms // bucket_ms)
         self.terminals: dict[str, _TerminalCounts] = {}
         self._expired_through = -(2**62)
+        #: Publishing mode (see :meth:`publish_updates`): (terminal, bucket, count) and
+        #: (terminal, bucket, known_at) collected instead of applied.
+        self.outbox: list[tuple[str, int, int]] | None = None
+        self.fraud_outbox: list[tuple[str, int, int]] = []
+
+    def publish_updates(self) -> None:
+        """Collect updates for a keyed stage instead of applying them.
+
+        A scoring actor's engines read a broadcast table that the stage keeps
+        complete; what they record goes out through the outbox (see
+        :meth:`take_updates`) and comes back through :meth:`replace_terminal`.
+        """
+        self.outbox = []
+
+    def take_updates(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """The collected (transactions, frauds) updates, emptying the outbox."""
+        outbox, frauds = self.outbox or [], self.fraud_outbox
+        if self.outbox is not None:
+            self.outbox = []
+        self.fraud_outbox = []
+        return outbox, frauds
+
+    def terminal_state(self, terminal_id: str) -> tuple[dict[int, int], list[tuple[int, int]]]:
+        """A terminal's (bucket counts, frauds as (bucket, known_at)); empty when unknown."""
+        counts = self.terminals.get(terminal_id)
+        if counts is None:
+            return {}, []
+        return dict(counts.buckets), list(counts.frauds)
+
+    def replace_terminal(self, terminal_id: str, buckets: dict[int, int], frauds: list[tuple[int, int]]) -> None:
+        """Set a terminal's whole state (a broadcast update); empty state forgets it."""
+        if not buckets and not frauds:
+            self.terminals.pop(terminal_id, None)
+            return
+        counts = _TerminalCounts()
+        counts.buckets = dict(buckets)
+        counts.frauds = list(frauds)
+        counts.low = min(buckets) if buckets else _NO_LOW
+        self.terminals[terminal_id] = counts
 
     def record_transaction(self, terminal_id: str, event_time_ms: int, count: int = 1) -> None:
+        outbox = self.outbox
+        if outbox is not None:
+            outbox.append((terminal_id, event_time_ms // self.bucket_ms, count))
+            return
         counts = self.terminals.get(terminal_id)
         if counts is None:
             counts = self.terminals[terminal_id] = _TerminalCounts()
@@ -66,6 +109,9 @@ class TerminalRisk:
             counts.cache_total += count
 
     def record_fraud(self, terminal_id: str, event_time_ms: int, known_at_ms: int) -> None:
+        if self.outbox is not None:
+            self.fraud_outbox.append((terminal_id, event_time_ms // self.bucket_ms, known_at_ms))
+            return
         counts = self.terminals.get(terminal_id)
         if counts is None:
             counts = self.terminals[terminal_id] = _TerminalCounts()

@@ -1,0 +1,105 @@
+"""The keyed terminal stage and its broadcast table agree with one table that saw everything."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.terminal_stage import (
+    IDLE,
+    BroadcastRisk,
+    RiskUpdate,
+    TerminalStage,
+    decode_delta_batch,
+    decode_risk_update,
+    encode,
+    route_updates,
+)
+from configs import FeatureSettings
+from contracts.partitioning import partition_for
+from features import FeatureEngine, TerminalRisk
+
+HOUR = 3_600_000
+SETTINGS = FeatureSettings(terminal_window_days=1.0, terminal_bucket_s=3600, terminal_freshness_s=60)
+
+
+def _table() -> TerminalRisk:
+    return FeatureEngine.terminal_risk_for(SETTINGS)
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["T1", "T2", "T3", "T4", "T5"]),  # terminal
+        st.integers(0, 48 * HOUR),  # event time
+        st.integers(0, 3),  # source partition
+        st.one_of(st.none(), st.integers(0, 6 * HOUR)),  # fraud label delay
+    ),
+    max_size=120,
+)
+
+
+@given(events, st.integers(1, 3), st.integers(1, 4))
+@settings(max_examples=150, deadline=None)
+def test_stage_and_broadcast_equal_one_table_that_saw_everything(events, stage_partitions, batches) -> None:
+    sources = 4
+    direct = _table()
+    outboxes = [_table() for _ in range(sources)]
+    for table in outboxes:
+        table.publish_updates()
+    for terminal, t, source, delay in events:
+        direct.record_transaction(terminal, t)
+        outboxes[source].record_transaction(terminal, t)
+        if delay is not None:
+            direct.record_fraud(terminal, t, t + delay)
+            outboxes[source].record_fraud(terminal, t, t + delay)
+
+    stages = [TerminalStage(_table(), sources) for _ in range(stage_partitions)]
+    view = BroadcastRisk(_table(), stage_partitions)
+    for round_ in range(batches):  # updates may arrive over several rounds (only the first has data)
+        for source, table in enumerate(outboxes):
+            transactions, frauds = table.take_updates()
+            for destination, batch in enumerate(route_updates(source, IDLE, transactions, frauds, stage_partitions)):
+                stages[destination].apply(decode_delta_batch(encode(batch)))  # through the wire format
+        for partition, stage in enumerate(stages):
+            update = decode_risk_update(encode(stage.flush(partition)))
+            view.apply(update)
+            view.apply(update)  # a replayed update changes nothing
+    assert view.complete_through_ms == IDLE
+    for terminal in ["T1", "T2", "T3", "T4", "T5"]:
+        for t in range(0, 56 * HOUR, HOUR // 2):
+            assert view.table.stats(terminal, t) == direct.stats(terminal, t), (terminal, t)
+
+
+def test_each_terminal_lives_on_the_stage_partition_of_its_key() -> None:
+    batches = route_updates(2, 1000, [(f"T{i}", 0, 1) for i in range(20)], [("T3", 0, 500)], 3)
+    assert [b.source for b in batches] == [2, 2, 2] and {b.through_ms for b in batches} == {1000}
+    for destination, batch in enumerate(batches):
+        for delta in batch.deltas:
+            assert partition_for(delta.terminal.encode(), 3) == destination
+    (t3,) = [d for b in batches for d in b.deltas if d.terminal == "T3"]
+    assert t3.buckets == [(0, 1)] and t3.frauds == [(0, 500)]
+
+
+def test_completeness_is_the_slowest_source_and_unknown_sources_hold_it_back() -> None:
+    stage = TerminalStage(_table(), sources=3)
+    for source, through in [(0, 5 * HOUR), (1, 2 * HOUR)]:
+        stage.apply(route_updates(source, through, [], [], 1)[0])
+    assert stage.complete_through_ms < 0  # source 2 not heard from
+    stage.apply(route_updates(2, IDLE, [], [], 1)[0])
+    assert stage.complete_through_ms == 2 * HOUR
+    stage.apply(route_updates(1, 9 * HOUR, [], [], 1)[0])
+    assert stage.complete_through_ms == 5 * HOUR
+
+
+def test_expired_terminals_are_republished_empty_so_readers_forget_them() -> None:
+    stage = TerminalStage(_table(), sources=1)
+    stage.apply(route_updates(0, HOUR, [("T1", 0, 4), ("T2", 40, 1)], [], 1)[0])
+    view = BroadcastRisk(_table(), stages=1)
+    view.apply(stage.flush(0))
+    assert set(view.table.terminals) == {"T1", "T2"}
+    stage.expire(40 * HOUR)
+    update = stage.flush(0)
+    assert [s.terminal for s in update.states] == ["T1"] and update.states[0].buckets == []
+    view.apply(update)
+    assert set(view.table.terminals) == {"T2"}
+    assert isinstance(update, RiskUpdate)
