@@ -4,31 +4,37 @@ A terminal is used by accounts of every partition, so no scoring partition
 sees all of its traffic. The flow:
 
 1. every scoring partition's engine records terminal updates into an outbox
-   (:meth:`features.TerminalRisk.publish_updates`); after each micro-batch the
-   actor sends them as :class:`DeltaBatch` records to ``terminal.deltas``,
-   routed by the terminal's key (murmur2, like Kafka), one record per
-   destination partition, each carrying the source partition's progress;
-2. the actor owning a ``terminal.deltas`` partition folds them into that
-   partition's share of the table (:class:`TerminalStage`) and publishes the
-   full, current state of every terminal it changed (:class:`RiskUpdate`) to
-   the same partition of ``terminal.risk``;
+   (:meth:`features.TerminalRisk.publish_updates`); the partition folds them
+   into its own share of the table (:class:`SourceShare`, part of the
+   partition's checkpointed state) and sends the *cumulative* values of what
+   changed as :class:`DeltaBatch` records to ``terminal.deltas``, routed by the
+   terminal's key (murmur2, like Kafka), one record per stage partition, each
+   carrying the source partition's progress;
+2. the actor owning a ``terminal.deltas`` partition keeps every source's share
+   of its terminals (:class:`TerminalStage`) and publishes the summed, current
+   state of each terminal it changed (:class:`RiskUpdate`) to the same
+   partition of ``terminal.risk``;
 3. every actor reads all of ``terminal.risk`` into one broadcast table
    (:class:`BroadcastRisk`) that its engines read.
 
-A terminal's state is replaced, never incremented, on the broadcast side, so
-applying an update twice (a replay after a restart) changes nothing, and with
-log compaction on ``terminal.risk`` a new reader needs only the latest record
-per terminal. The table answers from buckets that closed at least
-``terminal_freshness_s`` ago (:mod:`features.terminal`), so the broadcast view
-and the offline builder agree once every partition's updates for those buckets
-are in; ``complete_through_ms`` says how far that holds.
+Every step replaces rather than increments (a source's cumulative count per
+bucket, a terminal's whole state), so a partition that restarts from its
+checkpoint and replays re-sends values the stage already had: nothing is
+counted twice, and with log compaction on ``terminal.risk`` a new reader needs
+only the latest record per terminal. The table answers from buckets that
+closed at least ``terminal_freshness_s`` ago (:mod:`features.terminal`), so the
+broadcast view and the offline builder agree once every partition's updates
+for those buckets are in; ``complete_through_ms`` says how far that holds.
 
 >>> from features import FeatureEngine
 >>> from configs import FeatureSettings
 >>> settings = FeatureSettings(terminal_bucket_s=3600, terminal_freshness_s=60)
->>> stage = TerminalStage(FeatureEngine.terminal_risk_for(settings), sources=2)
->>> stage.apply(DeltaBatch(source=0, through_ms=7_200_000, deltas=[TerminalDelta("T1", [(0, 3)], [])]))
->>> stage.apply(DeltaBatch(source=1, through_ms=5_000_000, deltas=[TerminalDelta("T1", [(0, 2)], [(0, 4_000_000)])]))
+>>> shares = [SourceShare(FeatureEngine.terminal_risk_for(settings), source=s) for s in (0, 1)]
+>>> stage = TerminalStage(sources=2)
+>>> for batch in shares[0].absorb([("T1", 0, 3)], [], through_ms=7_200_000, stage_partitions=1):
+...     stage.apply(batch)
+>>> for batch in shares[1].absorb([("T1", 0, 2)], [("T1", 0, 4_000_000)], through_ms=5_000_000, stage_partitions=1):
+...     stage.apply(batch)
 >>> update = stage.flush(partition=0)
 >>> update.complete_through_ms, update.states
 (5000000, [TerminalState(terminal='T1', buckets=[(0, 5)], frauds=[(0, 4000000)])])
@@ -54,11 +60,12 @@ UNKNOWN = -(2**62)
 
 
 class TerminalDelta(msgspec.Struct, array_like=True):
-    """Updates to one terminal: (bucket, transactions) and frauds as (bucket, known_at_ms)."""
+    """One source's values for one terminal: (bucket, cumulative transactions) of the
+    buckets that changed, and the source's whole fraud list when it changed (else None)."""
 
     terminal: str
     buckets: list[tuple[int, int]]
-    frauds: list[tuple[int, int]]
+    frauds: list[tuple[int, int]] | None
 
 
 class DeltaBatch(msgspec.Struct):
@@ -106,73 +113,131 @@ def decode_risk_update(raw: bytes) -> RiskUpdate:
     return _update_decoder.decode(raw)
 
 
-def route_updates(
-    source: int,
-    through_ms: int,
-    transactions: list[tuple[str, int, int]],
-    frauds: list[tuple[str, int, int]],
-    stage_partitions: int,
-) -> list[DeltaBatch]:
-    """One DeltaBatch per stage partition (even empty: it carries the progress).
+class SourceShare:
+    """One scoring partition's own contribution to every terminal (checkpointed with the partition)."""
 
-    >>> [len(b.deltas) for b in route_updates(0, 10, [("T1", 0, 1), ("T1", 0, 1)], [], 2)]
-    [1, 0]
-    """
-    merged: dict[str, dict[int, int]] = defaultdict(dict)
-    for terminal, bucket, count in transactions:
-        counts = merged[terminal]
-        counts[bucket] = counts.get(bucket, 0) + count
-    fraud_lists: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for terminal, bucket, known_at in frauds:
-        fraud_lists[terminal].append((bucket, known_at))
-    batches = [DeltaBatch(source=source, through_ms=through_ms, deltas=[]) for _ in range(stage_partitions)]
-    for terminal in sorted(set(merged) | set(fraud_lists)):
-        destination = partition_for(terminal.encode(), stage_partitions)
-        batches[destination].deltas.append(
-            TerminalDelta(terminal, sorted(merged.get(terminal, {}).items()), fraud_lists.get(terminal, []))
-        )
-    return batches
+    def __init__(self, table: TerminalRisk, source: int) -> None:
+        self.table = table
+        self.source = source
+
+    def absorb(
+        self,
+        transactions: list[tuple[str, int, int]],
+        frauds: list[tuple[str, int, int]],
+        through_ms: int,
+        stage_partitions: int,
+    ) -> list[DeltaBatch]:
+        """Fold an outbox into the share; one DeltaBatch per stage partition (even empty: progress).
+
+        >>> from configs import FeatureSettings
+        >>> from features import FeatureEngine
+        >>> share = SourceShare(FeatureEngine.terminal_risk_for(FeatureSettings()), source=0)
+        >>> [len(b.deltas) for b in share.absorb([("T1", 0, 1), ("T1", 0, 1)], [], 10, 2)]
+        [1, 0]
+        >>> share.absorb([("T1", 0, 1)], [], 20, 1)[0].deltas   # cumulative: a replay re-sends the same value
+        [TerminalDelta(terminal='T1', buckets=[(0, 3)], frauds=None)]
+        """
+        table = self.table
+        size = table.bucket_ms
+        changed: dict[str, set[int]] = defaultdict(set)
+        for terminal, bucket, count in transactions:
+            table.record_transaction(terminal, bucket * size, count)
+            changed[terminal].add(bucket)
+        fraud_terminals = set()
+        for terminal, bucket, known_at in frauds:
+            table.record_fraud(terminal, bucket * size, known_at)
+            fraud_terminals.add(terminal)
+        batches = [DeltaBatch(source=self.source, through_ms=through_ms, deltas=[]) for _ in range(stage_partitions)]
+        for terminal in sorted(set(changed) | fraud_terminals):
+            buckets, terminal_frauds = table.terminal_state(terminal)
+            destination = partition_for(terminal.encode(), stage_partitions)
+            batches[destination].deltas.append(
+                TerminalDelta(
+                    terminal,
+                    [(b, buckets.get(b, 0)) for b in sorted(changed.get(terminal, ()))],
+                    sorted(terminal_frauds) if terminal in fraud_terminals else None,
+                )
+            )
+        return batches
+
+
+class _Shares:
+    __slots__ = ("buckets", "frauds")
+
+    def __init__(self) -> None:
+        #: source -> bucket -> cumulative transactions
+        self.buckets: dict[int, dict[int, int]] = {}
+        #: source -> frauds as (bucket, known_at)
+        self.frauds: dict[int, list[tuple[int, int]]] = {}
 
 
 class TerminalStage:
-    """One ``terminal.deltas`` partition's share of the terminal table, fed by every source."""
+    """One ``terminal.deltas`` partition: every source's share of its terminals, summed on publish."""
 
-    def __init__(self, table: TerminalRisk, sources: int) -> None:
-        self.table = table
+    def __init__(self, sources: int) -> None:
         self.sources = sources
+        self.terminals: dict[str, _Shares] = {}
         self.progress: dict[int, int] = {}
         self._dirty: set[str] = set()
 
     def apply(self, batch: DeltaBatch) -> None:
-        table = self.table
-        size = table.bucket_ms
+        source = batch.source
         for delta in batch.deltas:
+            shares = self.terminals.get(delta.terminal)
+            if shares is None:
+                shares = self.terminals[delta.terminal] = _Shares()
+            mine = shares.buckets.setdefault(source, {})
             for bucket, count in delta.buckets:
-                table.record_transaction(delta.terminal, bucket * size, count)
-            for bucket, known_at in delta.frauds:
-                table.record_fraud(delta.terminal, bucket * size, known_at)
+                mine[bucket] = count
+            if delta.frauds is not None:
+                shares.frauds[source] = list(delta.frauds)
             self._dirty.add(delta.terminal)
-        self.progress[batch.source] = batch.through_ms
+        self.progress[source] = batch.through_ms
 
     @property
     def complete_through_ms(self) -> int:
         """Every source's updates before this time are in."""
         return min((self.progress.get(s, UNKNOWN) for s in range(self.sources)), default=UNKNOWN)
 
-    def expire(self, through_ms: int) -> None:
-        """Forget what no query after ``through_ms`` can see; expired terminals are re-published."""
-        before = set(self.table.terminals)
-        self.table.expire(through_ms)
-        self._dirty |= before - set(self.table.terminals)
+    def state(self, terminal: str) -> TerminalState:
+        """The terminal's summed state over every source."""
+        shares = self.terminals.get(terminal)
+        if shares is None:
+            return TerminalState(terminal, [], [])
+        total: dict[int, int] = defaultdict(int)
+        for buckets in shares.buckets.values():
+            for bucket, count in buckets.items():
+                total[bucket] += count
+        frauds = sorted(f for source_frauds in shares.frauds.values() for f in source_frauds)
+        return TerminalState(terminal, sorted(total.items()), frauds)
+
+    def expire(self, oldest_bucket: int) -> None:
+        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``; changed terminals re-publish."""
+        for terminal in list(self.terminals):
+            shares = self.terminals[terminal]
+            changed = False
+            for source, buckets in shares.buckets.items():
+                if any(b <= oldest_bucket for b in buckets):
+                    shares.buckets[source] = {b: n for b, n in buckets.items() if b > oldest_bucket}
+                    changed = True
+            for source, frauds in shares.frauds.items():
+                if any(b <= oldest_bucket for b, _ in frauds):
+                    shares.frauds[source] = [f for f in frauds if f[0] > oldest_bucket]
+                    changed = True
+            if changed:
+                self._dirty.add(terminal)
+            if not any(shares.buckets.values()) and not any(shares.frauds.values()):
+                del self.terminals[terminal]
 
     def flush(self, partition: int) -> RiskUpdate:
         """The changed terminals' full states since the last flush."""
-        states = []
-        for terminal in sorted(self._dirty):
-            buckets, frauds = self.table.terminal_state(terminal)
-            states.append(TerminalState(terminal, sorted(buckets.items()), frauds))
+        states = [self.state(terminal) for terminal in sorted(self._dirty)]
         self._dirty.clear()
         return RiskUpdate(partition=partition, complete_through_ms=self.complete_through_ms, states=states)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
 
 
 class BroadcastRisk:

@@ -53,15 +53,19 @@ class TopicSettings(_Section):
 
 
 class TopicsSettings(_Section):
-    """The four topics the product uses."""
+    """The topics the product uses: four public ones and the terminal stage's two."""
 
     transactions: TopicSettings = TopicSettings(name="transactions", partitions=4)
     labels: TopicSettings = TopicSettings(name="labels", partitions=4)
     alerts: TopicSettings = TopicSettings(name="alerts", partitions=4)
     dead_letters: TopicSettings = TopicSettings(name="transactions.dlq", partitions=1)
+    #: Per-terminal updates from every scoring partition, routed by terminal (the keyed stage's input).
+    terminal_deltas: TopicSettings = TopicSettings(name="terminal.deltas", partitions=4)
+    #: The stage's current per-terminal state, read whole by every scoring actor (compact it in production).
+    terminal_risk: TopicSettings = TopicSettings(name="terminal.risk", partitions=4)
 
     def all(self) -> list[TopicSettings]:
-        return [self.transactions, self.labels, self.alerts, self.dead_letters]
+        return [self.transactions, self.labels, self.alerts, self.dead_letters, self.terminal_deltas, self.terminal_risk]
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.all()]
@@ -72,6 +76,12 @@ class TopicsSettings(_Section):
                 "labels.partitions must equal transactions.partitions "
                 f"({self.labels.partitions} != {self.transactions.partitions}): "
                 "a label must land on the partition that scored its transaction"
+            )
+        if self.terminal_risk.partitions != self.terminal_deltas.partitions:
+            raise ValueError(
+                "terminal_risk.partitions must equal terminal_deltas.partitions "
+                f"({self.terminal_risk.partitions} != {self.terminal_deltas.partitions}): "
+                "each stage partition publishes to the risk partition of the same number"
             )
 
 

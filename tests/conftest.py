@@ -44,6 +44,8 @@ def isolated_settings(local_settings: Settings, kafka_broker: str) -> Callable[.
             labels=TopicSettings(name=f"t{n}.labels", partitions=partitions),
             alerts=TopicSettings(name=f"t{n}.alerts", partitions=partitions),
             dead_letters=TopicSettings(name=f"t{n}.dlq", partitions=1),
+            terminal_deltas=TopicSettings(name=f"t{n}.terminal.deltas", partitions=partitions),
+            terminal_risk=TopicSettings(name=f"t{n}.terminal.risk", partitions=partitions),
         )
         kafka = msgspec.structs.replace(local_settings.kafka, topics=topics)
         settings = msgspec.structs.replace(local_settings, kafka=kafka)
@@ -51,3 +53,14 @@ def isolated_settings(local_settings: Settings, kafka_broker: str) -> Callable[.
         return settings
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray for the session (logical CPUs beyond the machine's two: actors mostly wait on Kafka)."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, namespace="fraudstream", log_to_driver=False,
+             logging_level="WARNING")
+    yield
+    ray.shutdown()

@@ -13,7 +13,7 @@ from actors.terminal_stage import (
     decode_delta_batch,
     decode_risk_update,
     encode,
-    route_updates,
+    SourceShare,
 )
 from configs import FeatureSettings
 from contracts.partitioning import partition_for
@@ -38,32 +38,44 @@ events = st.lists(
 )
 
 
-@given(events, st.integers(1, 3), st.integers(1, 4))
+@given(events, st.integers(1, 3), st.integers(1, 4), st.integers(0, 3))
 @settings(max_examples=150, deadline=None)
-def test_stage_and_broadcast_equal_one_table_that_saw_everything(events, stage_partitions, batches) -> None:
+def test_stage_and_broadcast_equal_one_table_that_saw_everything(events, stage_partitions, rounds, replayer) -> None:
     sources = 4
     direct = _table()
-    outboxes = [_table() for _ in range(sources)]
-    for table in outboxes:
-        table.publish_updates()
-    for terminal, t, source, delay in events:
+    for terminal, t, _, delay in events:
         direct.record_transaction(terminal, t)
-        outboxes[source].record_transaction(terminal, t)
         if delay is not None:
             direct.record_fraud(terminal, t, t + delay)
-            outboxes[source].record_fraud(terminal, t, t + delay)
 
-    stages = [TerminalStage(_table(), sources) for _ in range(stage_partitions)]
+    stages = [TerminalStage(sources) for _ in range(stage_partitions)]
     view = BroadcastRisk(_table(), stage_partitions)
-    for round_ in range(batches):  # updates may arrive over several rounds (only the first has data)
-        for source, table in enumerate(outboxes):
-            transactions, frauds = table.take_updates()
-            for destination, batch in enumerate(route_updates(source, IDLE, transactions, frauds, stage_partitions)):
-                stages[destination].apply(decode_delta_batch(encode(batch)))  # through the wire format
-        for partition, stage in enumerate(stages):
-            update = decode_risk_update(encode(stage.flush(partition)))
-            view.apply(update)
-            view.apply(update)  # a replayed update changes nothing
+
+    def send(share: SourceShare, chunk: list) -> None:
+        transactions = [(terminal, t // HOUR, 1) for terminal, t, _, _ in chunk]
+        frauds = [(terminal, t // HOUR, t + delay) for terminal, t, _, delay in chunk if delay is not None]
+        for destination, batch in enumerate(share.absorb(transactions, frauds, IDLE, stage_partitions)):
+            stages[destination].apply(decode_delta_batch(encode(batch)))  # through the wire format
+
+    for source in range(sources):
+        mine = [e for e in events if e[2] == source]
+        share = SourceShare(_table(), source)
+        size = max(1, len(mine) // rounds)
+        chunks = [mine[i : i + size] for i in range(0, len(mine), size)] or [[]]
+        for chunk in chunks:
+            send(share, chunk)
+        if source == replayer and len(chunks) > 1:
+            # a restart: the share comes back from a checkpoint after the first chunk, the rest is replayed
+            restored = SourceShare(_table(), source)
+            restored.absorb([(terminal, t // HOUR, 1) for terminal, t, _, _ in chunks[0]],
+                            [(terminal, t // HOUR, t + d) for terminal, t, _, d in chunks[0] if d is not None],
+                            IDLE, stage_partitions)
+            for chunk in chunks[1:]:
+                send(restored, chunk)
+    for partition, stage in enumerate(stages):
+        update = decode_risk_update(encode(stage.flush(partition)))
+        view.apply(update)
+        view.apply(update)  # a replayed update changes nothing
     assert view.complete_through_ms == IDLE
     for terminal in ["T1", "T2", "T3", "T4", "T5"]:
         for t in range(0, 56 * HOUR, HOUR // 2):
@@ -71,7 +83,8 @@ def test_stage_and_broadcast_equal_one_table_that_saw_everything(events, stage_p
 
 
 def test_each_terminal_lives_on_the_stage_partition_of_its_key() -> None:
-    batches = route_updates(2, 1000, [(f"T{i}", 0, 1) for i in range(20)], [("T3", 0, 500)], 3)
+    share = SourceShare(_table(), source=2)
+    batches = share.absorb([(f"T{i}", 0, 1) for i in range(20)], [("T3", 0, 500)], 1000, 3)
     assert [b.source for b in batches] == [2, 2, 2] and {b.through_ms for b in batches} == {1000}
     for destination, batch in enumerate(batches):
         for delta in batch.deltas:
@@ -81,23 +94,24 @@ def test_each_terminal_lives_on_the_stage_partition_of_its_key() -> None:
 
 
 def test_completeness_is_the_slowest_source_and_unknown_sources_hold_it_back() -> None:
-    stage = TerminalStage(_table(), sources=3)
+    stage = TerminalStage(sources=3)
+    shares = [SourceShare(_table(), s) for s in range(3)]
     for source, through in [(0, 5 * HOUR), (1, 2 * HOUR)]:
-        stage.apply(route_updates(source, through, [], [], 1)[0])
+        stage.apply(shares[source].absorb([], [], through, 1)[0])
     assert stage.complete_through_ms < 0  # source 2 not heard from
-    stage.apply(route_updates(2, IDLE, [], [], 1)[0])
+    stage.apply(shares[2].absorb([], [], IDLE, 1)[0])
     assert stage.complete_through_ms == 2 * HOUR
-    stage.apply(route_updates(1, 9 * HOUR, [], [], 1)[0])
+    stage.apply(shares[1].absorb([], [], 9 * HOUR, 1)[0])
     assert stage.complete_through_ms == 5 * HOUR
 
 
 def test_expired_terminals_are_republished_empty_so_readers_forget_them() -> None:
-    stage = TerminalStage(_table(), sources=1)
-    stage.apply(route_updates(0, HOUR, [("T1", 0, 4), ("T2", 40, 1)], [], 1)[0])
+    stage = TerminalStage(sources=1)
+    stage.apply(SourceShare(_table(), 0).absorb([("T1", 0, 4), ("T2", 40, 1)], [], HOUR, 1)[0])
     view = BroadcastRisk(_table(), stages=1)
     view.apply(stage.flush(0))
     assert set(view.table.terminals) == {"T1", "T2"}
-    stage.expire(40 * HOUR)
+    stage.expire(oldest_bucket=39)
     update = stage.flush(0)
     assert [s.terminal for s in update.states] == ["T1"] and update.states[0].buckets == []
     view.apply(update)

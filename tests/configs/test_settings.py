@@ -19,7 +19,8 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
     assert settings.kafka.embedded is True
     assert settings.kafka.security_protocol == "PLAINTEXT"
     topics = {t.name: t.partitions for t in settings.kafka.topics.all()}
-    assert topics == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1}
+    assert topics == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1, "terminal.deltas": 4,
+                      "terminal.risk": 4}
     assert set(settings.generator.scenario_weights) == set(SCENARIOS)
     assert settings.mlflow.tracking_uri.startswith("sqlite:///")
 
