@@ -258,11 +258,16 @@ class ScoringSettings(_Section):
     """Scoring and decisions: anomaly model, rules, thresholds, explanations."""
 
     anomaly: AnomalySettings = AnomalySettings()
-    rules: tuple[RuleSettings, ...] = ()
-    #: Fused score at or above which an alert is raised with decision "review".
-    review_threshold: Fraction = 0.8
+    rules: tuple[RuleSettings, ...] = (
+        RuleSettings(name="card_testing", when="count_10m >= 5 and amount < 5", action="block", score=0.99),
+        RuleSettings(name="impossible_travel", when="speed_kmh > 2000 and distance_km > 2000", action="review",
+                     score=0.95),
+    )
+    #: Fused score at or above which an alert is raised with decision "review"
+    #: (the anomaly score is a percentile rank: 0.995 = the 0.5 % most unusual events).
+    review_threshold: Fraction = 0.995
     #: Fused score at or above which the decision is "block".
-    block_threshold: Fraction = 0.95
+    block_threshold: Fraction = 0.9995
     #: Features named in each alert's reasons.
     top_features: Annotated[int, msgspec.Meta(ge=0, le=37)] = 3
 

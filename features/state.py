@@ -178,12 +178,13 @@ class EngineSnapshot:
         meta = json.loads(data[4 : 4 + size])
         accounts_size, pending_size = meta.pop("_sizes")
         start = 4 + size
-        accounts = _read_batch(data[start : start + accounts_size], ACCOUNT_STATE_SCHEMA)
-        pending = _read_batch(data[start + accounts_size : start + accounts_size + pending_size], PENDING_LABELS_SCHEMA)
+        accounts = read_ipc_batch(data[start : start + accounts_size], ACCOUNT_STATE_SCHEMA)
+        pending = read_ipc_batch(data[start + accounts_size : start + accounts_size + pending_size], PENDING_LABELS_SCHEMA)
         return cls(accounts, pending, meta)
 
 
-def _read_batch(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
+def read_ipc_batch(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
+    """The one record batch of an Arrow IPC stream written by :func:`ipc_bytes` (empty: ``schema``)."""
     table = pa.ipc.open_stream(io.BytesIO(data)).read_all().combine_chunks()
     batches = table.to_batches()
     return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=schema)

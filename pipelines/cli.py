@@ -275,6 +275,66 @@ def features_command(
                           "out": str(out_path)}))
 
 
+def _status_table(status: dict[str, Any]) -> Table:
+    """Per-partition table of a job status (throughput, lag, checkpoint age)."""
+    age = time.time() - status.get("time", time.time())
+    table = Table(
+        "partition", "actor", "scored", "alerts", "dlq", "lag", "labels", "late", "checkpoint age", "gaps",
+        title=f"{status.get('events_per_s', 0):,.0f} events/s · status {age:.0f}s old",
+    )
+    for partition, p in status.get("partitions", {}).items():
+        table.add_row(
+            partition, str(p.get("actor", "")), f"{p.get('scored', 0):,}", f"{p.get('alerts', 0):,}",
+            f"{p.get('dead_letters', 0):,}", "?" if p.get("lag") is None else f"{p['lag']:,}",
+            f"{p.get('labels_applied', 0):,}", f"{p.get('late_events', 0):,}",
+            f"{p.get('checkpoint_age_s', 0):.0f}s", f"{p.get('offset_gaps', 0):,}",
+        )
+    return table
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    duration: Annotated[float | None, typer.Option(help="Stop (drain and checkpoint) after this many seconds.")] = None,
+    actors: Annotated[int | None, typer.Option(help="Scoring actors K (default: stream.actors).")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers host:port (overrides the config).")] = None,
+) -> None:
+    """Run the scoring job on Ray (the cluster in stream.ray_address / RAY_ADDRESS, else local Ray)."""
+    from rich.live import Live
+
+    from pipelines.stream import StreamJob
+
+    settings = _settings(config)
+    with kafka_for(settings, bootstrap) as servers:
+        job = StreamJob(settings, servers)
+        with console.status("starting Ray and the scoring actors"):
+            job.start(actors)
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            final = job.run(duration, on_status=lambda status: live.update(_status_table(status)))
+    scored = sum(part.get("scored", 0) for actor in final["actors"] for part in actor.get("partitions", {}).values())
+    typer.echo(json.dumps({"stopped": True, "scored": scored}))
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw status JSON.")] = False,
+) -> None:
+    """Throughput, lag (highwater - position) and checkpoint age per partition of the running job."""
+    settings = _settings(config)
+    path = Path(settings.stream.status_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no job status at {path}; start one with `fraudstream run`")
+    data = json.loads(path.read_text())
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    if data.get("stopped"):
+        console.print(f"the job stopped {time.time() - data['time']:.0f}s ago (final checkpoints written)")
+        return
+    out.print(_status_table(data))
+
+
 def main() -> None:
     """Console entry point: bad input ends with one clear line, not a traceback."""
     try:

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 def test_broker_answers_kafka_and_topics_match_the_config(kafka_broker: str, local_settings: Settings) -> None:
     counts = asyncio.run(partition_counts(local_settings.kafka, kafka_broker, [t.name for t in local_settings.kafka.topics.all()]))
-    assert counts == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1}
+    assert counts == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1, "terminal.deltas": 4,
+                      "terminal.risk": 4}
     # idempotent: a second start-up finds the topics and leaves them alone
     assert asyncio.run(ensure_topics(local_settings.kafka, kafka_broker)) == counts
 

@@ -1,0 +1,74 @@
+"""The scoring actor: a Ray actor (one process) running a :class:`~actors.worker.ScoringWorker`.
+
+Ray places, supervises and restarts it; every call on it is control plane
+(assign partitions, status, drain), never per event (DESIGN.md decision 1).
+After a restart Ray runs ``__init__`` again with the original arguments; the
+controller's next supervision tick calls :meth:`ScoringActor.ensure` with the
+current assignment, which restores the partitions from their checkpoints and
+resumes polling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors.worker import ScoringWorker
+from configs import Settings
+
+
+@ray.remote
+class ScoringActor:
+    """Owns a set of partitions of ``transactions``/``labels`` (assigned by the controller)."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str | None, name: str) -> None:
+        self.worker = ScoringWorker(settings, bootstrap_servers, name)
+        context = ray.get_runtime_context()
+        self.restarted = bool(context.was_current_actor_reconstructed)
+
+    async def ensure(self, partitions: list[int], stage_partitions: list[int]) -> dict[str, Any]:
+        """Own exactly these partitions (transactions/labels; terminal.deltas) and be polling them
+        (idempotent); returns status."""
+        await self.worker.start()
+        if sorted(partitions) != sorted(self.worker.processors) or sorted(stage_partitions) != sorted(self.worker.stages):
+            await self.worker.assign(partitions, stage_partitions)
+        self.worker.run_in_background()
+        return self.status()
+
+    async def release(self, partitions: list[int], stage_partitions: list[int]) -> dict[str, Any]:
+        """Stop owning these partitions after a final checkpoint (for a move to another actor)."""
+        keep = [p for p in self.worker.processors if p not in set(partitions)]
+        keep_stages = [d for d in self.worker.stages if d not in set(stage_partitions)]
+        await self.worker.assign(keep, keep_stages)
+        return self.status()
+
+    def terminal_stats(self, terminal_id: str, event_time_ms: int) -> tuple[int, int]:
+        """What this actor's broadcast table answers for a terminal at a time (tests compare actors)."""
+        return self.worker.broadcast.table.stats(terminal_id, event_time_ms)
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Checkpoint every owned partition now."""
+        await self.worker.checkpoint_all()
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        status = self.worker.status()
+        status["restarted"] = self.restarted
+        status["node"] = ray.util.get_node_ip_address()
+        return status
+
+    def reset_latency(self) -> None:
+        self.worker.reset_latency()
+
+    def latency_samples(self) -> list[float]:
+        """Per-event ingest -> acknowledged latencies (ms) since the last reset."""
+        return self.worker.latency_samples()
+
+    def entity_digests(self) -> dict[int, str]:
+        return self.worker.entity_digests()
+
+    async def drain(self) -> dict[str, Any]:
+        """Finish the in-flight batch, checkpoint every partition, disconnect."""
+        await self.worker.stop()
+        return self.status()

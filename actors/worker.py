@@ -1,0 +1,538 @@
+"""The scoring loop of one actor: Kafka in, Kafka out, checkpoints, for the partitions it owns.
+
+A :class:`ScoringWorker` owns a set of partition numbers of ``transactions``
+(and the same numbers of ``labels``, which is keyed and partitioned alike). It
+polls micro-batches with one aiokafka consumer on an explicit assignment (no
+consumer-group rebalancing), hands each partition's records to that
+partition's :class:`~actors.partition.PartitionProcessor`, sends alerts and
+dead letters, and only once those sends are acknowledged commits the input
+offsets and, when due, checkpoints the partition. Everything per event happens
+in this process (DESIGN.md decision 1).
+
+Offsets outside the log. When a checkpoint's offset is older than the log's
+first retained offset, or newer than its end (the topic was recreated or
+truncated), the partition resumes from the earliest retained offset: no record
+still in the log goes unscored. The distance between the checkpoint's offset
+and where reading resumed is counted as ``offset_gaps`` (status, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from aiokafka import TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
+
+from actors.checkpoint import CheckpointStore
+from actors.metrics import ActorMetrics
+from actors.partition import PartitionProcessor
+from actors.terminal_stage import (
+    IDLE,
+    BroadcastRisk,
+    TerminalStage,
+    decode_delta_batch,
+    decode_risk_update,
+    encode as encode_stage_message,
+)
+from configs import Settings
+from features import FeatureEngine
+from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
+from pipelines.kafka import make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+#: Most per-event latencies kept for percentiles.
+LATENCY_SAMPLES = 200_000
+
+
+def checkpoint_key(topic: str, partition: int) -> str:
+    """The checkpoint store key of a partition: ``<transactions topic>-<partition>``."""
+    return f"{topic}-{partition}"
+
+
+class ScoringWorker:
+    """Consume, score and checkpoint a set of partitions (one asyncio task, one process)."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str | None, name: str) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.name = name
+        topics = settings.kafka.topics
+        self.tx_topic = topics.transactions.name
+        self.label_topic = topics.labels.name
+        self.alert_topic = topics.alerts.name
+        self.dlq_topic = topics.dead_letters.name
+        self.deltas_topic = topics.terminal_deltas.name
+        self.risk_topic = topics.terminal_risk.name
+        self.stage_count = topics.terminal_deltas.partitions
+        self.store = CheckpointStore(settings.stream.checkpoint_uri, keep=settings.stream.checkpoint_keep)
+        #: The broadcast terminal table every engine of this actor reads (fed by terminal.risk).
+        table = FeatureEngine.terminal_risk_for(settings.features)
+        table.publish_updates()
+        self.broadcast = BroadcastRisk(table, self.stage_count)
+        #: The terminal.deltas partitions this actor aggregates, and where each is read.
+        self.stages: dict[int, TerminalStage] = {}
+        self.stage_offsets: dict[int, int] = {}
+        self._stage_sent: dict[int, int] = {}
+        #: Progress last sent to the stage, per owned partition.
+        self._progress_sent: dict[int, int] = {}
+        #: Partitions (and stage partitions) changed since their last checkpoint.
+        self._unsaved: set[int] = set()
+        self._stage_unsaved: set[int] = set()
+        self._stage_checkpoint: dict[int, float] = {}
+        self.risk_offsets: dict[int, int] | None = None
+        features = settings.features
+        self._retention_ms = max(features.allowed_lateness_s * 1000, 86_400_000)
+        self._window_buckets = max(1, int(features.terminal_window_days * 86_400) // features.terminal_bucket_s)
+        self.processors: dict[int, PartitionProcessor] = {}
+        self.last_checkpoint: dict[int, tuple[float, int, int]] = {}  # partition -> (wall time, scored, seq)
+        self.restored_from: dict[int, int | None] = {}
+        self.metrics: ActorMetrics | None = None
+        self.consumer: Any = None
+        self.producer: Any = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._paused: set[int] = set()
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self.batches = 0
+        self.started_at = time.time()
+        #: Wall times of the first non-empty poll and of the latest offset commit (benchmarks).
+        self.first_poll_wall: float | None = None
+        self.last_commit_wall: float | None = None
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Connect to Kafka (idempotent)."""
+        if self.consumer is not None:
+            return
+        configure_gc_for_streaming()
+        self.metrics = ActorMetrics.create()
+        kafka = self.settings.kafka
+        self.consumer = make_consumer(
+            kafka,
+            self.bootstrap_servers,
+            group_id=f"{kafka.client_id}-scoring",
+            auto_offset_reset="none",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.producer = make_producer(kafka, self.settings.producer, self.bootstrap_servers)
+        await self.consumer.start()
+        await self.producer.start()
+
+    def run_in_background(self) -> None:
+        """Start the poll loop as a task (idempotent)."""
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the loop alive; the error shows in status
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("scoring step failed")
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        """Finish the in-flight batch, checkpoint every partition, disconnect."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        async with self._lock:
+            for partition in sorted(self.processors):
+                await self._checkpoint(partition)
+            for stage in sorted(self.stages):
+                await self._checkpoint_stage(stage)
+            if self.consumer is not None:
+                await self.consumer.stop()
+                await self.producer.stop()
+                self.consumer = self.producer = None
+
+    # ---------------------------------------------------------------- assignment
+    async def assign(self, partitions: list[int], stage_partitions: list[int]) -> None:
+        """Own exactly these partitions (of transactions/labels, and of terminal.deltas):
+        checkpoint and drop the others, restore the new ones from their checkpoints."""
+        wanted = sorted(set(partitions))
+        async with self._lock:
+            for stage in sorted(set(self.stages) - set(stage_partitions)):
+                await self._checkpoint_stage(stage)
+                del self.stages[stage], self.stage_offsets[stage]
+            for stage in sorted(set(stage_partitions) - set(self.stages)):
+                self._restore_stage(stage)
+            for partition in sorted(set(self.processors) - set(wanted)):
+                await self._checkpoint(partition)
+                del self.processors[partition]
+                self.last_checkpoint.pop(partition, None)
+                self._paused.discard(partition)
+            arriving = [p for p in wanted if p not in self.processors]
+            for partition in arriving:
+                self.processors[partition] = self._restore(partition)
+            tps = [TopicPartition(t, p) for p in wanted for t in (self.tx_topic, self.label_topic)]
+            tps += [TopicPartition(self.deltas_topic, d) for d in sorted(self.stages)]
+            risk = [TopicPartition(self.risk_topic, d) for d in range(self.stage_count)]
+            self.consumer.assign(tps + risk)
+            if self.risk_offsets is None:  # the broadcast table is read whole, from the start
+                starts = await self.consumer.beginning_offsets(risk)
+                self.risk_offsets = {tp.partition: starts[tp] for tp in risk}
+            for tp in risk:
+                self.consumer.seek(tp, self.risk_offsets[tp.partition])
+            fresh_stages = [d for d in self.stages if d not in self.stage_offsets]
+            if fresh_stages:
+                starts = await self.consumer.beginning_offsets([TopicPartition(self.deltas_topic, d) for d in fresh_stages])
+                for tp, offset in starts.items():
+                    self.stage_offsets[tp.partition] = offset
+            for stage in self.stages:
+                self.consumer.seek(TopicPartition(self.deltas_topic, stage), self.stage_offsets[stage])
+            fresh = [p for p in arriving if self.restored_from[p] is None]
+            if fresh:
+                tp_list = [TopicPartition(t, p) for p in fresh for t in (self.tx_topic, self.label_topic)]
+                starts = await self.consumer.beginning_offsets(tp_list)
+                for p in fresh:
+                    self.processors[p].next_offset = starts[TopicPartition(self.tx_topic, p)]
+                    self.processors[p].next_label_offset = starts[TopicPartition(self.label_topic, p)]
+            for partition in wanted:
+                processor = self.processors[partition]
+                self.consumer.seek(TopicPartition(self.tx_topic, partition), processor.next_offset)
+                self.consumer.seek(TopicPartition(self.label_topic, partition), processor.next_label_offset)
+            restored = [p for p in arriving if self.restored_from[p] is not None]
+            if restored:
+                tp_list = [TopicPartition(t, p) for p in restored for t in (self.tx_topic, self.label_topic)]
+                starts = await self.consumer.beginning_offsets(tp_list)
+                behind = {tp: self._position(tp) for tp in tp_list if self._position(tp) < starts[tp]}
+                await self._reset_out_of_range(behind)
+            self._paused.clear()
+            freeze_long_lived_state()
+
+    def _restore(self, partition: int) -> PartitionProcessor:
+        checkpoint = self.store.load_latest(checkpoint_key(self.tx_topic, partition))
+        if checkpoint is None:
+            self.restored_from[partition] = None
+            self.last_checkpoint[partition] = (time.time(), 0, -1)
+            return PartitionProcessor(self.settings, partition, self.broadcast)
+        processor = PartitionProcessor.restore(self.settings, partition, self.broadcast, checkpoint.blobs, checkpoint.meta)
+        self.restored_from[partition] = checkpoint.seq
+        self.last_checkpoint[partition] = (checkpoint.created_ms / 1000.0, processor.counters.scored, checkpoint.seq)
+        return processor
+
+    # ---------------------------------------------------------------------- loop
+    async def step(self) -> int:
+        """Poll one micro-batch, score it, send, acknowledge, commit; returns events scored."""
+        async with self._lock:
+            if not self.processors:
+                await asyncio.sleep(self.settings.stream.max_batch_wait_ms / 1000)
+                return 0
+            stream = self.settings.stream
+            try:
+                polled = await self.consumer.getmany(timeout_ms=stream.max_batch_wait_ms, max_records=stream.max_batch_records)
+            except OffsetOutOfRangeError as exc:
+                await self._reset_out_of_range(exc.args[0] if exc.args else {})
+                return 0
+            beyond = self._beyond_end()
+            if beyond:
+                # the log ends before a checkpoint's offset: the topic was recreated or truncated
+                await self._reset_out_of_range(beyond)
+                return 0
+            if not polled:
+                self._sample_rate()
+                await self._checkpoint_if_due()
+                return 0
+            if self.first_poll_wall is None:
+                self.first_poll_wall = time.time()
+            sends: list[asyncio.Future[Any]] = []
+            oldest_ingest_ms: int | None = None
+            scored = 0
+            touched: list[int] = []
+            producer = self.producer
+            # the broadcast table and the stage first, so the scoring below sees the latest
+            for tp, records in polled.items():
+                if tp.topic == self.risk_topic and records:
+                    for record in records:
+                        self.broadcast.apply(decode_risk_update(record.value))
+                    assert self.risk_offsets is not None
+                    self.risk_offsets[tp.partition] = records[-1].offset + 1
+                elif tp.topic == self.deltas_topic and records and tp.partition in self.stages:
+                    stage = self.stages[tp.partition]
+                    for record in records:
+                        stage.apply(decode_delta_batch(record.value))
+                    self.stage_offsets[tp.partition] = records[-1].offset + 1
+                    self._stage_unsaved.add(tp.partition)
+            for tp, records in polled.items():
+                processor = self.processors.get(tp.partition)
+                if processor is None or not records or tp.topic not in (self.tx_topic, self.label_topic):
+                    continue
+                if tp.topic == self.tx_topic:
+                    output = processor.process_transactions(records)
+                    scored += output.scored
+                    touched.append(tp.partition)
+                    first = records[0].timestamp
+                    oldest_ingest_ms = first if oldest_ingest_ms is None else min(oldest_ingest_ms, first)
+                    if self.metrics is not None:
+                        self._count(tp.partition, output.scored, len(output.alerts), len(output.dead_letters))
+                else:
+                    output = processor.process_labels(records)
+                self._unsaved.add(tp.partition)
+                for key, value in output.alerts:
+                    sends.append(await producer.send(self.alert_topic, value, key=key))
+                for value in output.dead_letters:
+                    sends.append(await producer.send(self.dlq_topic, value))
+                self._pause_or_resume_labels(tp.partition, processor)
+            sends += await self._publish_terminal_updates()
+            if sends:
+                await asyncio.gather(*sends)
+            acked_ms = time.time() * 1000.0
+            for tp, records in polled.items():
+                if tp.topic == self.tx_topic and tp.partition in self.processors:
+                    self._latencies.extend(acked_ms - r.timestamp for r in records)
+            if oldest_ingest_ms is not None and self.metrics is not None:
+                self.metrics.batch_latency_ms.observe(acked_ms - oldest_ingest_ms, tags={"actor": self.name})
+            self.batches += 1
+            self._sample_rate()
+            await self._commit(touched)
+            await self._checkpoint_if_due()
+            return scored
+
+    async def _checkpoint_if_due(self) -> None:
+        """Checkpoint changed partitions whose interval (time or events) has passed."""
+        for partition in sorted(self._unsaved):
+            if partition in self.processors and self._checkpoint_due(partition):
+                await self._checkpoint(partition)
+        interval = self.settings.stream.checkpoint_interval_s
+        for stage in sorted(self._stage_unsaved):
+            if stage in self.stages and time.time() - self._stage_checkpoint.get(stage, 0.0) >= interval:
+                await self._checkpoint_stage(stage)
+
+    async def _publish_terminal_updates(self) -> list[asyncio.Future[Any]]:
+        """Send each owned partition's terminal deltas and each owned stage's changed terminals."""
+        sends = []
+        producer = self.producer
+        for partition, processor in self.processors.items():
+            tx_high = self.consumer.highwater(TopicPartition(self.tx_topic, partition))
+            label_high = self.consumer.highwater(TopicPartition(self.label_topic, partition))
+            through = processor.progress_ms(
+                tx_high is not None and processor.next_offset >= tx_high,
+                label_high is not None and processor.next_label_offset >= label_high,
+            )
+            progressed = self._progress_sent.get(partition) != through
+            for destination, batch in enumerate(processor.terminal_deltas(through, self.stage_count)):
+                if batch.deltas or progressed:
+                    sends.append(await producer.send(self.deltas_topic, encode_stage_message(batch), partition=destination))
+            self._progress_sent[partition] = through
+        for number, stage in self.stages.items():
+            complete = stage.complete_through_ms
+            if complete < IDLE:
+                bucket_ms = self.settings.features.terminal_bucket_s * 1000
+                freshness_ms = self.settings.features.terminal_freshness_s * 1000
+                stage.expire((complete - self._retention_ms - freshness_ms) // bucket_ms - 1 - self._window_buckets)
+            if stage.dirty or self._stage_sent.get(number) != complete:
+                update = stage.flush(number)
+                sends.append(await producer.send(self.risk_topic, encode_stage_message(update), partition=number))
+                self._stage_sent[number] = complete
+        if self.processors:
+            oldest = min(p.engine.watermark_ms for p in self.processors.values())
+            self.broadcast.table.expire(oldest - self._retention_ms)
+        return sends
+
+    def _count(self, partition: int, scored: int, alerts: int, dead: int) -> None:
+        assert self.metrics is not None
+        tags = {"actor": self.name, "partition": str(partition)}
+        if scored:
+            self.metrics.events.inc(scored, tags=tags)
+        if alerts:
+            self.metrics.alerts.inc(alerts, tags=tags)
+        if dead:
+            self.metrics.dead_letters.inc(dead, tags=tags)
+
+    def _pause_or_resume_labels(self, partition: int, processor: PartitionProcessor) -> None:
+        tp = TopicPartition(self.label_topic, partition)
+        if processor.labels_full and partition not in self._paused:
+            self.consumer.pause(tp)
+            self._paused.add(partition)
+        elif not processor.labels_full and partition in self._paused:
+            self.consumer.resume(tp)
+            self._paused.discard(partition)
+
+    async def _commit(self, partitions: list[int]) -> None:
+        """Commit the consumed offsets to Kafka (for lag tooling; checkpoints are the source of truth)."""
+        offsets = {}
+        for partition in partitions:
+            processor = self.processors[partition]
+            offsets[TopicPartition(self.tx_topic, partition)] = processor.next_offset
+            offsets[TopicPartition(self.label_topic, partition)] = processor.next_label_offset
+        if offsets:
+            await self.consumer.commit(offsets)
+            self.last_commit_wall = time.time()
+
+    def _position(self, tp: TopicPartition) -> int:
+        processor = self.processors[tp.partition]
+        return processor.next_offset if tp.topic == self.tx_topic else processor.next_label_offset
+
+    def _beyond_end(self) -> dict[TopicPartition, int]:
+        """Partitions whose next offset lies past the high watermark the broker reported."""
+        beyond = {}
+        for partition in self.processors:
+            for topic in (self.tx_topic, self.label_topic):
+                tp = TopicPartition(topic, partition)
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None and self._position(tp) > highwater:
+                    beyond[tp] = self._position(tp)
+        return beyond
+
+    async def _reset_out_of_range(self, positions: dict[TopicPartition, int]) -> None:
+        """The documented policy: resume from the earliest retained offset and count the gap."""
+        if not positions:
+            return
+        starts = await self.consumer.beginning_offsets(list(positions))
+        for tp, offset in positions.items():
+            processor = self.processors.get(tp.partition)
+            start = starts[tp]
+            gap = abs(offset - start)
+            log.warning("%s offset %d is outside the log; resuming at %d (gap %d)", tp, offset, start, gap)
+            if processor is not None:
+                processor.counters.offset_gaps += gap
+                if tp.topic == self.tx_topic:
+                    processor.next_offset = start
+                else:
+                    processor.held_labels.clear()
+                    processor.next_label_offset = start
+            if self.metrics is not None:
+                self.metrics.offset_gaps.inc(gap, tags={"actor": self.name, "partition": str(tp.partition)})
+            self.consumer.seek(tp, start)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _checkpoint_due(self, partition: int) -> bool:
+        wall, scored, _ = self.last_checkpoint.get(partition, (0.0, 0, -1))
+        stream = self.settings.stream
+        processor = self.processors[partition]
+        return (
+            time.time() - wall >= stream.checkpoint_interval_s
+            or processor.counters.scored - scored >= stream.checkpoint_interval_events
+        )
+
+    async def _checkpoint(self, partition: int) -> None:
+        """Snapshot one partition and write it; its offsets are those of what was acknowledged."""
+        started = time.perf_counter()
+        processor = self.processors[partition]
+        blobs, meta = processor.checkpoint()
+        meta["actor"] = self.name
+        ref = await asyncio.to_thread(self.store.save, checkpoint_key(self.tx_topic, partition), blobs, meta)
+        self.last_checkpoint[partition] = (time.time(), processor.counters.scored, ref.seq)
+        self._unsaved.discard(partition)
+        if self.metrics is not None:
+            self.metrics.checkpoint_seconds.observe(
+                time.perf_counter() - started, tags={"actor": self.name, "partition": str(partition)}
+            )
+
+    def _restore_stage(self, stage: int) -> None:
+        checkpoint = self.store.load_latest(checkpoint_key(self.deltas_topic, stage))
+        sources = self.settings.kafka.topics.transactions.partitions
+        if checkpoint is None:
+            self.stages[stage] = TerminalStage(sources)
+            self._stage_checkpoint[stage] = time.time()
+            return
+        self.stages[stage] = TerminalStage.from_bytes(checkpoint.blobs["stage"], sources)
+        self.stage_offsets[stage] = int(checkpoint.meta["next_offset"])
+        self._stage_checkpoint[stage] = checkpoint.created_ms / 1000.0
+
+    async def _checkpoint_stage(self, stage: int) -> None:
+        blobs = {"stage": self.stages[stage].to_bytes()}
+        meta = {"partition": stage, "topic": self.deltas_topic, "next_offset": self.stage_offsets.get(stage, 0),
+                "actor": self.name}
+        await asyncio.to_thread(self.store.save, checkpoint_key(self.deltas_topic, stage), blobs, meta)
+        self._stage_checkpoint[stage] = time.time()
+        self._stage_unsaved.discard(stage)
+
+    async def checkpoint_all(self) -> None:
+        async with self._lock:
+            for partition in sorted(self.processors):
+                await self._checkpoint(partition)
+            for stage in sorted(self.stages):
+                await self._checkpoint_stage(stage)
+
+    # -------------------------------------------------------------------- status
+    def _sample_rate(self) -> None:
+        total = sum(p.counters.scored for p in self.processors.values())
+        self._rate_samples.append((time.monotonic(), total))
+
+    def events_per_s(self) -> float:
+        samples = [s for s in self._rate_samples if s[0] >= time.monotonic() - 10.0]
+        if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+            return 0.0
+        return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+
+    def latency_ms(self) -> dict[str, float | None]:
+        """Percentiles of Kafka timestamp -> alerts acknowledged, per scored event."""
+        if not self._latencies:
+            return {"p50": None, "p95": None, "p99": None, "samples": 0}
+        values = np.fromiter(self._latencies, dtype=np.float64)
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
+                "samples": len(values)}
+
+    def reset_latency(self) -> None:
+        self._latencies.clear()
+
+    def latency_samples(self) -> list[float]:
+        return list(self._latencies)
+
+    def status(self) -> dict[str, Any]:
+        """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
+        now = time.time()
+        partitions: dict[str, Any] = {}
+        for partition, processor in sorted(self.processors.items()):
+            highwater = None
+            label_highwater = None
+            if self.consumer is not None:
+                highwater = self.consumer.highwater(TopicPartition(self.tx_topic, partition))
+                label_highwater = self.consumer.highwater(TopicPartition(self.label_topic, partition))
+            lag = None if highwater is None else max(0, highwater - processor.next_offset)
+            if lag is not None and self.metrics is not None:
+                self.metrics.lag.set(lag, tags={"actor": self.name, "partition": str(partition)})
+            wall, _, seq = self.last_checkpoint.get(partition, (now, 0, -1))
+            partitions[str(partition)] = {
+                "next_offset": processor.next_offset,
+                "highwater": highwater,
+                "lag": lag,
+                "next_label_offset": processor.next_label_offset,
+                "label_lag": None if label_highwater is None else max(0, label_highwater - processor.next_label_offset),
+                "held_labels": len(processor.held_labels),
+                "watermark_ms": processor.engine.watermark_ms,
+                "checkpoint_seq": seq,
+                "checkpoint_age_s": round(now - wall, 3),
+                "restored_from": self.restored_from.get(partition),
+                **{k: v for k, v in vars(processor.counters).items()},
+                "late_events": processor.engine.stats.late_events,
+                "accounts": len(processor.engine.accounts),
+            }
+        return {
+            "actor": self.name,
+            "pid": os.getpid(),
+            "partitions": partitions,
+            "events_per_s": round(self.events_per_s(), 1),
+            "batches": self.batches,
+            "latency_ms": self.latency_ms(),
+            "running": self._task is not None and not self._task.done(),
+            "error": self.error,
+            "uptime_s": round(now - self.started_at, 1),
+            "first_poll_wall": self.first_poll_wall,
+            "last_commit_wall": self.last_commit_wall,
+            "stages": {str(d): {"next_offset": self.stage_offsets.get(d), "complete_through_ms": st.complete_through_ms,
+                                "terminals": len(st.terminals)} for d, st in sorted(self.stages.items())},
+            "broadcast_complete_through_ms": self.broadcast.complete_through_ms,
+        }
+
+    def entity_digests(self) -> dict[int, str]:
+        """Digest of each owned partition's feature state (tests compare runs with it)."""
+        return {p: proc.entity_state_digest() for p, proc in self.processors.items()}

@@ -1,0 +1,193 @@
+"""End-to-end pipeline throughput, loss and latency on the embedded broker, beside two references.
+
+Phase 1: produce M generated transactions (default 200k) into P partitions
+(default 4), then run K=2 scoring actors (full feature set, anomaly model,
+rules) on local Ray:
+- events_per_s: M / (first event polled -> last offset committed), over actors;
+- lost: produced minus distinct scored (offsets scored, from the actors' positions).
+Phase 2: a producer at a steady 2,000 events/s; per scored event the time from
+its Kafka timestamp (the producer's create time) to the acknowledgement of the
+alerts of its micro-batch: p50_ms, p95_ms, p99_ms.
+References, in the same run on the same topic:
+- raw_decode_per_s: one plain aiokafka consumer + json.loads (the ceiling);
+- reference_loop_per_s: one plain aiokafka loop running the shared reference
+  workload's update_features plus reference_model()'s score_one/learn_one per event.
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+import reference_workload  # noqa: E402
+from configs import TopicSettings, TopicsSettings, load_settings  # noqa: E402
+from pipelines.broker import EmbeddedBroker  # noqa: E402
+from pipelines.kafka import ensure_topics, make_consumer, wait_until_ready  # noqa: E402
+from pipelines.produce import produce_history  # noqa: E402
+from pipelines.stream import StreamJob  # noqa: E402
+from pipelines.synthetic import generate  # noqa: E402
+
+
+async def _consume_loop(settings: Any, bootstrap: str, topic: str, expected: int, handle: Any) -> float:
+    """Seconds for one plain aiokafka consumer to read ``expected`` records and handle each value."""
+    consumer = make_consumer(settings.kafka, bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        started = None
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
+            if batch and started is None:
+                started = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    handle(message.value)
+                seen += len(messages)
+        return time.perf_counter() - (started or time.perf_counter())
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--steady-rate", type=float, default=2_000.0)
+    parser.add_argument("--steady-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    console = Console(stderr=True)
+
+    base = load_settings()
+    accounts = max(1_000, args.events // 60)
+    spec = msgspec.structs.replace(base.generator, accounts=accounts, days=30, seed=3)
+    with console.status("generating the stream"):
+        history = generate(spec)
+    transactions = history.transactions.slice(0, args.events)
+    steady_rows = int(args.steady_rate * args.steady_seconds)
+    steady = history.transactions.slice(args.events, steady_rows)
+    n = transactions.num_rows
+
+    workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+    P = args.partitions
+    topics = TopicsSettings(
+        transactions=TopicSettings(name="bench.transactions", partitions=P),
+        labels=TopicSettings(name="bench.labels", partitions=P),
+        alerts=TopicSettings(name="bench.alerts", partitions=P),
+        dead_letters=TopicSettings(name="bench.dlq", partitions=1),
+        terminal_deltas=TopicSettings(name="bench.terminal.deltas", partitions=P),
+        terminal_risk=TopicSettings(name="bench.terminal.risk", partitions=P),
+    )
+    settings = msgspec.structs.replace(
+        base,
+        kafka=msgspec.structs.replace(base.kafka, topics=topics),
+        stream=msgspec.structs.replace(
+            base.stream, checkpoint_uri=str(workdir / "checkpoints"), status_path=str(workdir / "status.json"),
+            actors=args.actors,
+        ),
+    )
+
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        asyncio.run(wait_until_ready(settings.kafka, bootstrap))
+        asyncio.run(ensure_topics(settings.kafka, bootstrap))
+        with console.status(f"producing {n:,} transactions"):
+            asyncio.run(produce_history(transactions, None, settings.kafka, settings.producer, bootstrap))
+
+        with console.status("raw consume + json.loads"):
+            raw_s = asyncio.run(_consume_loop(settings, bootstrap, topics.transactions.name, n, json.loads))
+        with console.status("reference loop: consume + update_features + HalfSpaceTrees"):
+            states: dict[str, dict] = {}
+            model = reference_workload.reference_model()
+            update = reference_workload.update_features
+
+            def reference(value: bytes) -> None:
+                tx = json.loads(value)
+                event = {"account_id": tx["account_id"], "event_time": tx["event_time"] / 1000.0,
+                         "amount": tx["amount"], "lat": tx.get("lat"), "lon": tx.get("lon")}
+                state = states.get(event["account_id"])
+                if state is None:
+                    state = states[event["account_id"]] = {}
+                features = update(state, event)
+                model.score_one(features)
+                model.learn_one(features)
+
+            reference_s = asyncio.run(_consume_loop(settings, bootstrap, topics.transactions.name, n, reference))
+
+        job = StreamJob(settings, bootstrap)
+        with console.status(f"scoring {n:,} transactions with {args.actors} actors"):
+            job.start(args.actors)
+            while True:
+                status = job.status()
+                parts = status["partitions"].values()
+                if len(status["partitions"]) == P and all(p["lag"] == 0 for p in parts) and \
+                        sum(p["next_offset"] for p in parts) >= n:
+                    break
+                time.sleep(0.5)
+        firsts = [a["first_poll_wall"] for a in status["actors"] if a.get("first_poll_wall")]
+        lasts = [a["last_commit_wall"] for a in status["actors"] if a.get("last_commit_wall")]
+        pipeline_s = max(lasts) - min(firsts)
+        scored_offsets = sum(p["next_offset"] for p in status["partitions"].values())
+        lost = n - scored_offsets
+
+        import ray
+
+        ray.get(job.controller.call_all.remote("reset_latency"))
+        with console.status(f"steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
+            producer = threading.Thread(target=lambda: asyncio.run(produce_history(
+                steady, None, settings.kafka, settings.producer, bootstrap, rate=args.steady_rate)))
+            producer.start()
+            producer.join()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = job.status()
+                if sum(p["next_offset"] for p in status["partitions"].values()) >= n + steady.num_rows:
+                    break
+                time.sleep(0.5)
+        samples = np.concatenate([np.asarray(s, dtype=np.float64) for s in
+                                  ray.get(job.controller.call_all.remote("latency_samples"))] or [np.empty(0)])
+        p50, p95, p99 = (round(float(v), 2) for v in np.percentile(samples, [50, 95, 99])) if samples.size else (None,) * 3
+
+        final = job.drain()
+        alerts = sum(p.get("alerts", 0) for a in final["actors"] for p in a.get("partitions", {}).values())
+
+    print(json.dumps({
+        "events_per_s": round(n / pipeline_s),
+        "lost": lost,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "latency_samples": int(samples.size),
+        "raw_decode_per_s": round(n / raw_s),
+        "reference_loop_per_s": round(n / reference_s),
+        "ratio_to_reference_loop": round((n / pipeline_s) / (n / reference_s), 3),
+        "events": n,
+        "steady_events": steady.num_rows,
+        "alerts": alerts,
+        "partitions": P,
+        "actors": args.actors,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The scoring job: what `ray job submit -- python -m pipelines.stream --config …` runs.
+
+It connects to Ray (``stream.ray_address``, else ``RAY_ADDRESS``, else a local
+Ray it starts), checks Kafka and the topics, starts the controller and its K
+scoring actors, writes the job's status to ``stream.status_path`` every
+``stream.status_interval_s`` (``fraudstream status`` reads it) and on SIGINT,
+SIGTERM or the end of ``--duration`` drains: every actor finishes its batch
+and writes a final checkpoint.
+
+    python -m pipelines.stream --config configs/local.yaml --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from configs import ConfigError, Settings, load_settings
+from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
+
+
+def check_layout(settings: Settings) -> None:
+    """Labels must be partitioned like transactions: an account's labels meet its state."""
+    topics = settings.kafka.topics
+    if topics.labels.partitions != topics.transactions.partitions:
+        raise ConfigError(
+            f"config error: kafka.topics.labels.partitions ({topics.labels.partitions}) must equal "
+            f"kafka.topics.transactions.partitions ({topics.transactions.partitions}): labels are keyed "
+            "by account like transactions and must reach the partition holding that account's state"
+        )
+
+
+def connect_ray(settings: Settings) -> None:
+    """Join the configured Ray cluster (or RAY_ADDRESS), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = settings.stream.ray_address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address, namespace="fraudstream", logging_level="WARNING", log_to_driver=False,
+             configure_logging=True)
+
+
+def write_status(path: str | Path, status: dict[str, Any]) -> None:
+    """Write the status JSON atomically (readers never see half a file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_suffix(".tmp")
+    temp.write_text(json.dumps(status, default=str))
+    temp.replace(target)
+
+
+class StreamJob:
+    """Controller handle and lifecycle of one scoring job (driver side)."""
+
+    def __init__(self, settings: Settings, bootstrap_servers: str | None) -> None:
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers
+        self.controller: Any = None
+
+    def start(self, actors: int | None = None) -> dict[str, Any]:
+        import ray
+
+        from actors.controller import NAMESPACE, Controller, controller_name
+
+        check_layout(self.settings)
+        asyncio.run(wait_until_ready(self.settings.kafka, self.bootstrap_servers))
+        asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers))
+        connect_ray(self.settings)
+        self.controller = Controller.options(  # type: ignore[attr-defined]
+            name=controller_name(self.settings), namespace=NAMESPACE
+        ).remote(self.settings, self.bootstrap_servers)
+        return ray.get(self.controller.start.remote(actors))  # type: ignore[no-any-return]
+
+    def status(self) -> dict[str, Any]:
+        import ray
+
+        status: dict[str, Any] = ray.get(self.controller.status.remote())
+        write_status(self.settings.stream.status_path, status)
+        return status
+
+    def rescale(self, actors: int) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.controller.rescale.remote(actors))  # type: ignore[no-any-return]
+
+    def drain(self) -> dict[str, Any]:
+        import ray
+
+        from actors.controller import NAMESPACE, controller_name
+
+        final: dict[str, Any] = ray.get(self.controller.drain.remote())
+        ray.kill(self.controller)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the name is free again once Ray has removed the actor
+            try:
+                ray.get_actor(controller_name(self.settings), namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.1)
+        status = {"time": time.time(), "stopped": True, "final": final}
+        write_status(self.settings.stream.status_path, status)
+        return final
+
+    def run(
+        self,
+        duration_s: float | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Report status until ``duration_s`` passes, ``until(status)`` holds or a signal arrives; drain."""
+        stop = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not stop.is_set():
+                status = self.status()
+                if on_status is not None:
+                    on_status(status)
+                if until is not None and until(status):
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                stop.wait(self.settings.stream.status_interval_s)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            final = self.drain()
+        return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stream", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML settings (default: configs/local.yaml)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until signalled)")
+    parser.add_argument("--actors", type=int, default=None, help="scoring actors K (default: stream.actors)")
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (overrides the config)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if settings.kafka.embedded and args.bootstrap is None:
+            from pipelines.cli import kafka_for
+
+            with kafka_for(settings, None) as servers:
+                return _run(settings, servers, args)
+        return _run(settings, args.bootstrap, args)
+    except (ConfigError, KafkaSetupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings, servers: str | None, args: argparse.Namespace) -> int:
+    job = StreamJob(settings, servers)
+    job.start(args.actors)
+
+    def show(status: dict[str, Any]) -> None:
+        totals = status["totals"]
+        print(json.dumps({"events_per_s": status["events_per_s"], **totals}), flush=True)
+
+    job.run(args.duration, on_status=show)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

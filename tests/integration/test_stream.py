@@ -1,0 +1,326 @@
+"""The scoring job end to end: embedded broker, real Ray actors, checkpoints on disk. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import ray
+from aiokafka import TopicPartition
+
+from actors.checkpoint import CheckpointStore
+from actors.partition import PartitionProcessor
+from actors.terminal_stage import BroadcastRisk
+from actors.worker import checkpoint_key
+from configs import Settings
+from contracts.records import decode_alert, decode_dead_letter
+from features import FeatureEngine
+from pipelines.kafka import make_consumer, make_producer
+from pipelines.produce import produce_history
+from pipelines.stream import StreamJob
+from pipelines.synthetic import generate
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@pytest.fixture(scope="module")
+def history(local_settings: Settings):
+    spec = msgspec.structs.replace(local_settings.generator, accounts=400, days=6, seed=5, genuine_label_rate=0.2)
+    return generate(spec)
+
+
+@pytest.fixture
+def stream_settings(isolated_settings, tmp_path: Path):
+    """Fresh topics, a private checkpoint directory and small, frequent checkpoints."""
+
+    def make(partitions: int = 4, **stream: Any) -> Settings:
+        settings = isolated_settings(partitions=partitions)
+        options = {
+            "checkpoint_uri": str(tmp_path / "checkpoints"),
+            "status_path": str(tmp_path / "status.json"),
+            "checkpoint_interval_s": 1.0,
+            "actor_num_cpus": 0.25,
+            "max_batch_records": 500,
+            **stream,
+        }
+        return msgspec.structs.replace(settings, stream=msgspec.structs.replace(settings.stream, **options))
+
+    return make
+
+
+async def _consume_all(settings: Settings, bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end."""
+    consumer = make_consumer(settings.kafka, bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while time.monotonic() < deadline and quiet < 3:
+            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
+            quiet = 0 if batch else quiet + 1
+            for messages in batch.values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _produce(settings: Settings, bootstrap: str, transactions: pa.Table, labels: pa.Table | None, rate: float = 0.0):
+    return asyncio.run(produce_history(transactions, labels, settings.kafka, settings.producer, bootstrap, rate=rate))
+
+
+def _wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = job.status()
+        partitions = status["partitions"].values()
+        done = sum(p["scored"] + p["dead_letters"] for p in partitions)
+        if done >= expected and all(p["lag"] == 0 for p in partitions) and len(status["partitions"]):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {done} of {expected} records scored in {timeout_s}s: {json.dumps(status)[:2000]}")
+        time.sleep(0.5)
+
+
+def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
+    """Entity state of an uninterrupted, in-process run over the same records, per partition."""
+    topics = settings.kafka.topics
+    tx = asyncio.run(_consume_all(settings, bootstrap, topics.transactions.name))
+    labels = asyncio.run(_consume_all(settings, bootstrap, topics.labels.name))
+    table = FeatureEngine.terminal_risk_for(settings.features)
+    table.publish_updates()
+    broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
+    digests = {}
+    for partition in range(topics.transactions.partitions):
+        processor = PartitionProcessor(settings, partition, broadcast)
+        mine = sorted((r for r in tx if r.partition == partition), key=lambda r: r.offset)
+        processor.process_transactions(mine, now_ms=0)
+        processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
+        digests[partition] = processor.entity_state_digest()
+    return digests
+
+
+def _digests(job: StreamJob) -> dict[int, str]:
+    merged: dict[int, str] = {}
+    for digests in ray.get(job.controller.call_all.remote("entity_digests")):
+        merged.update({int(k): v for k, v in digests.items()})
+    return merged
+
+
+@pytest.fixture
+def job_factory(ray_session, kafka_broker: str):
+    jobs: list[StreamJob] = []
+
+    def make(settings: Settings, actors: int = 2) -> StreamJob:
+        job = StreamJob(settings, kafka_broker)
+        job.start(actors)
+        jobs.append(job)
+        return job
+
+    yield make
+    for job in jobs:
+        try:
+            job.drain()
+        except Exception:  # already drained by the test
+            pass
+
+
+def test_every_transaction_scored_alerts_valid_and_on_fraud(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings()
+    report = _produce(settings, kafka_broker, history.transactions, history.labels)
+    job = job_factory(settings, actors=2)
+    status = _wait_scored(job, report.transactions)
+    totals = status["totals"]
+    assert totals["scored"] == report.transactions
+    assert totals["dead_letters"] == 0
+    assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
+
+    alerts = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
+    assert len(alerts) == totals["alerts"] > 0
+    schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
+    decoded = []
+    for record in alerts:
+        jsonschema.validate(json.loads(record.value), schema)
+        alert = decode_alert(record.value)
+        assert record.key == alert.account_id.encode()
+        decoded.append(alert)
+    assert len({a.alert_id for a in decoded}) == len(decoded)
+
+    # alerts concentrate on fraud: far above the base rate
+    table = history.transactions
+    fraud_ids = set(pc.filter(table.column("transaction_id"), table.column("is_fraud")).to_pylist())
+    base_rate = len(fraud_ids) / table.num_rows
+    precision = sum(a.transaction_id in fraud_ids for a in decoded) / len(decoded)
+    assert precision > 10 * base_rate, (precision, base_rate, len(decoded))
+
+
+def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings(checkpoint_interval_s=0.5)
+    table = history.transactions
+    first, rest = table.slice(0, table.num_rows // 2), table.slice(table.num_rows // 2)
+    job = job_factory(settings, actors=2)
+    _produce(settings, kafka_broker, first, None)
+    _wait_scored(job, first.num_rows)
+    alerts_before = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
+
+    producer = threading.Thread(target=_produce, args=(settings, kafka_broker, rest, history.labels, 4_000.0))
+    producer.start()
+    time.sleep(1.0)
+    victim = ray.get(job.controller.actor_handles.remote())[0]
+    ray.kill(victim, no_restart=False)
+    producer.join()
+    status = _wait_scored(job, table.num_rows)
+
+    partitions = status["partitions"].values()
+    assert all(p["lag"] == 0 for p in partitions)
+    assert sum(p["next_offset"] for p in partitions) == table.num_rows  # every offset scored at least once
+    assert any(p["restored_from"] is not None for p in partitions)  # the restarted actor restored checkpoints
+    assert _digests(job) == _reference_digests(settings, kafka_broker)
+
+    # a replayed alert is the same alert
+    alerts = [decode_alert(r.value) for r in asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))]
+    by_tx: dict[str, set[str]] = {}
+    for alert in alerts:
+        by_tx.setdefault(alert.transaction_id, set()).add(alert.alert_id)
+    assert all(len(ids) == 1 for ids in by_tx.values())
+    assert {decode_alert(r.value).alert_id for r in alerts_before} <= {a.alert_id for a in alerts}
+
+
+def test_stop_and_start_resumes_from_checkpoints_without_rescoring(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings()
+    table = history.transactions
+    first, rest = table.slice(0, 3_000), table.slice(3_000)
+    _produce(settings, kafka_broker, first, None)
+    job = job_factory(settings, actors=2)
+    _wait_scored(job, first.num_rows)
+    job.drain()
+
+    second = job_factory(settings, actors=2)
+    status = second.status()
+    assert all(p["restored_from"] is not None for p in status["partitions"].values())
+    assert sum(p["next_offset"] for p in status["partitions"].values()) == first.num_rows
+    _produce(settings, kafka_broker, rest, None)
+    status = _wait_scored(second, table.num_rows)
+    # counters come back with the checkpoints: scored exactly once over both runs
+    assert status["totals"]["scored"] == table.num_rows
+
+
+def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings()
+    good = history.transactions.slice(0, 500)
+    bad_values = [
+        b"{not json",
+        b'{"transaction_id":"b1","account_id":"A1","event_time":1767225600000,"amount":"12.5"}',
+        b'{"transaction_id":"b2","account_id":"A1","amount":3.0}',
+        b'{"transaction_id":"b3","account_id":"A1","event_time":1767225600000,"amount":1e300}',
+        b"\xff\xfe binary",
+    ]
+
+    async def send_bad() -> None:
+        producer = make_producer(settings.kafka, settings.producer, kafka_broker)
+        await producer.start()
+        try:
+            for value in bad_values:
+                await producer.send_and_wait(settings.kafka.topics.transactions.name, value, key=b"A1")
+        finally:
+            await producer.stop()
+
+    _produce(settings, kafka_broker, good.slice(0, 250), None)
+    asyncio.run(send_bad())
+    _produce(settings, kafka_broker, good.slice(250), None)
+    job = job_factory(settings, actors=2)
+    status = _wait_scored(job, good.num_rows + len(bad_values))
+    assert status["totals"]["scored"] == good.num_rows
+    assert status["totals"]["dead_letters"] == len(bad_values)
+
+    letters = [decode_dead_letter(r.value) for r in asyncio.run(
+        _consume_all(settings, kafka_broker, settings.kafka.topics.dead_letters.name))]
+    assert sorted(letter.value for letter in letters) == sorted(bad_values)
+    schema = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
+    fields = {letter.value: letter.field for letter in letters}
+    assert fields[bad_values[1]] == "amount" and fields[bad_values[2]] == "event_time" and fields[bad_values[3]] == "amount"
+    for letter in letters:
+        assert letter.topic == settings.kafka.topics.transactions.name and letter.key == b"A1"
+        assert "fix:" in letter.error or "JSON" in letter.error
+        jsonschema.validate(json.loads(msgspec.json.encode(letter)), schema)
+
+
+def test_rescale_one_to_two_actors_moves_state_with_partitions(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings()
+    table = history.transactions
+    job = job_factory(settings, actors=1)
+    producer = threading.Thread(target=_produce, args=(settings, kafka_broker, table, history.labels, 3_000.0))
+    producer.start()
+    time.sleep(1.5)
+    status = job.rescale(2)
+    assert status["plan"] == [[0, 2], [1, 3]]
+    producer.join()
+    status = _wait_scored(job, table.num_rows)
+    assert status["totals"]["scored"] == table.num_rows  # nothing lost, nothing scored twice
+    assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-1-1"}
+    assert _digests(job) == _reference_digests(settings, kafka_broker)
+
+
+def test_partial_checkpoint_is_never_loaded(stream_settings, kafka_broker, history, job_factory) -> None:
+    settings = stream_settings(checkpoint_interval_s=0.2, checkpoint_interval_events=200)
+    table = history.transactions
+    job = job_factory(settings, actors=2)
+    producer = threading.Thread(target=_produce, args=(settings, kafka_broker, table, history.labels, 3_000.0))
+    producer.start()
+    # kill the actors again and again while they checkpoint every 200 events
+    for _ in range(4):
+        time.sleep(0.7)
+        for actor in ray.get(job.controller.actor_handles.remote()):
+            ray.kill(actor, no_restart=False)
+    producer.join()
+    status = _wait_scored(job, table.num_rows, timeout_s=180)
+    partitions = status["partitions"].values()
+    assert sum(p["next_offset"] for p in partitions) == table.num_rows
+    assert _digests(job) == _reference_digests(settings, kafka_broker)
+    store = CheckpointStore(settings.stream.checkpoint_uri)
+    for partition in range(4):
+        latest = store.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
+        assert latest is not None and latest.meta["next_offset"] <= table.num_rows
+
+
+def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap(
+    stream_settings, kafka_broker, history, job_factory
+) -> None:
+    settings = stream_settings()
+    table = history.transactions.slice(0, 2_000)
+    _produce(settings, kafka_broker, table, None)
+    job = job_factory(settings, actors=1)
+    _wait_scored(job, table.num_rows)
+    job.drain()
+    # the topic is "recreated": same name, empty log, while the checkpoints remember old offsets
+    fresh = stream_settings()
+    fresh = msgspec.structs.replace(fresh, stream=settings.stream)
+    store = CheckpointStore(settings.stream.checkpoint_uri)
+    for partition in range(4):
+        old = store.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
+        assert old is not None
+        store.save(checkpoint_key(fresh.kafka.topics.transactions.name, partition), old.blobs,
+                   {**old.meta, "transactions_topic": fresh.kafka.topics.transactions.name})
+    small = history.transactions.slice(2_000, 300)
+    _produce(fresh, kafka_broker, small, None)
+    second = job_factory(fresh, actors=1)
+    status = _wait_scored(second, table.num_rows + small.num_rows)
+    totals = status["totals"]
+    assert totals["offset_gaps"] > 0
+    assert totals["scored"] == table.num_rows + small.num_rows  # restored counters + the new log, whole
+    assert all(p["next_offset"] == p["highwater"] for p in status["partitions"].values())
