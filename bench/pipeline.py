@@ -154,8 +154,9 @@ def main() -> None:
 
         ray.get(job.controller.call_all.remote("reset_latency"))
         with console.status(f"steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
+            chunk = max(1, int(args.steady_rate // 200))  # paced every 5 ms, not in bursts
             producer = threading.Thread(target=lambda: asyncio.run(produce_history(
-                steady, None, settings.kafka, settings.producer, bootstrap, rate=args.steady_rate)))
+                steady, None, settings.kafka, settings.producer, bootstrap, rate=args.steady_rate, chunk_rows=chunk)))
             producer.start()
             producer.join()
             deadline = time.monotonic() + 30

@@ -56,11 +56,15 @@ def isolated_settings(local_settings: Settings, kafka_broker: str) -> Callable[.
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """A local Ray for the session (logical CPUs beyond the machine's two: actors mostly wait on Kafka)."""
+def ray_session() -> Iterator[str]:
+    """A local Ray for the session (logical CPUs beyond the machine's two: actors mostly wait on Kafka);
+    yields the URL of its Prometheus metrics endpoint."""
     import ray
 
+    from pipelines.broker import free_port
+
+    port = free_port()
     ray.init(num_cpus=8, include_dashboard=False, namespace="fraudstream", log_to_driver=False,
-             logging_level="WARNING")
-    yield
+             logging_level="WARNING", _metrics_export_port=port)
+    yield f"http://127.0.0.1:{port}/metrics"
     ray.shutdown()

@@ -140,7 +140,26 @@ def job_factory(ray_session, kafka_broker: str):
             pass
 
 
-def test_every_transaction_scored_alerts_valid_and_on_fraud(stream_settings, kafka_broker, history, job_factory) -> None:
+def _metric_lines(url: str, names: set[str], events: int, timeout_s: float = 60.0) -> dict[str, list[str]]:
+    """Lines of the Ray Prometheus endpoint for each metric name, once the events counter
+    reaches ``events`` (every actor exports on its own ~10 s cycle)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        found = {n: [line for line in body.splitlines() if line.startswith(f"ray_{n}")] for n in names}
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in found.get("fraudstream_events_total", []))
+        if all(found.values()) and counted >= events:
+            break
+        time.sleep(2)
+    return found
+
+
+def test_every_transaction_scored_alerts_valid_and_on_fraud(
+    stream_settings, kafka_broker, history, job_factory, ray_session
+) -> None:
     settings = stream_settings()
     report = _produce(settings, kafka_broker, history.transactions, history.labels)
     job = job_factory(settings, actors=2)
@@ -167,6 +186,14 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(stream_settings, kaf
     base_rate = len(fraud_ids) / table.num_rows
     precision = sum(a.transaction_id in fraud_ids for a in decoded) / len(decoded)
     assert precision > 10 * base_rate, (precision, base_rate, len(decoded))
+
+    # the same counts reach the Ray metrics endpoint (Prometheus)
+    metrics = _metric_lines(ray_session, {"fraudstream_events_total", "fraudstream_alerts_total",
+                                          "fraudstream_batch_latency_ms_bucket", "fraudstream_lag_records",
+                                          "fraudstream_checkpoint_seconds_count"}, report.transactions)
+    assert all(metrics.values()), {k: len(v) for k, v in metrics.items()}
+    events = sum(float(line.rsplit(" ", 1)[1]) for line in metrics["fraudstream_events_total"])
+    assert events >= report.transactions
 
 
 def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings, kafka_broker, history, job_factory) -> None:
@@ -324,3 +351,68 @@ def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap
     assert totals["offset_gaps"] > 0
     assert totals["scored"] == table.num_rows + small.num_rows  # restored counters + the new log, whole
     assert all(p["next_offset"] == p["highwater"] for p in status["partitions"].values())
+
+
+def test_terminal_seen_from_every_partition_agrees_across_actors_and_with_offline(
+    stream_settings, kafka_broker, job_factory
+) -> None:
+    from contracts.partitioning import partition_for
+    from contracts.records import Label, Transaction, encode
+    from features.offline import PartitionedFeatures, interleave
+
+    settings = stream_settings()
+    partitions = settings.kafka.topics.transactions.partitions
+    accounts: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    n = 0
+    while min(len(a) for a in accounts.values()) < 3:
+        accounts[partition_for(f"acct-{n}".encode(), partitions)].append(f"acct-{n}")
+        n += 1
+    users = [a for p in range(partitions) for a in accounts[p][:3]]
+    start, minute = 1_767_225_600_000, 60_000
+    transactions = [
+        Transaction(transaction_id=f"tx{i}", account_id=users[i % len(users)], event_time=start + i * 7 * minute,
+                    amount=10.0 + i % 17, terminal_id="T-shared" if i % 3 else f"T-{i % 5}", country="FR")
+        for i in range(900)  # ~4.4 days
+    ]
+    end = transactions[-1].event_time
+    labels = [
+        Label(transaction_id=tx.transaction_id, account_id=tx.account_id, label="fraud" if i % 11 == 0 else "genuine",
+              label_time=tx.event_time + 3 * 60 * minute)
+        for i, tx in enumerate(transactions) if i % 4 == 0 and tx.event_time + 3 * 60 * minute < end - 60 * minute
+    ]
+
+    async def send() -> None:
+        producer = make_producer(settings.kafka, settings.producer, kafka_broker)
+        await producer.start()
+        try:
+            for item in interleave(transactions, labels):  # labels after the clock passes them, as produced live
+                topic = settings.kafka.topics.labels.name if isinstance(item, Label) else settings.kafka.topics.transactions.name
+                await producer.send(topic, encode(item), key=item.account_id.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    job = job_factory(settings, actors=2)
+    _wait_scored(job, len(transactions))
+    deadline = time.monotonic() + 60  # until every actor's broadcast table is complete
+    while True:
+        status = job.status()
+        done = [a["broadcast_complete_through_ms"] for a in status["actors"]]
+        labels_done = sum(p["labels_applied"] for p in status["partitions"].values()) == len(labels)
+        if labels_done and all(c >= end for c in done):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+
+    offline = PartitionedFeatures(settings.features, partitions)
+    for item in interleave(transactions, labels):
+        (offline.observe_label if isinstance(item, Label) else offline.transform_one)(item)
+    actors = ray.get(job.controller.actor_handles.remote())
+    probes = [start + k * 97 * minute for k in range(0, 80)]
+    for terminal in ["T-shared", "T-1", "T-4"]:
+        expected = [offline.terminal_risk.stats(terminal, t) for t in probes]
+        assert any(f for _, f in expected) or terminal != "T-shared"  # frauds are known there
+        for actor in actors:
+            seen = ray.get([actor.terminal_stats.remote(terminal, t) for t in probes])
+            assert [tuple(s) for s in seen] == expected, terminal
