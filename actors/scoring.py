@@ -34,7 +34,8 @@ class ScoringActor:
         if sorted(partitions) != sorted(self.worker.processors) or sorted(stage_partitions) != sorted(self.worker.stages):
             await self.worker.assign(partitions, stage_partitions)
         self.worker.run_in_background()
-        return self.status()
+        return {"pid": self.worker.status_pid(), "restarted": self.restarted, "running": self.worker.running,
+                "error": self.worker.error}
 
     async def release(self, partitions: list[int], stage_partitions: list[int]) -> dict[str, Any]:
         """Stop owning these partitions after a final checkpoint (for a move to another actor)."""

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Most per-event latencies kept for percentiles.
 LATENCY_SAMPLES = 200_000
+#: Input offsets are committed to Kafka at most this often (and at every checkpoint).
+COMMIT_INTERVAL_S = 0.25
 
 
 def checkpoint_key(topic: str, partition: int) -> str:
@@ -84,6 +86,8 @@ class ScoringWorker:
         self._progress_sent: dict[int, int] = {}
         #: Partitions (and stage partitions) changed since their last checkpoint.
         self._unsaved: set[int] = set()
+        self._commit_pending: set[int] = set()
+        self._last_commit = 0.0
         self._stage_unsaved: set[int] = set()
         self._stage_checkpoint: dict[int, float] = {}
         self.risk_offsets: dict[int, int] | None = None
@@ -123,6 +127,8 @@ class ScoringWorker:
             group_id=f"{kafka.client_id}-scoring",
             auto_offset_reset="none",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # a fetch returns as soon as data is there; bound how long the broker may hold an empty one
+            fetch_max_wait_ms=max(1, self.settings.stream.max_batch_wait_ms),
         )
         self.producer = make_producer(kafka, self.settings.producer, self.bootstrap_servers)
         await self.consumer.start()
@@ -365,7 +371,16 @@ class ScoringWorker:
             self._paused.discard(partition)
 
     async def _commit(self, partitions: list[int]) -> None:
-        """Commit the consumed offsets to Kafka (for lag tooling; checkpoints are the source of truth)."""
+        """Commit the consumed offsets to Kafka (for lag tooling; checkpoints are the source of truth).
+
+        At most every COMMIT_INTERVAL_S: a commit is a broker round trip on the hot path.
+        """
+        self._commit_pending.update(partitions)
+        if time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        partitions = sorted(p for p in self._commit_pending if p in self.processors)
+        self._commit_pending.clear()
+        self._last_commit = time.monotonic()
         offsets = {}
         for partition in partitions:
             processor = self.processors[partition]
@@ -425,6 +440,8 @@ class ScoringWorker:
         """Snapshot one partition and write it; its offsets are those of what was acknowledged."""
         started = time.perf_counter()
         processor = self.processors[partition]
+        self._last_commit = 0.0
+        await self._commit([partition])
         blobs, meta = processor.checkpoint()
         meta["actor"] = self.name
         ref = await asyncio.to_thread(self.store.save, checkpoint_key(self.tx_topic, partition), blobs, meta)
@@ -487,6 +504,14 @@ class ScoringWorker:
     def latency_samples(self) -> list[float]:
         return list(self._latencies)
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @staticmethod
+    def status_pid() -> int:
+        return os.getpid()
+
     def status(self) -> dict[str, Any]:
         """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
         now = time.time()
@@ -523,7 +548,7 @@ class ScoringWorker:
             "events_per_s": round(self.events_per_s(), 1),
             "batches": self.batches,
             "latency_ms": self.latency_ms(),
-            "running": self._task is not None and not self._task.done(),
+            "running": self.running,
             "error": self.error,
             "uptime_s": round(now - self.started_at, 1),
             "first_poll_wall": self.first_poll_wall,

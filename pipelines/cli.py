@@ -298,21 +298,63 @@ def run(
     duration: Annotated[float | None, typer.Option(help="Stop (drain and checkpoint) after this many seconds.")] = None,
     actors: Annotated[int | None, typer.Option(help="Scoring actors K (default: stream.actors).")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers host:port (overrides the config).")] = None,
+    produce: Annotated[
+        bool, typer.Option("--produce", help="Also generate a synthetic history and stream it in while scoring.")
+    ] = False,
+    accounts: Annotated[int | None, typer.Option(help="Accounts, with --produce.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days, with --produce.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Transactions per second, with --produce (0 = as fast as possible).")] = None,
 ) -> None:
-    """Run the scoring job on Ray (the cluster in stream.ray_address / RAY_ADDRESS, else local Ray)."""
+    """Run the scoring job on Ray (the cluster in stream.ray_address / RAY_ADDRESS, else local Ray).
+
+    With --produce and no --duration it stops once everything produced is scored.
+    """
+    import threading
+
     from rich.live import Live
 
     from pipelines.stream import StreamJob
 
-    settings = _settings(config)
+    settings = _settings(config, {"generator.accounts": accounts, "generator.days": days})
     with kafka_for(settings, bootstrap) as servers:
         job = StreamJob(settings, servers)
         with console.status("starting Ray and the scoring actors"):
             job.start(actors)
+        produced: dict[str, Any] = {}
+        producer = None
+        if produce:
+            from pipelines.produce import produce_history
+            from pipelines.synthetic import generate as generate_history
+
+            with console.status("generating a synthetic history"):
+                history = generate_history(settings.generator)
+
+            def send() -> None:
+                report = asyncio.run(produce_history(history.transactions, history.labels, settings.kafka,
+                                                     settings.producer, servers, rate=rate,
+                                                     chunk_rows=max(1, int((rate or 0) // 100)) if rate else 2_000))
+                produced["transactions"] = report.transactions
+
+            producer = threading.Thread(target=send, daemon=True)
+            producer.start()
+
+        def finished(status: dict[str, Any]) -> bool:
+            if not produce or duration is not None or "transactions" not in produced:
+                return False
+            parts = status.get("partitions", {}).values()
+            return sum(p.get("next_offset", 0) for p in parts) >= produced["transactions"] and all(
+                p.get("lag") == 0 for p in parts)
+
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            final = job.run(duration, on_status=lambda status: live.update(_status_table(status)))
-    scored = sum(part.get("scored", 0) for actor in final["actors"] for part in actor.get("partitions", {}).values())
-    typer.echo(json.dumps({"stopped": True, "scored": scored}))
+            final = job.run(duration, on_status=lambda status: live.update(_status_table(status)), until=finished)
+    parts = [part for actor in final["actors"] for part in actor.get("partitions", {}).values()]
+    typer.echo(json.dumps({
+        "stopped": True,
+        "scored": sum(p.get("scored", 0) for p in parts),
+        "alerts": sum(p.get("alerts", 0) for p in parts),
+        "dead_letters": sum(p.get("dead_letters", 0) for p in parts),
+        "checkpoint_uri": settings.stream.checkpoint_uri,
+    }))
 
 
 @app.command()
