@@ -1,67 +1,98 @@
 """Per-partition checkpoints on any pyarrow.fs filesystem: atomic, verified, pruned.
 
-Layout under the root URI (a local directory by default, ``s3://bucket/prefix``
-in production)::
+One :class:`CheckpointStore` holds the checkpoints of many keys (one key per
+Kafka partition, e.g. ``transactions-3``) under a root URI: a local directory
+by default (a relative path resolves against the current directory),
+``file:///abs/path``, or ``s3://bucket/prefix`` (also ``gs://``, ``hdfs://``)
+in production. Layout::
 
-    <key>/<seq:012d>/<blob name>.bin       the blobs, written first
-    <key>/<seq:012d>.manifest.json         written last, as one object
+    <root>/<key>/<seq:012d>/<blob name>.bin     the blobs, written first
+    <root>/<key>/<seq:012d>.manifest.json       written last, as one object
 
-A checkpoint exists only once its manifest does: on a local disk the manifest
-is written to a temporary name and moved into place; on an object store a
-single PUT is atomic. The manifest lists every blob with its size and CRC-32;
-:meth:`CheckpointStore.load_latest` returns the newest checkpoint whose blobs
-all verify and skips (and counts) the others, so a writer killed halfway, or a
-corrupted file, is never loaded. Sequence numbers grow per key across
-processes (the next one follows what is stored); each key has one writer at a
-time (its partition's owner). After a save the newest ``keep`` complete
-checkpoints are kept; older ones and leftovers of incomplete ones older than
-the newest complete checkpoint are deleted.
+A checkpoint exists once its manifest does. On a local disk the manifest is
+written to a temporary name and renamed into place; on an object store it is
+one PUT, which is atomic (no rename is ever relied on there). The manifest
+records the sequence number, creation time, the caller's ``meta`` and each
+blob's file, size and CRC-32; :meth:`CheckpointStore.load_latest` returns the
+newest checkpoint whose blobs all verify and passes over newer ones that do not
+(a writer killed halfway, a truncated or corrupt file), recording each as a
+:class:`Skipped`. Sequence numbers grow per key, also across processes: the
+next one follows everything stored. Each key has one writer at a time (its
+partition's owner); different keys may be written concurrently.
+
+Retention, after each successful save: the newest ``keep`` complete checkpoints
+stay; older complete ones, incomplete leftovers older than the one just saved,
+checkpoints this store found broken, and stray temporary manifests are deleted
+(a manifest before its blobs, so a half-deleted checkpoint is never complete).
 
 >>> import tempfile
->>> store = CheckpointStore(tempfile.mkdtemp(), keep=2)
->>> for offset in (10, 20, 30):
-...     _ = store.save("transactions-0", {"state": b"x" * offset}, {"next_offset": offset})
->>> latest = store.load_latest("transactions-0")
->>> latest.seq, latest.meta["next_offset"], len(latest.blobs["state"]), [r.seq for r in store.list("transactions-0")]
-(3, 30, 30, [2, 3])
+>>> with tempfile.TemporaryDirectory() as root:
+...     store = CheckpointStore(root, keep=2)
+...     for offset in (10, 20, 30):
+...         _ = store.save("transactions-0", {"state": b"x" * offset}, {"next_offset": offset})
+...     latest = store.load_latest("transactions-0")
+...     print(latest.seq, latest.meta, len(latest.blobs["state"]), [ref.seq for ref in store.list("transactions-0")])
+3 {'next_offset': 30} 30 [2, 3]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
+import re
 import time
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from configs import ConfigError
 
+#: Manifest layout version; a manifest of a newer format is skipped, not misread.
+FORMAT = 1
 MANIFEST_SUFFIX = ".manifest.json"
+_TEMP_SUFFIX = ".tmp"
+_SEQ_DIGITS = 12
+#: Keys and blob names become path components: Kafka topic characters, no leading dot.
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CheckpointRef:
-    """Where a complete checkpoint lives."""
+    """A complete checkpoint: its key, sequence number and creation time (epoch ms)."""
 
     key: str
     seq: int
     created_ms: int
 
 
-@dataclass
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A checkpoint :meth:`CheckpointStore.load_latest` passed over, and why."""
+
+    key: str
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key} checkpoint {self.seq}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Checkpoint:
-    """A loaded, verified checkpoint."""
+    """A loaded checkpoint whose blobs all matched their manifest."""
 
     ref: CheckpointRef
+    #: The ``meta`` given to save, as JSON returns it (tuples become lists).
     meta: dict[str, Any]
+    #: Blob name -> bytes.
     blobs: dict[str, bytes]
-    #: Newer checkpoints of the key that were skipped because they were incomplete or corrupt.
-    skipped: list[str] = field(default_factory=list)
+    #: Newer checkpoints of this key that were incomplete or corrupt, newest first.
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def seq(self) -> int:
@@ -72,138 +103,238 @@ class Checkpoint:
         return self.ref.created_ms
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        path = Path(uri).expanduser().resolve()
-        return pafs.LocalFileSystem(), str(path)
-    try:
-        filesystem, root = pafs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(
-            f"config error: stream.checkpoint_uri: cannot open {uri!r} ({exc}); use a local directory, "
-            "file:///abs/path or s3://bucket/prefix with credentials in the environment"
-        ) from None
-    return filesystem, root.rstrip("/")
+@dataclasses.dataclass(frozen=True)
+class _Listing:
+    """What is stored under one key."""
+
+    manifests: dict[int, str]  # seq -> manifest path
+    blob_dirs: set[int]
+    temps: list[str]  # temporary manifests a killed local writer left
 
 
 class CheckpointStore:
-    """Checkpoints of many keys (one per partition) under one root URI."""
+    """Checkpoints of many keys under one root URI.
+
+    The constructor creates the root and writes (then deletes) a probe object,
+    so an unusable URI fails at start-up with a one-line :class:`ConfigError`.
+    """
 
     def __init__(self, uri: str, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep} (stream.checkpoint_keep)")
         self.uri = uri
         self.keep = keep
-        self.fs, self.root = _filesystem(uri)
-        self._local = isinstance(self.fs, pafs.LocalFileSystem)
-        #: Incomplete or corrupt checkpoints load_latest passed over (all keys).
+        self.fs, self.root = _open_root(uri)
+        self._rename_manifests = isinstance(self.fs, pafs.LocalFileSystem)
+        #: Checkpoints passed over by load_latest, all keys, since this store was made.
         self.skipped = 0
-        try:
-            self.fs.create_dir(self.root, recursive=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"config error: stream.checkpoint_uri: cannot create {uri!r} ({exc}); "
-                "point it at a writable directory or bucket"
-            ) from None
-
-    def _dir(self, key: str) -> str:
-        return f"{self.root}/{key}"
+        #: What the last load_latest of each key passed over (kept also when it found nothing).
+        self.last_skipped: dict[str, tuple[Skipped, ...]] = {}
+        self._broken: dict[str, set[int]] = {}
 
     def keys(self) -> list[str]:
+        """Keys with anything stored, sorted."""
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-
-    def _entries(self, key: str) -> tuple[dict[int, str], set[int]]:
-        """(seq -> manifest path, seqs that have a blob directory)."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self._dir(key), allow_not_found=True))
-        manifests: dict[int, str] = {}
-        directories: set[int] = set()
-        for info in infos:
-            name = info.base_name
-            if info.type == pafs.FileType.File and name.endswith(MANIFEST_SUFFIX) and name[:12].isdigit():
-                manifests[int(name[:12])] = info.path
-            elif info.type == pafs.FileType.Directory and name.isdigit():
-                directories.add(int(name))
-        return manifests, directories
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and _NAME.match(i.base_name))
 
     def list(self, key: str) -> list[CheckpointRef]:
-        """Checkpoints with a manifest, oldest first (not verified: see load_latest)."""
+        """Checkpoints of ``key`` with a readable manifest, oldest first (blobs are verified by load_latest)."""
         refs = []
-        for seq, path in sorted(self._entries(key)[0].items()):
-            manifest = self._read_manifest(path)
-            if manifest is not None:
-                refs.append(CheckpointRef(key, seq, int(manifest["created_ms"])))
+        for seq, path in sorted(self._listing(_checked("key", key)).manifests.items()):
+            manifest = self._read_manifest(key, seq, path)
+            if isinstance(manifest, dict):
+                refs.append(CheckpointRef(key, seq, manifest["created_ms"]))
         return refs
 
-    def save(self, key: str, blobs: dict[str, bytes], meta: dict[str, Any]) -> CheckpointRef:
-        """Write a checkpoint (blobs, then the manifest) and prune old ones."""
-        manifests, directories = self._entries(key)
-        seq = max([0, *manifests, *directories]) + 1
-        directory = f"{self._dir(key)}/{seq:012d}"
-        self.fs.create_dir(directory, recursive=True)
-        listing = {}
+    def save(self, key: str, blobs: Mapping[str, bytes], meta: dict[str, Any]) -> CheckpointRef:
+        """Write the blobs, then the manifest, then prune; returns the new checkpoint.
+
+        ``meta`` must be JSON-serialisable (checked before anything is written).
+        """
+        _checked("key", key)
+        for name in blobs:
+            _checked("blob name", name)
+        json.dumps(meta)  # a TypeError here leaves nothing behind
+        listing = self._listing(key)
+        seq = max([0, *listing.manifests, *listing.blob_dirs]) + 1
+        blob_dir = self._path(key, f"{seq:0{_SEQ_DIGITS}d}")
+        self.fs.create_dir(blob_dir, recursive=True)
+        entries = {}
         for name, data in blobs.items():
             file_name = f"{name}.bin"
-            with self.fs.open_output_stream(f"{directory}/{file_name}") as out:
+            with self.fs.open_output_stream(f"{blob_dir}/{file_name}") as out:
                 out.write(data)
-            listing[name] = {"file": file_name, "size": len(data), "crc32": zlib.crc32(data)}
-        created_ms = int(time.time() * 1000)
-        manifest = json.dumps({"seq": seq, "created_ms": created_ms, "meta": meta, "blobs": listing}).encode()
-        target = f"{self._dir(key)}/{seq:012d}{MANIFEST_SUFFIX}"
-        if self._local:
-            temp = f"{self._dir(key)}/.{seq:012d}.{uuid.uuid4().hex}.tmp"
-            with self.fs.open_output_stream(temp) as out:
-                out.write(manifest)
-                out.flush()
-            os.replace(temp, target)
-        else:
-            with self.fs.open_output_stream(target) as out:
-                out.write(manifest)
+            entries[name] = {"file": file_name, "size": memoryview(data).nbytes, "crc32": zlib.crc32(data)}
+        created_ms = time.time_ns() // 1_000_000
+        manifest = {"format": FORMAT, "key": key, "seq": seq, "created_ms": created_ms, "meta": meta,
+                    "blobs": entries}
+        self._put_whole(self._path(key, f"{seq:0{_SEQ_DIGITS}d}{MANIFEST_SUFFIX}"), json.dumps(manifest).encode())
         self._prune(key, seq)
         return CheckpointRef(key, seq, created_ms)
 
-    def _prune(self, key: str, newest: int) -> None:
-        manifests, directories = self._entries(key)
-        complete = sorted(manifests)
-        for seq in complete[: -self.keep]:
-            self.fs.delete_file(manifests[seq])
-            if seq in directories:
-                self.fs.delete_dir(f"{self._dir(key)}/{seq:012d}")
-        for seq in directories - set(manifests):
-            if seq < newest:  # an incomplete leftover of an earlier writer
-                self.fs.delete_dir(f"{self._dir(key)}/{seq:012d}")
+    def load_latest(self, key: str) -> Checkpoint | None:
+        """The newest checkpoint of ``key`` whose blobs all verify, or None.
 
-    def _read_manifest(self, path: str) -> dict[str, Any] | None:
+        Newer checkpoints that are incomplete or corrupt are passed over, never
+        raised: they are listed in ``Checkpoint.skipped`` and
+        ``last_skipped[key]`` and counted in ``skipped``.
+        """
+        listing = self._listing(_checked("key", key))
+        newest_manifest = max(listing.manifests, default=0)
+        skipped = [
+            Skipped(key, seq, "no manifest: its writer stopped before finishing")
+            for seq in sorted(listing.blob_dirs, reverse=True)
+            if seq > newest_manifest
+        ]
+        found = None
+        for seq in sorted(listing.manifests, reverse=True):
+            result = self._load(key, seq, listing.manifests[seq])
+            if isinstance(result, Checkpoint):
+                found = result
+                break
+            skipped.append(Skipped(key, seq, result))
+            self._broken.setdefault(key, set()).add(seq)
+        self.skipped += len(skipped)
+        self.last_skipped[key] = tuple(skipped)
+        return None if found is None else dataclasses.replace(found, skipped=tuple(skipped))
+
+    # ------------------------------------------------------------------ internals
+    def _path(self, key: str, name: str = "") -> str:
+        return f"{self.root}/{key}/{name}" if name else f"{self.root}/{key}"
+
+    def _listing(self, key: str) -> _Listing:
+        manifests: dict[int, str] = {}
+        blob_dirs: set[int] = set()
+        temps: list[str] = []
+        for info in self.fs.get_file_info(pafs.FileSelector(self._path(key), allow_not_found=True)):
+            name = info.base_name
+            if info.type == pafs.FileType.File and name.endswith(MANIFEST_SUFFIX) and _is_seq(name[:-len(MANIFEST_SUFFIX)]):
+                manifests[int(name[:_SEQ_DIGITS])] = info.path
+            elif info.type == pafs.FileType.Directory and _is_seq(name):
+                blob_dirs.add(int(name))
+            elif info.type == pafs.FileType.File and name.startswith(".") and name.endswith(_TEMP_SUFFIX):
+                temps.append(info.path)
+        return _Listing(manifests, blob_dirs, temps)
+
+    def _put_whole(self, target: str, data: bytes) -> None:
+        """Make ``target`` appear with all of ``data`` or not at all."""
+        if not self._rename_manifests:  # an object store: one PUT is atomic
+            with self.fs.open_output_stream(target) as out:
+                out.write(data)
+            return
+        directory, _, name = target.rpartition("/")
+        temp = f"{directory}/.{name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+        with self.fs.open_output_stream(temp) as out:
+            out.write(data)
+        self.fs.move(temp, target)
+
+    def _prune(self, key: str, newest: int) -> None:
+        listing = self._listing(key)
+        broken = self._broken.pop(key, set())
+        complete = sorted(seq for seq in listing.manifests if seq not in broken)
+        doomed = set(complete[: -self.keep]) | {seq for seq in broken if seq < newest}
+        doomed |= {seq for seq in listing.blob_dirs - set(listing.manifests) if seq < newest}
+        for seq in sorted(doomed):
+            if seq in listing.manifests:
+                self.fs.delete_file(listing.manifests[seq])
+            if seq in listing.blob_dirs:
+                self.fs.delete_dir(self._path(key, f"{seq:0{_SEQ_DIGITS}d}"))
+        for temp in listing.temps:
+            self.fs.delete_file(temp)
+
+    def _read_manifest(self, key: str, seq: int, path: str) -> dict[str, Any] | str:
+        """The manifest at ``path``, or why it cannot be used."""
         try:
             with self.fs.open_input_stream(path) as stream:
                 manifest = json.loads(stream.read())
-        except (OSError, ValueError):
-            return None
-        return manifest if isinstance(manifest, dict) and "blobs" in manifest else None
+        except (OSError, ValueError) as exc:
+            return f"unreadable manifest ({_one_line(exc)})"
+        if not _well_formed(manifest):
+            return "malformed manifest"
+        if manifest.get("format", FORMAT) > FORMAT:
+            return f"manifest format {manifest['format']} is newer than this code reads ({FORMAT})"
+        if manifest["seq"] != seq or manifest.get("key", key) != key:
+            return f"manifest names {manifest.get('key', key)} checkpoint {manifest['seq']}"
+        return manifest
 
-    def load_latest(self, key: str) -> Checkpoint | None:
-        """The newest checkpoint whose blobs all verify; newer broken ones are skipped and counted."""
-        manifests, directories = self._entries(key)
-        skipped: list[str] = []
-        newest_complete = max(manifests, default=0)
-        skipped += [f"{seq:012d}: no manifest (writer stopped)" for seq in sorted(directories) if seq > newest_complete]
-        for seq in sorted(manifests, reverse=True):
-            manifest = self._read_manifest(manifests[seq])
-            problem = "unreadable manifest" if manifest is None else None
-            blobs: dict[str, bytes] = {}
-            if manifest is not None:
-                for name, entry in manifest["blobs"].items():
-                    try:
-                        with self.fs.open_input_stream(f"{self._dir(key)}/{seq:012d}/{entry['file']}") as stream:
-                            data = stream.read()
-                    except OSError:
-                        problem = f"blob {name} missing"
-                        break
-                    if len(data) != entry["size"] or zlib.crc32(data) != entry["crc32"]:
-                        problem = f"blob {name} corrupt"
-                        break
-                    blobs[name] = data
-            if problem is None and manifest is not None:
-                self.skipped += len(skipped)
-                return Checkpoint(CheckpointRef(key, seq, int(manifest["created_ms"])), manifest["meta"], blobs, skipped)
-            skipped.append(f"{seq:012d}: {problem}")
-        self.skipped += len(skipped)
-        return None
+    def _load(self, key: str, seq: int, manifest_path: str) -> Checkpoint | str:
+        """The verified checkpoint, or why it is not usable."""
+        manifest = self._read_manifest(key, seq, manifest_path)
+        if isinstance(manifest, str):
+            return manifest
+        blobs = {}
+        for name, entry in manifest["blobs"].items():
+            try:
+                with self.fs.open_input_stream(self._path(key, f"{seq:0{_SEQ_DIGITS}d}/{entry['file']}")) as stream:
+                    data = stream.read(entry["size"] + 1)  # one byte more reveals an over-long file
+            except OSError:
+                return f"blob {name} missing"
+            if len(data) < entry["size"]:
+                return f"blob {name} truncated: {len(data)} of {entry['size']} bytes"
+            if len(data) > entry["size"]:
+                return f"blob {name} longer than the {entry['size']} bytes its manifest records"
+            if zlib.crc32(data) != entry["crc32"]:
+                return f"blob {name} fails its checksum"
+            blobs[name] = data
+        return Checkpoint(CheckpointRef(key, seq, manifest["created_ms"]), manifest["meta"], blobs)
+
+
+def _open_root(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root path) for a checkpoint URI, created and proven writable; ConfigError otherwise."""
+    fix = "use a local directory, file:///abs/path or s3://bucket/prefix (gs://, hdfs://)"
+    if not uri.strip():
+        raise ConfigError(f"config error: stream.checkpoint_uri is empty; {fix}")
+    if "://" not in uri:
+        filesystem: pafs.FileSystem = pafs.LocalFileSystem()
+        root = Path(uri).expanduser().resolve().as_posix()
+    else:
+        try:
+            filesystem, root = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowException, OSError) as exc:
+            raise ConfigError(f"config error: stream.checkpoint_uri: cannot open {uri!r} ({_one_line(exc)}); {fix}") from None
+    root = root.rstrip("/")
+    if not root:
+        raise ConfigError(f"config error: stream.checkpoint_uri: {uri!r} names no directory or bucket; {fix}")
+    probe = f"{root}/.write-probe-{uuid.uuid4().hex}"
+    try:
+        filesystem.create_dir(root, recursive=True)
+        with filesystem.open_output_stream(probe) as out:
+            out.write(b"")
+        filesystem.delete_file(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"config error: stream.checkpoint_uri: cannot write to {uri!r} ({_one_line(exc)}); point it at a "
+            "writable directory or bucket (check its permissions or the credentials in the environment)"
+        ) from None
+    return filesystem, root
+
+
+def _checked(what: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"checkpoint {what} {name!r}: use letters, digits, '.', '_' and '-' (not first: '.')")
+    return name
+
+
+def _is_seq(name: str) -> bool:
+    return len(name) == _SEQ_DIGITS and name.isdigit()
+
+
+def _well_formed(manifest: Any) -> bool:
+    """The manifest has the fields and types load_latest relies on."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("meta"), dict):
+        return False
+    if not all(isinstance(manifest.get(field), int) for field in ("seq", "created_ms")):
+        return False
+    if not isinstance(manifest.get("format", FORMAT), int) or not isinstance(manifest.get("key", ""), str):
+        return False
+    blobs = manifest.get("blobs")
+    return isinstance(blobs, dict) and all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("file"), str) and _NAME.match(entry["file"]) is not None
+        and all(isinstance(entry.get(field), int) for field in ("size", "crc32"))
+        for entry in blobs.values()
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
 import numpy as np
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
@@ -51,6 +52,18 @@ log = logging.getLogger(__name__)
 LATENCY_SAMPLES = 200_000
 #: Input offsets are committed to Kafka at most this often (and at every checkpoint).
 COMMIT_INTERVAL_S = 0.25
+#: Longest the broker may hold a fetch that finds no data.
+FETCH_MAX_WAIT_MS = 5
+#: Terminal-stage updates are sent at most this often (well inside terminal_freshness_s).
+STAGE_FLUSH_S = 0.5
+
+
+def _percentiles(samples: deque[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+    values = np.fromiter(samples, dtype=np.float64)
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2), "samples": len(values)}
 
 
 def checkpoint_key(topic: str, partition: int) -> str:
@@ -88,6 +101,7 @@ class ScoringWorker:
         self._unsaved: set[int] = set()
         self._commit_pending: set[int] = set()
         self._last_commit = 0.0
+        self._last_stage_flush = 0.0
         self._stage_unsaved: set[int] = set()
         self._stage_checkpoint: dict[int, float] = {}
         self.risk_offsets: dict[int, int] | None = None
@@ -105,6 +119,8 @@ class ScoringWorker:
         self._task: asyncio.Task[None] | None = None
         self._paused: set[int] = set()
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        #: Kafka timestamp -> the poll that returned the record (the part of the latency before scoring).
+        self._fetch_delays: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
         self.batches = 0
         self.started_at = time.time()
@@ -128,9 +144,11 @@ class ScoringWorker:
             auto_offset_reset="none",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # a fetch returns as soon as data is there; bound how long the broker may hold an empty one
-            fetch_max_wait_ms=max(1, self.settings.stream.max_batch_wait_ms),
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self.producer = make_producer(kafka, self.settings.producer, self.bootstrap_servers)
+        # alerts of a batch are sent together and then awaited: lingering would only add latency
+        producer_settings = msgspec.structs.replace(self.settings.producer, linger_ms=0)
+        self.producer = make_producer(kafka, producer_settings, self.bootstrap_servers)
         await self.consumer.start()
         await self.producer.start()
 
@@ -255,8 +273,9 @@ class ScoringWorker:
                 self._sample_rate()
                 await self._checkpoint_if_due()
                 return 0
+            polled_ms = time.time() * 1000.0
             if self.first_poll_wall is None:
-                self.first_poll_wall = time.time()
+                self.first_poll_wall = polled_ms / 1000.0
             sends: list[asyncio.Future[Any]] = []
             oldest_ingest_ms: int | None = None
             scored = 0
@@ -302,6 +321,7 @@ class ScoringWorker:
             for tp, records in polled.items():
                 if tp.topic == self.tx_topic and tp.partition in self.processors:
                     self._latencies.extend(acked_ms - r.timestamp for r in records)
+                    self._fetch_delays.extend(polled_ms - r.timestamp for r in records)
             if oldest_ingest_ms is not None and self.metrics is not None:
                 self.metrics.batch_latency_ms.observe(acked_ms - oldest_ingest_ms, tags={"actor": self.name})
             self.batches += 1
@@ -320,17 +340,30 @@ class ScoringWorker:
             if stage in self.stages and time.time() - self._stage_checkpoint.get(stage, 0.0) >= interval:
                 await self._checkpoint_stage(stage)
 
-    async def _publish_terminal_updates(self) -> list[asyncio.Future[Any]]:
-        """Send each owned partition's terminal deltas and each owned stage's changed terminals."""
-        sends = []
-        producer = self.producer
+    async def _publish_terminal_updates(self, force: bool = False) -> list[asyncio.Future[Any]]:
+        """Send each owned partition's terminal deltas and each owned stage's changed terminals.
+
+        At most every STAGE_FLUSH_S (updates accumulate meanwhile; the table only
+        answers from buckets closed ``terminal_freshness_s`` ago), at once when a
+        partition has just caught up (so a backlog's end completes the table), and
+        always before a checkpoint (``force``): what a checkpoint covers was sent.
+        """
+        progress = {}
         for partition, processor in self.processors.items():
             tx_high = self.consumer.highwater(TopicPartition(self.tx_topic, partition))
             label_high = self.consumer.highwater(TopicPartition(self.label_topic, partition))
-            through = processor.progress_ms(
+            progress[partition] = processor.progress_ms(
                 tx_high is not None and processor.next_offset >= tx_high,
                 label_high is not None and processor.next_label_offset >= label_high,
             )
+        caught_up = any(t == IDLE and self._progress_sent.get(p) != IDLE for p, t in progress.items())
+        if not (force or caught_up or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
+            return []
+        self._last_stage_flush = time.monotonic()
+        sends = []
+        producer = self.producer
+        for partition, processor in self.processors.items():
+            through = progress[partition]
             progressed = self._progress_sent.get(partition) != through
             for destination, batch in enumerate(processor.terminal_deltas(through, self.stage_count)):
                 if batch.deltas or progressed:
@@ -440,6 +473,9 @@ class ScoringWorker:
         """Snapshot one partition and write it; its offsets are those of what was acknowledged."""
         started = time.perf_counter()
         processor = self.processors[partition]
+        sends = await self._publish_terminal_updates(force=True)
+        if sends:
+            await asyncio.gather(*sends)
         self._last_commit = 0.0
         await self._commit([partition])
         blobs, meta = processor.checkpoint()
@@ -447,6 +483,7 @@ class ScoringWorker:
         ref = await asyncio.to_thread(self.store.save, checkpoint_key(self.tx_topic, partition), blobs, meta)
         self.last_checkpoint[partition] = (time.time(), processor.counters.scored, ref.seq)
         self._unsaved.discard(partition)
+        freeze_long_lived_state()  # a quiet point: keep the state out of full GC passes
         if self.metrics is not None:
             self.metrics.checkpoint_seconds.observe(
                 time.perf_counter() - started, tags={"actor": self.name, "partition": str(partition)}
@@ -491,15 +528,11 @@ class ScoringWorker:
 
     def latency_ms(self) -> dict[str, float | None]:
         """Percentiles of Kafka timestamp -> alerts acknowledged, per scored event."""
-        if not self._latencies:
-            return {"p50": None, "p95": None, "p99": None, "samples": 0}
-        values = np.fromiter(self._latencies, dtype=np.float64)
-        p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
-                "samples": len(values)}
+        return _percentiles(self._latencies)
 
     def reset_latency(self) -> None:
         self._latencies.clear()
+        self._fetch_delays.clear()
 
     def latency_samples(self) -> list[float]:
         return list(self._latencies)
@@ -548,6 +581,7 @@ class ScoringWorker:
             "events_per_s": round(self.events_per_s(), 1),
             "batches": self.batches,
             "latency_ms": self.latency_ms(),
+            "fetch_delay_ms": _percentiles(self._fetch_delays),
             "running": self.running,
             "error": self.error,
             "uptime_s": round(now - self.started_at, 1),

@@ -169,6 +169,7 @@ def main() -> None:
                                   ray.get(job.controller.call_all.remote("latency_samples"))] or [np.empty(0)])
         p50, p95, p99 = (round(float(v), 2) for v in np.percentile(samples, [50, 95, 99])) if samples.size else (None,) * 3
 
+        fetch_delays = [a.get("fetch_delay_ms") for a in status["actors"]]
         final = job.drain()
         alerts = sum(p.get("alerts", 0) for a in final["actors"] for p in a.get("partitions", {}).values())
 
@@ -179,6 +180,7 @@ def main() -> None:
         "p95_ms": p95,
         "p99_ms": p99,
         "latency_samples": int(samples.size),
+        "fetch_delay_ms": fetch_delays,
         "raw_decode_per_s": round(n / raw_s),
         "reference_loop_per_s": round(n / reference_s),
         "ratio_to_reference_loop": round((n / pipeline_s) / (n / reference_s), 3),

@@ -56,18 +56,28 @@ class ScoredBatch:
 
 
 class _Calibration:
-    """Percentile rank of a raw score among the recent ones (deterministic ring buffer)."""
+    """Percentile rank of a raw score among the recent ones (deterministic ring buffer).
+
+    The sorted view is refreshed once ``REFRESH`` new scores came in, not after
+    every micro-batch: small batches (low traffic, low latency) stay cheap.
+    """
+
+    REFRESH = 1_000
 
     def __init__(self, size: int) -> None:
         self.ring = np.zeros(size)
         self.filled = 0
         self.position = 0
+        self.sorted = np.empty(0)
+        self.since_sort = 0
 
     def rank(self, raw: np.ndarray) -> np.ndarray:
         if self.filled == 0:
             return np.zeros(len(raw))
-        recent = np.sort(self.ring[: self.filled])
-        return np.searchsorted(recent, raw, side="right") / self.filled
+        if self.since_sort >= self.REFRESH or len(self.sorted) == 0:
+            self.sorted = np.sort(self.ring[: self.filled])
+            self.since_sort = 0
+        return np.searchsorted(self.sorted, raw, side="right") / len(self.sorted)
 
     def learn(self, raw: np.ndarray) -> None:
         size = len(self.ring)
@@ -75,6 +85,7 @@ class _Calibration:
         self.ring[(self.position + np.arange(len(recent))) % size] = recent
         self.position = (self.position + len(recent)) % size
         self.filled = min(size, self.filled + len(recent))
+        self.since_sort += len(recent)
 
 
 class _RunningMoments:
