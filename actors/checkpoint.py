@@ -16,7 +16,7 @@ records the sequence number, creation time, the caller's ``meta`` and each
 blob's file, size and CRC-32; :meth:`CheckpointStore.load_latest` returns the
 newest checkpoint whose blobs all verify and passes over newer ones that do not
 (a writer killed halfway, a truncated or corrupt file), recording each as a
-:class:`Skipped`. Sequence numbers grow per key, also across processes: the
+:class:`Skipped`; any other I/O error is raised. Sequence numbers grow per key, also across processes: the
 next one follows everything stored. Each key has one writer at a time (its
 partition's owner); different keys may be written concurrently.
 
@@ -177,7 +177,9 @@ class CheckpointStore:
 
         Newer checkpoints that are incomplete or corrupt are passed over, never
         raised: they are listed in ``Checkpoint.skipped`` and
-        ``last_skipped[key]`` and counted in ``skipped``.
+        ``last_skipped[key]`` and counted in ``skipped``. Other I/O errors (an
+        unreachable store, a refused read) propagate: starting a partition
+        empty because the store did not answer would lose its state.
         """
         listing = self._listing(_checked("key", key))
         newest_manifest = max(listing.manifests, default=0)
@@ -207,12 +209,13 @@ class CheckpointStore:
         blob_dirs: set[int] = set()
         temps: list[str] = []
         for info in self.fs.get_file_info(pafs.FileSelector(self._path(key), allow_not_found=True)):
-            name = info.base_name
-            if info.type == pafs.FileType.File and name.endswith(MANIFEST_SUFFIX) and _is_seq(name[:-len(MANIFEST_SUFFIX)]):
-                manifests[int(name[:_SEQ_DIGITS])] = info.path
+            name, is_file = info.base_name, info.type == pafs.FileType.File
+            stem = name.removesuffix(MANIFEST_SUFFIX)
+            if is_file and stem != name and _is_seq(stem):
+                manifests[int(stem)] = info.path
             elif info.type == pafs.FileType.Directory and _is_seq(name):
                 blob_dirs.add(int(name))
-            elif info.type == pafs.FileType.File and name.startswith(".") and name.endswith(_TEMP_SUFFIX):
+            elif is_file and name.startswith(".") and name.endswith(_TEMP_SUFFIX):
                 temps.append(info.path)
         return _Listing(manifests, blob_dirs, temps)
 
@@ -247,7 +250,7 @@ class CheckpointStore:
         try:
             with self.fs.open_input_stream(path) as stream:
                 manifest = json.loads(stream.read())
-        except (OSError, ValueError) as exc:
+        except (FileNotFoundError, ValueError) as exc:
             return f"unreadable manifest ({_one_line(exc)})"
         if not _well_formed(manifest):
             return "malformed manifest"
@@ -267,7 +270,7 @@ class CheckpointStore:
             try:
                 with self.fs.open_input_stream(self._path(key, f"{seq:0{_SEQ_DIGITS}d}/{entry['file']}")) as stream:
                     data = stream.read(entry["size"] + 1)  # one byte more reveals an over-long file
-            except OSError:
+            except FileNotFoundError:
                 return f"blob {name} missing"
             if len(data) < entry["size"]:
                 return f"blob {name} truncated: {len(data)} of {entry['size']} bytes"
@@ -291,7 +294,9 @@ def _open_root(uri: str) -> tuple[pafs.FileSystem, str]:
         try:
             filesystem, root = pafs.FileSystem.from_uri(uri)
         except (pa.ArrowException, OSError) as exc:
-            raise ConfigError(f"config error: stream.checkpoint_uri: cannot open {uri!r} ({_one_line(exc)}); {fix}") from None
+            raise ConfigError(
+                f"config error: stream.checkpoint_uri: cannot open {uri!r} ({_one_line(exc)}); {fix}"
+            ) from None
     root = root.rstrip("/")
     if not root:
         raise ConfigError(f"config error: stream.checkpoint_uri: {uri!r} names no directory or bucket; {fix}")
@@ -331,7 +336,7 @@ def _well_formed(manifest: Any) -> bool:
     return isinstance(blobs, dict) and all(
         isinstance(entry, dict)
         and isinstance(entry.get("file"), str) and _NAME.match(entry["file"]) is not None
-        and all(isinstance(entry.get(field), int) for field in ("size", "crc32"))
+        and all(isinstance(entry.get(field), int) and entry[field] >= 0 for field in ("size", "crc32"))
         for entry in blobs.values()
     )
 

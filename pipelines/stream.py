@@ -72,7 +72,10 @@ class StreamJob:
 
         from actors.controller import NAMESPACE, Controller, controller_name
 
+        from actors.checkpoint import CheckpointStore
+
         check_layout(self.settings)
+        CheckpointStore(self.settings.stream.checkpoint_uri)  # an unusable URI stops here, in one line
         asyncio.run(wait_until_ready(self.settings.kafka, self.bootstrap_servers))
         asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers))
         connect_ray(self.settings)

@@ -4,6 +4,7 @@ and one-line errors for unusable URIs."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -224,8 +225,21 @@ def test_a_path_below_a_file_is_a_config_error(tmp_path: Path) -> None:
     assert str(tmp_path / "file" / "sub") in str(error.value) and "\n" not in str(error.value)
 
 
+def drop_permission_override() -> None:
+    """Remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def unprivileged(code: str, *args: str) -> subprocess.Popen[str]:
+    """``python(code)``, subject to file permissions even when the tests run as root."""
+    return python(code, *args, preexec_fn=drop_permission_override if os.geteuid() == 0 else None)
+
+
 def test_permission_denied_is_a_config_error_at_construction() -> None:
-    """A directory the process may not write to (as an unprivileged user when the tests run as root)."""
+    """A directory the process may not write to."""
     child = """
 import sys
 from actors.checkpoint import CheckpointStore
@@ -236,12 +250,11 @@ for uri in sys.argv[1:]:
     except ConfigError as exc:
         print(exc)
 """
-    drop = (lambda: (os.setgid(65534), os.setuid(65534))) if os.geteuid() == 0 else None
     with tempfile.TemporaryDirectory() as top:
         os.chmod(top, 0o755)
         readonly = Path(top) / "readonly"
         readonly.mkdir(mode=0o555)
-        process = python(child, str(readonly), str(readonly / "sub"), preexec_fn=drop)
+        process = unprivileged(child, str(readonly), str(readonly / "sub"))
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
         assert list(readonly.iterdir()) == []
@@ -320,3 +333,27 @@ def test_writer_killed_in_the_middle_of_a_blob_leaves_the_previous_checkpoint_lo
     assert files(tmp_path, "k") == [seq_name(1), f"{seq_name(1)}.manifest.json", seq_name(3),
                                     f"{seq_name(3)}.manifest.json"]
     assert store.load_latest("k").meta == {"next_offset": 300}  # type: ignore[union-attr]
+
+
+def test_a_refused_read_is_raised_not_skipped() -> None:
+    """Only damaged checkpoints are passed over: an I/O error other than "not found" propagates, so a
+    partition is never restored empty, or from an older checkpoint, because the store did not answer."""
+    child = """
+import sys
+from actors.checkpoint import CheckpointStore
+store = CheckpointStore(sys.argv[1])
+try:
+    store.load_latest("k")
+except OSError as exc:
+    print(type(exc).__name__, store.skipped)
+"""
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)
+        store = CheckpointStore(top)
+        for n in range(2):
+            store.save("k", {"x": b"v%d" % n}, {"n": n})
+        os.chmod(Path(top) / "k" / seq_name(2) / "x.bin", 0)
+        process = unprivileged(child, top)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert out.split() == ["PermissionError", "0"]
