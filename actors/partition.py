@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import pyarrow as pa
 
 from configs import Settings
 from contracts.errors import RecordError
@@ -117,6 +118,26 @@ def dead_letter(topic: str, partition: int, record: Record, error: RecordError |
             failed_at=int(time.time() * 1000),
         )
     )
+
+
+@dataclass(frozen=True)
+class PartitionSnapshot:
+    """A partition's state as immutable parts (Arrow batches, bytes) and its checkpoint metadata."""
+
+    features: EngineSnapshot
+    scorer: bytes
+    terminal_buckets: pa.RecordBatch
+    terminal_frauds: pa.RecordBatch
+    meta: dict[str, Any]
+
+    def blobs(self) -> dict[str, bytes]:
+        """The checkpoint blobs (Arrow IPC, zstd): the costly part, safe off the event loop."""
+        return {
+            "features": self.features.to_bytes(),
+            "scorer": self.scorer,
+            "terminal_buckets": ipc_bytes(self.terminal_buckets, "zstd"),
+            "terminal_frauds": ipc_bytes(self.terminal_frauds, "zstd"),
+        }
 
 
 class PartitionProcessor:
@@ -291,13 +312,13 @@ class PartitionProcessor:
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> tuple[dict[str, bytes], dict[str, Any]]:
         """(blobs, meta) for the checkpoint store: state and the offsets it corresponds to."""
+        snapshot = self.snapshot()
+        return snapshot.blobs(), snapshot.meta
+
+    def snapshot(self) -> PartitionSnapshot:
+        """The state as immutable parts, taken now; encoding them (:meth:`PartitionSnapshot.blobs`)
+        may run in another thread while this processor goes on."""
         buckets, frauds = terminal_to_batches(self.share.table)
-        blobs = {
-            "features": take_snapshot(self.engine).to_bytes(),
-            "scorer": self.scorer.state_bytes(),
-            "terminal_buckets": ipc_bytes(buckets, "zstd"),
-            "terminal_frauds": ipc_bytes(frauds, "zstd"),
-        }
         meta = {
             "format": CHECKPOINT_FORMAT,
             "partition": self.partition,
@@ -311,7 +332,7 @@ class PartitionProcessor:
             "label_clock": self.label_clock,
             "counters": msgspec.to_builtins(self.counters),
         }
-        return blobs, meta
+        return PartitionSnapshot(take_snapshot(self.engine), self.scorer.state_bytes(), buckets, frauds, meta)
 
     @classmethod
     def restore(

@@ -478,9 +478,10 @@ class ScoringWorker:
             await asyncio.gather(*sends)
         self._last_commit = 0.0
         await self._commit([partition])
-        blobs, meta = processor.checkpoint()
-        meta["actor"] = self.name
-        ref = await asyncio.to_thread(self.store.save, checkpoint_key(self.tx_topic, partition), blobs, meta)
+        snapshot = processor.snapshot()
+        snapshot.meta["actor"] = self.name
+        key = checkpoint_key(self.tx_topic, partition)
+        ref = await asyncio.to_thread(lambda: self.store.save(key, snapshot.blobs(), snapshot.meta))
         self.last_checkpoint[partition] = (time.time(), processor.counters.scored, ref.seq)
         self._unsaved.discard(partition)
         freeze_long_lived_state()  # a quiet point: keep the state out of full GC passes

@@ -192,12 +192,12 @@ def read_ipc_batch(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
 
 def take_snapshot(engine: FeatureEngine) -> EngineSnapshot:
     """The engine's state as Arrow batches plus metadata (the terminal table is separate)."""
-    entries = engine.pending.in_order()
+    ids, terminals, times = engine.pending.columns()
     pending = pa.RecordBatch.from_arrays(
         [
-            pa.array([e[0] for e in entries], pa.string()),
-            pa.array([e[1] for e in entries], pa.string()),
-            pa.array([e[2] for e in entries], pa.int64()),
+            pa.array(ids, pa.string()),
+            pa.array(terminals, pa.string()),
+            pa.array(times, pa.int64()),
         ],
         schema=PENDING_LABELS_SCHEMA,
     )

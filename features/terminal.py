@@ -204,10 +204,15 @@ class PendingLabels:
         self.order: deque[str] = deque()
         self.evicted = 0
         self.expired = 0
+        #: Ids taken by a label or added twice: while 0, the dict itself is in arrival order.
+        self.irregular = 0
 
     def add(self, transaction_id: str, terminal_id: str | None, event_time_ms: int) -> None:
         entries = self.entries
+        size = len(entries)
         entries[transaction_id] = (terminal_id, event_time_ms)
+        if len(entries) == size:
+            self.irregular += 1
         order = self.order
         order.append(transaction_id)
         if len(entries) > self.max_entries:
@@ -220,7 +225,10 @@ class PendingLabels:
             self.order = deque(k for k in order if k in entries)
 
     def pop(self, transaction_id: str) -> tuple[str | None, int] | None:
-        return self.entries.pop(transaction_id, None)
+        entry = self.entries.pop(transaction_id, None)
+        if entry is not None:
+            self.irregular += 1
+        return entry
 
     def expire(self, watermark_ms: int) -> int:
         """Drop entries older than the TTL behind the watermark.
@@ -241,6 +249,15 @@ class PendingLabels:
             order.popleft()
         self.expired += dropped
         return dropped
+
+    def columns(self) -> tuple[list[str], list[str | None], list[int]]:
+        """Transaction ids, terminals and event times of every entry, oldest first."""
+        entries = self.entries
+        if self.irregular == 0:
+            values = list(entries.values())
+            return list(entries), [v[0] for v in values], [v[1] for v in values]
+        rows = self.in_order()
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def in_order(self) -> list[tuple[str, str | None, int]]:
         """(transaction_id, terminal, event time) of every entry, oldest first."""
