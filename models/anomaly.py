@@ -52,17 +52,15 @@ class BatchHalfSpaceTrees:
     """A River HalfSpaceTrees with batched, vectorised score and learn."""
 
     def __init__(self, n_trees: int, height: int, window_size: int, seed: int, width: int) -> None:
-        self.river = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        self.params = (n_trees, height, window_size, seed, width)
+        self.river: HalfSpaceTrees | None = self._build_river()
         self.height = height
         self.window_size = window_size
         self.width = width
         nodes = 2 ** (height + 1) - 1
-        # build River's trees exactly as its first learn_one would, without learning anything
-        probe = {i: 0.0 for i in range(width)}
-        self.river.learn_one(probe)
         self.feature = np.zeros((n_trees, nodes), dtype=np.int64)
         self.threshold = np.zeros((n_trees, nodes), dtype=np.float64)
-        for t, tree in enumerate(self.river.trees):
+        for t, tree in enumerate(self.river.trees):  # type: ignore[union-attr]
             for index, node in self._heap(tree):
                 if hasattr(node, "feature"):
                     self.feature[t, index] = node.feature
@@ -72,6 +70,22 @@ class BatchHalfSpaceTrees:
         self.counter = 0
         self.first_window = True
         self.learned = 0
+
+    def _build_river(self) -> HalfSpaceTrees:
+        """River's model, its trees built exactly as its first learn_one would build them."""
+        n_trees, height, window_size, seed, width = self.params
+        river = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        river.learn_one({i: 0.0 for i in range(width)})  # builds the trees; the masses are overwritten
+        return river
+
+    def __getstate__(self) -> dict:  # type: ignore[type-arg]
+        # the River object is rebuilt from the parameters on demand: pickling its
+        # node objects would dominate the checkpoint pause
+        return {k: v for k, v in self.__dict__.items() if k != "river"}
+
+    def __setstate__(self, state: dict) -> None:  # type: ignore[type-arg]
+        self.__dict__.update(state)
+        self.river = None
 
     @staticmethod
     def _heap(tree):  # type: ignore[no-untyped-def]
@@ -135,6 +149,8 @@ class BatchHalfSpaceTrees:
 
     def to_river(self) -> HalfSpaceTrees:
         """The River model with the current masses written back (for inspection)."""
+        if self.river is None:
+            self.river = self._build_river()
         for t, tree in enumerate(self.river.trees):
             for index, node in self._heap(tree):
                 node.l_mass = int(self.l_mass[t, index])

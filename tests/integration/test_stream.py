@@ -203,6 +203,10 @@ def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings
     job = job_factory(settings, actors=2)
     _produce(settings, kafka_broker, first, None)
     _wait_scored(job, first.num_rows)
+    deadline = time.monotonic() + 30  # every partition has a checkpoint of the first half
+    while not all(p["checkpoint_seq"] > 0 for p in job.status()["partitions"].values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     alerts_before = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
 
     producer = threading.Thread(target=_produce, args=(settings, kafka_broker, rest, history.labels, 4_000.0))

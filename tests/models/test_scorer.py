@@ -143,6 +143,9 @@ def test_state_round_trip_continues_exactly(feature_table: pa.Table) -> None:
     head = _run(first, values[:6_000])
     restored = Scorer.from_state(settings, REGISTRY, first.state_bytes())
     tail = _run(restored, values[6_000:])
+    # the River model of record comes back too (rebuilt from its parameters, masses restored)
+    for mine, theirs in zip(restored.model.to_river().trees, uninterrupted.model.to_river().trees, strict=True):
+        assert [(n.l_mass, n.r_mass) for n in mine.iter_dfs()] == [(n.l_mass, n.r_mass) for n in theirs.iter_dfs()]
     for a, b in zip(expected, head + tail, strict=True):
         np.testing.assert_array_equal(a.score, b.score)
         assert a.decision == b.decision
