@@ -57,6 +57,7 @@ from features import TerminalRisk
 IDLE = 2**62
 #: Progress of a source not heard from yet.
 UNKNOWN = -(2**62)
+UNKNOWN_LOW = 2**62
 
 
 class TerminalDelta(msgspec.Struct, array_like=True):
@@ -162,9 +163,11 @@ class SourceShare:
 
 
 class _Shares:
-    __slots__ = ("buckets", "frauds")
+    __slots__ = ("buckets", "frauds", "low")
 
     def __init__(self) -> None:
+        #: No bucket (of any source, transactions or frauds) is below this one.
+        self.low = UNKNOWN_LOW
         #: source -> bucket -> cumulative transactions
         self.buckets: dict[int, dict[int, int]] = {}
         #: source -> frauds as (bucket, known_at)
@@ -179,6 +182,7 @@ class TerminalStage:
         self.terminals: dict[str, _Shares] = {}
         self.progress: dict[int, int] = {}
         self._dirty: set[str] = set()
+        self._expired_through = UNKNOWN
 
     def apply(self, batch: DeltaBatch) -> None:
         source = batch.source
@@ -189,8 +193,13 @@ class TerminalStage:
             mine = shares.buckets.setdefault(source, {})
             for bucket, count in delta.buckets:
                 mine[bucket] = count
+                if bucket < shares.low:
+                    shares.low = bucket
             if delta.frauds is not None:
                 shares.frauds[source] = list(delta.frauds)
+                for bucket, _ in delta.frauds:
+                    if bucket < shares.low:
+                        shares.low = bucket
             self._dirty.add(delta.terminal)
         self.progress[source] = batch.through_ms
 
@@ -212,9 +221,17 @@ class TerminalStage:
         return TerminalState(terminal, sorted(total.items()), frauds)
 
     def expire(self, oldest_bucket: int) -> None:
-        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``; changed terminals re-publish."""
+        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``; changed terminals re-publish.
+
+        Only terminals holding such a bucket are looked at, and only when the bound moved.
+        """
+        if oldest_bucket <= self._expired_through:
+            return
+        self._expired_through = oldest_bucket
         for terminal in list(self.terminals):
             shares = self.terminals[terminal]
+            if shares.low > oldest_bucket:
+                continue
             changed = False
             for source, buckets in shares.buckets.items():
                 if any(b <= oldest_bucket for b in buckets):
@@ -228,6 +245,11 @@ class TerminalStage:
                 self._dirty.add(terminal)
             if not any(shares.buckets.values()) and not any(shares.frauds.values()):
                 del self.terminals[terminal]
+            else:
+                shares.low = min(
+                    [b for buckets in shares.buckets.values() for b in buckets]
+                    + [b for frauds in shares.frauds.values() for b, _ in frauds]
+                )
 
     def flush(self, partition: int) -> RiskUpdate:
         """The changed terminals' full states since the last flush."""
@@ -266,6 +288,7 @@ class TerminalStage:
             shares.buckets[row.source] = dict(row.buckets)
             if row.frauds is not None:
                 shares.frauds[row.source] = list(row.frauds)
+            shares.low = min([shares.low, *(b for b, _ in row.buckets), *(b for b, _ in row.frauds or [])])
         stage.progress = dict(state.progress)
         stage._dirty = set(state.dirty)
         return stage

@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--steady-rate", type=float, default=2_000.0)
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--checkpoint-interval", type=float, default=None,
+                        help="stream.checkpoint_interval_s (default: the config's)")
     args = parser.parse_args()
     console = Console(stderr=True)
 
@@ -104,6 +106,7 @@ def main() -> None:
         stream=msgspec.structs.replace(
             base.stream, checkpoint_uri=str(workdir / "checkpoints"), status_path=str(workdir / "status.json"),
             actors=args.actors,
+            checkpoint_interval_s=args.checkpoint_interval or base.stream.checkpoint_interval_s,
         ),
     )
 
