@@ -1,0 +1,130 @@
+"""Scorer throughput against the reference workload's per-event River model.
+
+On a generated stream (default 5k accounts × 30 days) in event-time order, one core:
+- scorer_per_s: models.Scorer.process on micro-batches (default 1000 rows) of the
+  real feature vectors the offline builder computes for the stream (features
+  are computed before timing), bundled defaults (anomaly model and rules), from
+  an empty scorer: score, fuse, explain the alerted rows, learn;
+- reference_model_per_s: ../shared/bench/reference_workload.py's reference_model()
+  (MinMaxScaler | HalfSpaceTrees(25 trees, height 8, window 250)), score_one then
+  learn_one per event on the dicts its update_features returns for the same
+  events (the dicts are built before timing), in the same run;
+- alert_rate: share of events with a decision (review or block).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+
+import reference_workload  # noqa: E402
+from configs import load_settings  # noqa: E402
+from contracts import Transaction  # noqa: E402
+from contracts.arrow import table_to_records  # noqa: E402
+from features import FeatureBatch, FeatureRegistry  # noqa: E402
+from features.offline import build_feature_table, history_transactions  # noqa: E402
+from models import Scorer  # noqa: E402
+from pipelines.synthetic import generate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--accounts", type=int, default=5_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=1_000)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    console = Console(stderr=True)
+
+    settings = load_settings()
+    spec = msgspec.structs.replace(settings.generator, accounts=args.accounts, days=args.days, seed=args.seed)
+    registry = FeatureRegistry.from_settings(settings.features)
+    with console.status(f"generating {args.accounts:,} accounts × {args.days} days and their features"):
+        history = generate(spec)
+        table = build_feature_table(history.transactions, history.labels, settings.features, partitions=1)
+        values = np.column_stack([table.column(name).to_numpy() for name in registry.names]).astype(np.float64)
+        ordered = history_transactions(history.transactions)
+        transactions: list[Transaction] = table_to_records(ordered, Transaction)
+    n = len(values)
+    assert len(transactions) == n
+    batches = [
+        FeatureBatch(values[i : i + args.batch], np.zeros(len(values[i : i + args.batch]), dtype=bool),
+                     registry.names, registry.version)
+        for i in range(0, n, args.batch)
+    ]
+    del history, table, ordered
+
+    scorer = Scorer.from_settings(settings.scoring, registry)
+    alerts = 0
+    gc.collect()
+    gc.freeze()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"scorer on {n:,} events", total=n)
+        scorer_s = 0.0
+        for batch in batches:
+            started = time.perf_counter()
+            scored = scorer.process(batch)
+            scorer_s += time.perf_counter() - started
+            alerts += sum(decision is not None for decision in scored.decision)
+            progress.advance(task, len(batch.values))
+    gc.unfreeze()
+
+    with console.status("reference features for the same events (not timed)"):
+        states: dict[str, dict] = {}  # type: ignore[type-arg]
+        rows = []
+        for tx in transactions:
+            event = {"account_id": tx.account_id, "event_time": tx.event_time / 1000.0, "amount": tx.amount,
+                     "lat": tx.lat, "lon": tx.lon}
+            rows.append(reference_workload.update_features(states.setdefault(tx.account_id, {}), event))
+        del transactions, states
+    model = reference_workload.reference_model()
+    gc.collect()
+    gc.freeze()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"reference model on {n:,} events", total=n)
+        reference_s = 0.0
+        for start in range(0, n, args.batch):
+            chunk = rows[start : start + args.batch]
+            started = time.perf_counter()
+            for x in chunk:
+                model.score_one(x)
+                model.learn_one(x)
+            reference_s += time.perf_counter() - started
+            progress.advance(task, len(chunk))
+
+    print(
+        json.dumps(
+            {
+                "scorer_per_s": round(n / scorer_s),
+                "reference_model_per_s": round(n / reference_s),
+                "ratio_to_reference": round(reference_s / scorer_s, 2),
+                "scorer_us_per_event": round(scorer_s / n * 1e6, 2),
+                "alert_rate": round(alerts / n, 5),
+                "events": n,
+                "batch": args.batch,
+                "features": len(registry),
+                "model_versions": scorer.model_versions,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
