@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configs import load_settings  # noqa: E402
 from contracts import decode_transactions  # noqa: E402
 from pipelines.produce import encode_transactions  # noqa: E402
-from pipelines.synthetic import generate  # noqa: E402
+from benchlib import generated, pin_to_one_core  # noqa: E402
 
 
 def best_rate(fn, values: list[bytes], repeat: int) -> float:
@@ -37,14 +36,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
 
-    base = load_settings().generator
-    import msgspec
-
-    spec = msgspec.structs.replace(base, accounts=max(1_000, args.events // 25), days=12, seed=3)
-    history = generate(spec)
+    history = generated(load_settings(), accounts=max(1_000, args.events // 25), days=12, seed=3)
     _, values, _ = encode_transactions(history.transactions.slice(0, args.events))
     while len(values) < args.events:
         values.extend(values[: args.events - len(values)])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,18 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
-import msgspec  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import reference_workload  # noqa: E402
 import features  # noqa: E402
 from configs import load_settings  # noqa: E402
-from contracts import Transaction  # noqa: E402
-from contracts.arrow import table_to_records  # noqa: E402
-from features.offline import PartitionedFeatures, history_transactions  # noqa: E402
+from features.offline import PartitionedFeatures  # noqa: E402
 from features.runtime import configure_gc_for_streaming  # noqa: E402
 from features.state import ipc_bytes, accounts_to_batch  # noqa: E402
-from pipelines.synthetic import generate  # noqa: E402
+from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 
 
 def main() -> None:
@@ -48,18 +44,15 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     console = Console(stderr=True)
 
     settings = load_settings()
-    spec = msgspec.structs.replace(settings.generator, accounts=args.accounts, days=args.days, seed=args.seed)
     with console.status(f"generating {args.accounts:,} accounts × {args.days} days"):
-        history = generate(spec)
-        ordered = history_transactions(history.transactions)
-        transactions: list[Transaction] = table_to_records(ordered, Transaction)
+        history = generated(settings, args.accounts, args.days, args.seed)
+        transactions = ordered_transactions(history)
     n = len(transactions)
-    del history, ordered
+    del history
     # The benchmark's input lists are not part of the work measured: keep the cyclic
     # GC from walking millions of input objects (done the same way for the reference).
     gc.collect()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,19 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
-import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
 import reference_workload  # noqa: E402
 from configs import load_settings  # noqa: E402
-from contracts import Transaction  # noqa: E402
-from contracts.arrow import table_to_records  # noqa: E402
 from features import FeatureBatch, FeatureRegistry  # noqa: E402
-from features.offline import build_feature_table, history_transactions  # noqa: E402
+from features.offline import build_feature_table  # noqa: E402
 from models import Scorer  # noqa: E402
-from pipelines.synthetic import generate  # noqa: E402
+from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 
 
 def main() -> None:
@@ -49,19 +45,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=1_000)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     console = Console(stderr=True)
 
     settings = load_settings()
-    spec = msgspec.structs.replace(settings.generator, accounts=args.accounts, days=args.days, seed=args.seed)
     registry = FeatureRegistry.from_settings(settings.features)
     with console.status(f"generating {args.accounts:,} accounts × {args.days} days and their features"):
-        history = generate(spec)
+        history = generated(settings, args.accounts, args.days, args.seed)
         table = build_feature_table(history.transactions, history.labels, settings.features, partitions=1)
         values = np.column_stack([table.column(name).to_numpy() for name in registry.names]).astype(np.float64)
-        ordered = history_transactions(history.transactions)
-        transactions: list[Transaction] = table_to_records(ordered, Transaction)
+        transactions = ordered_transactions(history)
     n = len(values)
     assert len(transactions) == n
     batches = [
@@ -69,7 +62,7 @@ def main() -> None:
                      registry.names, registry.version)
         for i in range(0, n, args.batch)
     ]
-    del history, table, ordered
+    del history, table
 
     scorer = Scorer.from_settings(settings.scoring, registry)
     alerts = 0
