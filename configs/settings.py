@@ -228,6 +228,98 @@ class MlflowSettings(_Section):
     token_env: str = "MLFLOW_TRACKING_TOKEN"
 
 
+#: Our names for the fields a Parquet history can hold (keys of ``history.columns``).
+HISTORY_FIELDS = (
+    "transaction_id", "account_id", "event_time", "amount", "currency", "merchant_id", "merchant_category",
+    "terminal_id", "device_id", "country", "lat", "lon", "channel", "is_fraud", "fraud_scenario", "label",
+    "label_time",
+)  # fmt: skip
+
+
+class HistorySettings(_Section):
+    """How `train` and `backtest` read a Parquet history (a file or a directory of files) and its labels.
+
+    ``columns`` maps our field names to the history's column names, for columns
+    named differently (``{account_id: card_id, event_time: ts}``); unmapped
+    fields are looked for under our name. Only ``transaction_id``,
+    ``account_id``, ``event_time`` and ``amount`` are required: an absent
+    optional field makes the features that need it neutral. Integer ids become
+    strings; times may be timestamps, ISO 8601 strings or epoch numbers (in
+    ``epoch_unit``). A ``label`` column (fraud/genuine, true/false or 1/0) stands
+    in for a labels file.
+    """
+
+    #: Our field name -> the history's column name.
+    columns: dict[str, Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=dict)
+    #: Unit of time columns given as epoch numbers: s, ms, us or ns.
+    epoch_unit: Literal["s", "ms", "us", "ns"] = "ms"
+    #: Labels from a label column become known this long after their transaction. Also the gap
+    #: `train` leaves between its train and test periods (labels of the last training days must arrive).
+    label_delay_days: Annotated[float, msgspec.Meta(ge=0.0, le=365.0)] = 7.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.columns) - set(HISTORY_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"columns: unknown field {unknown[0]!r} (map one of: {', '.join(HISTORY_FIELDS)} "
+                "to the name of your column)"
+            )
+        targets = list(self.columns.values())
+        repeated = sorted({name for name in targets if targets.count(name) > 1})
+        if repeated:
+            raise ValueError(f"columns: column {repeated[0]!r} is mapped to more than one field; map each column once")
+
+
+class TrainingSettings(_Section):
+    """`fraudstream train`: the batch classifier, its time split, and where it is registered.
+
+    The history's span is cut in event time into a train period, a gap of
+    ``history.label_delay_days`` (so the labels of the last training days have
+    arrived when the model goes live) and a test period. The latest
+    ``calibration_fraction`` of the train period calibrates the probabilities.
+    """
+
+    #: MLflow experiment the training runs go to.
+    experiment: Annotated[str, msgspec.Meta(min_length=1)] = "fraudstream"
+    #: Registered model every training run adds a version to.
+    registered_model: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,128}$")] = "fraud-classifier"
+    #: Features the classifier sees ([] = every registered feature).
+    features: tuple[str, ...] = ()
+    #: Share of the span (gap excluded) in the train period; the rest after the gap is the test period.
+    train_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.7
+    #: Latest share of the train period kept out of fitting to calibrate on.
+    calibration_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.25
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    #: "balanced" weighs the rare frauds up to the weight of all genuine rows.
+    class_weight: Literal["balanced", "none"] = "balanced"
+    #: scikit-learn HistGradientBoostingClassifier parameters.
+    max_iter: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
+    max_leaf_nodes: Annotated[int, msgspec.Meta(ge=2, le=4096)] = 31
+    min_samples_leaf: PositiveInt = 20
+    l2_regularization: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        repeated = sorted({name for name in self.features if self.features.count(name) > 1})
+        if repeated:
+            raise ValueError(f"features: {', '.join(repeated)} listed more than once; list each feature once")
+
+
+class EvaluationSettings(_Section):
+    """How `train` and `backtest` measure: the daily alert budget of the investigators."""
+
+    #: k of precision@k and card precision@k: transactions / accounts checked per day.
+    top_k: PositiveInt = 100
+
+
+class BacktestSettings(_Section):
+    """`fraudstream backtest`: a history replayed through the scoring code in event time."""
+
+    #: Rows per micro-batch a partition's scorer gets (a partition's share of stream.max_batch_records).
+    micro_batch_records: PositiveInt = 500
+
+
 class RuleSettings(_Section):
     """One decision rule: a condition over feature names and what it decides.
 
@@ -266,6 +358,31 @@ class AnomalySettings(_Section):
             raise ValueError(f"features: {', '.join(repeated)} listed more than once; list each feature once")
 
 
+class ClassifierSettings(_Section):
+    """The batch classifier (a registered MLflow model) as a score source.
+
+    Fusion weighting: its calibrated fraud probability ``p`` enters the fused
+    score through a piecewise-linear map that sends ``review_probability`` to
+    ``review_threshold`` and ``block_probability`` to ``block_threshold`` (0 to 0,
+    1 to 1), so ``p >= review_probability`` raises a review and ``p >=
+    block_probability`` a block, whatever the other sources say.
+    """
+
+    #: models:/NAME@ALIAS or models:/NAME/VERSION; "" = no batch classifier.
+    #: The backtest skips it (with a note) while the alias is not set.
+    model_uri: str = "models:/fraud-classifier@champion"
+    review_probability: Fraction = 0.5
+    block_probability: Fraction = 0.9
+
+    def __post_init__(self) -> None:
+        if self.model_uri and not self.model_uri.startswith("models:/"):
+            raise ValueError(
+                f"model_uri: expected models:/NAME@ALIAS or models:/NAME/VERSION (or '' for none), got {self.model_uri!r}"
+            )
+        if not 0.0 < self.review_probability <= self.block_probability <= 1.0:
+            raise ValueError("review_probability and block_probability: need 0 < review_probability <= block_probability <= 1")
+
+
 class ScoringSettings(_Section):
     """Scoring and decisions: anomaly model, rules, thresholds, explanations."""
 
@@ -293,6 +410,8 @@ class ScoringSettings(_Section):
     block_threshold: Fraction = 0.9995
     #: Features named in each alert's reasons.
     top_features: Annotated[int, msgspec.Meta(ge=0, le=37)] = 3
+    #: The batch classifier from the registry (backtest today; actors when they serve it).
+    classifier: ClassifierSettings = ClassifierSettings()
 
     def __post_init__(self) -> None:
         if self.block_threshold < self.review_threshold:
@@ -345,6 +464,10 @@ class Settings(_Section):
     mlflow: MlflowSettings = MlflowSettings()
     scoring: ScoringSettings = ScoringSettings()
     stream: StreamSettings = StreamSettings()
+    history: HistorySettings = HistorySettings()
+    training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    backtest: BacktestSettings = BacktestSettings()
 
 
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

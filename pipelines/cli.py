@@ -377,6 +377,14 @@ def status(
     out.print(_status_table(data))
 
 
+# Batch model commands (defined in pipelines/model_commands.py).
+from pipelines.model_commands import backtest_command, promote_command, train_command  # noqa: E402
+
+app.command("train")(train_command)
+app.command("promote")(promote_command)
+app.command("backtest")(backtest_command)
+
+
 def main() -> None:
     """Console entry point: bad input ends with one clear line, not a traceback."""
     try:

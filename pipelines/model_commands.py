@@ -1,0 +1,197 @@
+"""The `train`, `promote` and `backtest` commands (registered on the CLI app in ``pipelines/cli.py``).
+
+Heavy imports (MLflow, scikit-learn, matplotlib) happen inside the commands,
+so the rest of the CLI starts fast. Bad input raises :class:`configs.ConfigError`
+(or its subclasses ``HistoryError``, ``RegistryError``), which the CLI's
+``main`` prints as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from configs import ConfigError, Settings, load_settings
+
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Settings YAML (default: the bundled configs/local.yaml).")
+]
+HistoryOption = Annotated[
+    Path,
+    typer.Option(help="Parquet history: a file, or a directory of files (e.g. from `fraudstream generate`)."),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(help="Labels Parquet (default: a label column, else labels.parquet beside the history)."),
+]
+FromOption = Annotated[
+    str | None, typer.Option("--from", help="Start of the span (ISO 8601, UTC if no offset); earlier rows warm up.")
+]
+UntilOption = Annotated[str | None, typer.Option("--until", help="End of the span (ISO 8601); later rows are ignored.")]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def _load(settings: Settings, history: Path, labels: Path | None, from_: str | None, until: str | None) -> Any:
+    from pipelines.history import parse_time, read_history
+
+    from_ms, until_ms = parse_time(from_, "--from"), parse_time(until, "--until")
+    if from_ms is not None and until_ms is not None and from_ms > until_ms:
+        raise ConfigError(f"--from {from_} is after --until {until}; swap them")
+    with console.status(f"reading {history}"):
+        loaded = read_history(history, settings.history, labels, until_ms=until_ms)
+    if loaded.dropped_rows:
+        console.print(f"[yellow]{loaded.dropped_rows:,} rows without id, time or amount left out[/yellow]")
+    return loaded, from_ms, until_ms
+
+
+def _features(settings: Settings, loaded: Any) -> Any:
+    from pipelines.train import feature_table
+
+    with _progress() as progress:
+        task = progress.add_task("features", total=loaded.transactions.num_rows)
+        return feature_table(settings, loaded, on_progress=lambda done: progress.update(task, completed=done))
+
+
+def train_command(
+    history: HistoryOption,
+    labels: LabelsOption = None,
+    from_: FromOption = None,
+    until: UntilOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train the batch classifier on a history (time split, label-delay gap), log it to MLflow and register it."""
+    from pipelines.registry import connect
+    from pipelines.train import register, train_model
+
+    settings = load_settings(config)
+    client = connect(settings.mlflow)  # a bad store fails before the work
+    loaded, from_ms, _ = _load(settings, history, labels, from_, until)
+    features = _features(settings, loaded)
+    with console.status("fitting and calibrating the classifier"):
+        trained = train_model(settings, features, from_ms)
+    with console.status("logging to MLflow and registering"):
+        version = register(settings, trained, str(history), client)
+    table = Table("metric", "value", title=f"{version.name} version {version.version} (test period)")
+    for key, value in trained.metrics.items():
+        table.add_row(key, "-" if value is None else f"{value:,.4f}".rstrip("0").rstrip("."))
+    console.print(table)
+    typer.echo(json.dumps({
+        "registered_model": version.name,
+        "version": version.version,
+        "run_id": version.run_id,
+        "model_uri": version.uri,
+        "feature_version": trained.feature_version,
+        "split": trained.split.as_iso(),
+        "metrics": trained.metrics,
+    }))  # fmt: skip
+
+
+def promote_command(
+    version: Annotated[str | None, typer.Option(help="Model version (default: the latest).")] = None,
+    alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion",
+    force: Annotated[bool, typer.Option("--force", help="Promote even when the gate refuses.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Point the champion (or challenger) alias at a registered version; a champion must not lower the test AP."""
+    from pipelines.registry import connect, promote
+
+    settings = load_settings(config)
+    if version is not None and not version.isdigit():
+        raise ConfigError(f"--version: expected a version number, got {version!r}")
+    client = connect(settings.mlflow)
+    message = promote(client, settings.training.registered_model, version, alias, force)
+    typer.echo(message)
+
+
+def backtest_command(
+    history: HistoryOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Metrics JSON to write.")],
+    labels: LabelsOption = None,
+    scores_out: Annotated[
+        Path | None, typer.Option(help="Parquet of every reported row's score and decision.")
+    ] = None,
+    from_: FromOption = None,
+    until: UntilOption = None,
+    model: Annotated[
+        str | None, typer.Option(help="Batch classifier URI (default: scoring.classifier.model_uri, if set).")
+    ] = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Without the batch classifier.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Replay a history through features, models and decisions in event time; write scores and metrics."""
+    import pyarrow.parquet as pq
+
+    from pipelines.backtest import backtest
+
+    settings = load_settings(config)
+    batch_model = None if no_model else _batch_model(settings, model)
+    loaded, from_ms, until_ms = _load(settings, history, labels, from_, until)
+    features = _features(settings, loaded)
+    with _progress() as progress:
+        task = progress.add_task("scoring", total=features.table.num_rows)
+        result = backtest(settings, loaded, features, batch_model, from_ms, until_ms,
+                          on_progress=lambda done: progress.update(task, completed=done))  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.metrics, indent=1))
+    if scores_out is not None:
+        scores_out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(result.scores, scores_out, compression="zstd")
+    metrics = result.metrics
+    table = Table("metric", "value", title=f"backtest {metrics['from'][:10]} .. {metrics['until'][:10]}")
+    for key in ("rows", "ap", "roc_auc", "alert_rate", "card_precision_at_k"):
+        table.add_row(key, str(metrics.get(key)))
+    for name, recall in metrics.get("recall_by_scenario", {}).items():
+        table.add_row(f"recall {name}", f"{recall:.3f}")
+    console.print(table)
+    summary = {key: metrics.get(key) for key in ("rows", "ap", "roc_auc", "alert_rate", "card_precision_at_k",
+                                                  "recall_by_scenario", "model_versions")}  # fmt: skip
+    typer.echo(json.dumps({**summary, "out": str(out), "scores_out": str(scores_out) if scores_out else None}))
+
+
+def _batch_model(settings: Settings, uri: str | None) -> Any:
+    """The classifier to backtest with: ``uri`` (must load), else the configured one when its alias is set."""
+    from pipelines.registry import MissingModel, connect, load_batch_model, store_exists
+
+    model = _configured_model(settings, uri, connect, load_batch_model, MissingModel, store_exists)
+    if model is not None:
+        from features import FeatureRegistry
+        from models.batch import ClassifierSource
+
+        try:  # an incompatible feature layout stops here, before the replay
+            ClassifierSource(model, FeatureRegistry.from_settings(settings.features), settings.scoring)
+        except ValueError as exc:
+            raise ConfigError(f"{uri or 'scoring.classifier.model_uri'}: {exc}") from None
+    return model
+
+
+def _configured_model(settings: Settings, uri: str | None, connect: Any, load_batch_model: Any, MissingModel: Any,
+                      store_exists: Any) -> Any:  # fmt: skip
+    if uri is None:
+        uri = settings.scoring.classifier.model_uri
+        if not uri:
+            return None
+        if not store_exists(settings.mlflow):
+            console.print(f"[dim]no MLflow store at {settings.mlflow.tracking_uri}: backtesting without a classifier[/dim]")
+            return None
+        with console.status(f"loading {uri}"):
+            try:
+                return load_batch_model(connect(settings.mlflow), uri, "scoring.classifier.model_uri")
+            except MissingModel as exc:
+                console.print(f"[dim]{exc}: backtesting without a classifier[/dim]", highlight=False)
+                return None
+    with console.status(f"loading {uri}"):
+        return load_batch_model(connect(settings.mlflow), uri, "--model")
