@@ -110,6 +110,9 @@ def iso_utc(ms: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- training
+#: Known frauds the calibration slice needs at least.
+MIN_CALIBRATION_FRAUDS = 2
+
 def fit_classifier(
     values: FloatArray,
     target: BoolArray,
@@ -136,10 +139,11 @@ def fit_classifier(
             f"the fitting period has {frauds_fit} known frauds among {int(fit_rows.sum())} transactions; "
             "both classes are needed (use a longer history, more labels, or a larger training.train_fraction)"
         )
-    if frauds_calibration == 0:
+    if frauds_calibration < MIN_CALIBRATION_FRAUDS:
         raise ValueError(
-            "the calibration slice (latest training.calibration_fraction of the train period) has no known fraud; "
-            "use a longer history or a larger training.calibration_fraction"
+            f"the calibration slice (latest training.calibration_fraction of the train period) has "
+            f"{frauds_calibration} known frauds, fewer than {MIN_CALIBRATION_FRAUDS}; use a longer history "
+            "or a larger training.calibration_fraction"
         )
     columns = list(feature_names)
     booster = HistGradientBoostingClassifier(
@@ -152,7 +156,8 @@ def fit_classifier(
         random_state=settings.seed,
     )
     booster.fit(pd.DataFrame(values[fit_rows], columns=columns), target[fit_rows].astype(np.int8))
-    calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method=settings.calibration)
+    # frozen + ensemble=False: one calibrator on all the slice's predictions (the folds only split the slice)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method=settings.calibration, cv=2, ensemble=False)
     calibrated.fit(pd.DataFrame(values[calibration_rows], columns=columns), target[calibration_rows].astype(np.int8))
     return calibrated
 

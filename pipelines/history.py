@@ -135,13 +135,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _source_columns(
-    schema: pa.Schema, settings: HistorySettings, fields: tuple[str, ...], where: str
+    schema: pa.Schema, settings: HistorySettings, fields: tuple[str, ...], where: str, elsewhere: tuple[str, ...] = ()
 ) -> dict[str, str]:
-    """Our field -> the column holding it, for the fields present; unknown mapped columns are errors."""
+    """Our field -> the column holding it, for the fields present.
+
+    A mapped column the file lacks is an error, except for the ``elsewhere``
+    fields, which may live in the other file (labels beside transactions).
+    """
     found: dict[str, str] = {}
     for name in fields:
         column = settings.columns.get(name)
         if column is not None:
+            if column not in schema.names and name in elsewhere:
+                continue
             if column not in schema.names:
                 raise HistoryError(
                     f"history.columns.{name}: column {column!r} is not in {where} "
@@ -155,7 +161,7 @@ def _source_columns(
 
 def _transactions(dataset: ds.Dataset, settings: HistorySettings, where: str) -> pa.Table:
     fields = tuple(TRANSACTION_SCHEMA.names) + _TRUTH + ("label", "label_time")
-    found = _source_columns(dataset.schema, settings, fields, where)
+    found = _source_columns(dataset.schema, settings, fields, where, elsewhere=("label", "label_time"))
     for name in REQUIRED:
         if name not in found:
             raise HistoryError(
@@ -186,13 +192,18 @@ def _labels(
     beside = (path if path.is_dir() else path.parent) / "labels.parquet"
     if beside.is_file() and beside != path:
         return _label_file(beside, transactions, settings), str(beside)
+    if "label" in settings.columns:
+        raise HistoryError(
+            f"history.columns.label: column {settings.columns['label']!r} is not in {path} and there is no labels "
+            "file; fix the mapping or pass --labels FILE"
+        )
     return None, ""
 
 
 def _label_file(file: Path, transactions: pa.Table, settings: HistorySettings) -> pa.Table:
     dataset = _dataset(file, "--labels")
     fields = ("transaction_id", "account_id", "label", "label_time")
-    found = _source_columns(dataset.schema, settings, fields, str(file))
+    found = _source_columns(dataset.schema, settings, fields, str(file), elsewhere=("account_id",))
     for name in ("transaction_id", "label", "label_time"):
         if name not in found:
             raise HistoryError(
