@@ -12,6 +12,7 @@ classifier, fused. Prints one JSON line; progress goes to stderr.
 - ``recall_by_scenario``: share of the fraudulent accounts of each scenario with
   at least one alert on one of their fraudulent transactions of that scenario;
 - ``alert_rate``: share of backtest transactions alerted (review or block);
+- ``batch_ap_by_scenario``: the classifier's AP on one scenario's frauds against all genuine rows;
 - ``card_precision_at_100``: per day, the share of compromised cards among the
   100 cards with the highest score that day, averaged over the days (and per
   scenario: cards compromised by that scenario).
@@ -111,6 +112,7 @@ def main() -> None:
         "card_precision_at_100": metrics["card_precision_at_k"],
         "card_precision_at_100_by_scenario": {name: s["card_precision_at_k"] for name, s in scenarios.items()},
         "fraud_accounts_by_scenario": {name: s["accounts"] for name, s in scenarios.items()},
+        "batch_ap_by_scenario": {name: s["ap_by_source"].get("classifier") for name, s in scenarios.items()},
         "sources_ap": {name: s["ap"] for name, s in metrics["sources"].items()},
         "targets_met": {
             "batch_ap": (metrics["sources"]["classifier"]["ap"] or 0.0) >= TARGETS["batch_ap"],

@@ -201,11 +201,16 @@ def _metrics(
         for name, counts in by_account.items():
             rows = truth & (scenario == name)
             cards = card_precision_at_k_per_day(times, accounts, rows, fused, k)
+            versus_genuine = rows | ~truth  # this scenario's frauds against every genuine row
             result["scenarios"][name] = {
                 **counts,
                 "recall": round(float(counts["recall"]), 6),
                 "transactions": int(rows.sum()),
                 "transactions_alerted": int((rows & alerted).sum()),
                 "card_precision_at_k": _round(mean_of(cards)),
+                "ap_by_source": {
+                    source: _round(average_precision(rows[versus_genuine], values[reported][versus_genuine]))
+                    for source, values in {"fused": score, **per_source}.items()
+                },
             }
     return result

@@ -78,8 +78,8 @@ def train_command(
     from pipelines.train import register, train_model
 
     settings = load_settings(config)
-    client = connect(settings.mlflow)  # a bad store fails before the work
     loaded, from_ms, _ = _load(settings, history, labels, from_, until)
+    client = connect(settings.mlflow)  # a bad store fails before the feature replay
     features = _features(settings, loaded)
     with console.status("fitting and calibrating the classifier"):
         trained = train_model(settings, features, from_ms)
