@@ -119,12 +119,23 @@ class CheckpointStore:
     so an unusable URI fails at start-up with a one-line :class:`ConfigError`.
     """
 
-    def __init__(self, uri: str, keep: int = 3) -> None:
+    def __init__(self, uri: str, keep: int = 3, namespace: str | None = None) -> None:
+        """``namespace``: a sub-folder of the root holding every key (the scoring job
+        uses one per Kafka cluster, see :func:`cluster_namespace`)."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep} (stream.checkpoint_keep)")
         self.uri = uri
         self.keep = keep
         self.fs, self.root = _open_root(uri)
+        #: The other namespaces found beside this one (what another Kafka cluster left).
+        self.other_namespaces: list[str] = []
+        if namespace is not None:
+            base = self.root
+            self.root = f"{base}/{_checked('namespace', namespace)}"
+            infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            self.other_namespaces = sorted(
+                i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name != namespace
+            )
         self._rename_manifests = isinstance(self.fs, pafs.LocalFileSystem)
         #: Checkpoints passed over by load_latest, all keys, since this store was made.
         self.skipped = 0
@@ -312,6 +323,15 @@ def _open_root(uri: str) -> tuple[pafs.FileSystem, str]:
             "writable directory or bucket (check its permissions or the credentials in the environment)"
         ) from None
     return filesystem, root
+
+
+def cluster_namespace(cluster_id: str | None) -> str:
+    """The checkpoint namespace of a Kafka cluster: offsets mean something only in their cluster.
+
+    >>> cluster_namespace("MkU3OEVBNTcwNTJENDM2Qk"), cluster_namespace(None), cluster_namespace("a/b c")
+    ('cluster-MkU3OEVBNTcwNTJENDM2Qk', 'cluster-unknown', 'cluster-a_b_c')
+    """
+    return "cluster-" + (re.sub(r"[^A-Za-z0-9._-]", "_", cluster_id) if cluster_id else "unknown")
 
 
 def _checked(what: str, name: str) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from actors.checkpoint import CheckpointStore
+from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.metrics import ActorMetrics
 from actors.partition import PartitionProcessor
 from actors.terminal_stage import (
@@ -44,7 +44,7 @@ from actors.terminal_stage import (
 from configs import Settings
 from features import FeatureEngine
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
-from pipelines.kafka import make_consumer, make_producer
+from pipelines.kafka import cluster_id, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,48 @@ def _percentiles(samples: deque[float]) -> dict[str, float | None]:
     return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2), "samples": len(values)}
 
 
+class PhaseTimes:
+    """How long each phase of the loop took (ms), to name what holds scoring up.
+
+    Phases: ``poll`` (getmany, including its wait for records), ``stage``
+    (applying terminal deltas and broadcast risk), ``score`` (decode, features,
+    models, handing alerts to the producer), ``terminal`` (terminal updates
+    out), ``ack`` (waiting for the alert acknowledgements), ``commit`` and
+    ``checkpoint`` (the in-loop part: snapshot and what precedes it).
+    """
+
+    PHASES = ("poll", "stage", "score", "terminal", "ack", "commit", "checkpoint")
+
+    def __init__(self, samples: int = 20_000) -> None:
+        self.samples: dict[str, deque[float]] = {phase: deque(maxlen=samples) for phase in self.PHASES}
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Record the time since the previous mark as ``phase``; the next phase starts now."""
+        now = time.perf_counter()
+        self.samples[phase].append((now - self._mark) * 1000.0)
+        self._mark = now
+
+    def clear(self) -> None:
+        for samples in self.samples.values():
+            samples.clear()
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        """Per phase: p50, p99 and max (ms) and the number of samples."""
+        out: dict[str, dict[str, float | None]] = {}
+        for phase, samples in self.samples.items():
+            if not samples:
+                continue
+            values = np.fromiter(samples, dtype=np.float64)
+            p50, p99 = np.percentile(values, [50, 99])
+            out[phase] = {"p50": round(float(p50), 2), "p99": round(float(p99), 2),
+                          "max": round(float(values.max()), 2), "samples": len(values)}
+        return out
+
+
 def checkpoint_key(topic: str, partition: int) -> str:
     """The checkpoint store key of a partition: ``<transactions topic>-<partition>``."""
     return f"{topic}-{partition}"
@@ -88,7 +130,8 @@ class ScoringWorker:
         self.deltas_topic = topics.terminal_deltas.name
         self.risk_topic = topics.terminal_risk.name
         self.stage_count = topics.terminal_deltas.partitions
-        self.store = CheckpointStore(settings.stream.checkpoint_uri, keep=settings.stream.checkpoint_keep)
+        #: Checkpoints of this job's Kafka cluster (opened by :meth:`start`, which learns its id).
+        self.store: CheckpointStore | Any = None
         #: The broadcast terminal table every engine of this actor reads (fed by terminal.risk).
         table = FeatureEngine.terminal_risk_for(settings.features)
         table.publish_updates()
@@ -125,6 +168,7 @@ class ScoringWorker:
         #: Kafka timestamp -> the poll that returned the record (the part of the latency before scoring).
         self._fetch_delays: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self.phases = PhaseTimes()
         self.batches = 0
         self.started_at = time.time()
         #: Wall times of the first non-empty poll and of the latest offset commit (benchmarks).
@@ -154,6 +198,14 @@ class ScoringWorker:
         self.producer = make_producer(kafka, producer_settings, self.bootstrap_servers)
         await self.consumer.start()
         await self.producer.start()
+        # offsets mean something only in the cluster they came from: a checkpoint of another
+        # cluster (a new in-memory broker, a migrated topic) is never resumed from
+        stream = self.settings.stream
+        namespace = cluster_namespace(await cluster_id(kafka, self.bootstrap_servers))
+        self.store = CheckpointStore(stream.checkpoint_uri, keep=stream.checkpoint_keep, namespace=namespace)
+        if self.store.other_namespaces:
+            log.warning("checkpoints of other Kafka clusters are not used (%s); this cluster's are in %s/%s",
+                        ", ".join(self.store.other_namespaces), stream.checkpoint_uri, namespace)
 
     def run_in_background(self) -> None:
         """Start the poll loop as a task (idempotent)."""
@@ -262,6 +314,8 @@ class ScoringWorker:
                 await asyncio.sleep(self.settings.stream.max_batch_wait_ms / 1000)
                 return 0
             stream = self.settings.stream
+            phases = self.phases
+            phases.start()
             try:
                 polled = await self.consumer.getmany(timeout_ms=stream.max_batch_wait_ms, max_records=stream.max_batch_records)
             except OffsetOutOfRangeError as exc:
@@ -272,9 +326,11 @@ class ScoringWorker:
                 # the log ends before a checkpoint's offset: the topic was recreated or truncated
                 await self._reset_out_of_range(beyond)
                 return 0
+            phases.lap("poll")
             if not polled:
                 self._sample_rate()
                 await self._checkpoint_if_due()
+                phases.lap("checkpoint")
                 return 0
             polled_ms = time.time() * 1000.0
             if self.first_poll_wall is None:
@@ -297,6 +353,7 @@ class ScoringWorker:
                         stage.apply(decode_delta_batch(record.value))
                     self.stage_offsets[tp.partition] = records[-1].offset + 1
                     self._stage_unsaved.add(tp.partition)
+            phases.lap("stage")
             for tp, records in polled.items():
                 processor = self.processors.get(tp.partition)
                 if processor is None or not records or tp.topic not in (self.tx_topic, self.label_topic):
@@ -317,9 +374,12 @@ class ScoringWorker:
                 for value in output.dead_letters:
                     sends.append(await producer.send(self.dlq_topic, value))
                 self._pause_or_resume_labels(tp.partition, processor)
+            phases.lap("score")
             sends += await self._publish_terminal_updates()
+            phases.lap("terminal")
             if sends:
                 await asyncio.gather(*sends)
+            phases.lap("ack")
             acked_ms = time.time() * 1000.0
             for tp, records in polled.items():
                 if tp.topic == self.tx_topic and tp.partition in self.processors:
@@ -329,8 +389,11 @@ class ScoringWorker:
                 self.metrics.batch_latency_ms.observe(acked_ms - oldest_ingest_ms, tags={"actor": self.name})
             self.batches += 1
             self._sample_rate()
+            phases.start()
             await self._commit(touched)
+            phases.lap("commit")
             await self._checkpoint_if_due()
+            phases.lap("checkpoint")
             return scored
 
     async def _checkpoint_if_due(self) -> None:
@@ -543,6 +606,7 @@ class ScoringWorker:
     def reset_latency(self) -> None:
         self._latencies.clear()
         self._fetch_delays.clear()
+        self.phases.clear()
 
     def latency_samples(self) -> list[float]:
         return list(self._latencies)
@@ -592,6 +656,7 @@ class ScoringWorker:
             "batches": self.batches,
             "latency_ms": self.latency_ms(),
             "fetch_delay_ms": _percentiles(self._fetch_delays),
+            "phase_ms": self.phases.summary(),
             "running": self.running,
             "error": self.error,
             "uptime_s": round(now - self.started_at, 1),

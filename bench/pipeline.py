@@ -173,6 +173,13 @@ def main() -> None:
         p50, p95, p99 = (round(float(v), 2) for v in np.percentile(samples, [50, 95, 99])) if samples.size else (None,) * 3
 
         fetch_delays = [a.get("fetch_delay_ms") for a in status["actors"]]
+        # where the loop's time went in the steady phase: per phase, the worst actor's p99 and max
+        phase_ms: dict[str, dict[str, float]] = {}
+        for actor in status["actors"]:
+            for phase, figures in (actor.get("phase_ms") or {}).items():
+                worst = phase_ms.setdefault(phase, {"p99": 0.0, "max": 0.0})
+                worst["p99"] = max(worst["p99"], figures["p99"] or 0.0)
+                worst["max"] = max(worst["max"], figures["max"] or 0.0)
         final = job.drain()
         alerts = sum(p.get("alerts", 0) for a in final["actors"] for p in a.get("partitions", {}).values())
 
@@ -184,6 +191,7 @@ def main() -> None:
         "p99_ms": p99,
         "latency_samples": int(samples.size),
         "fetch_delay_ms": fetch_delays,
+        "phase_ms": phase_ms,
         "raw_decode_per_s": round(n / raw_s),
         "reference_loop_per_s": round(n / reference_s),
         "ratio_to_reference_loop": round((n / pipeline_s) / (n / reference_s), 3),

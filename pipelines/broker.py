@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -84,8 +85,9 @@ class EmbeddedBroker:
         fd, log_name = tempfile.mkstemp(prefix="fraudstream-broker-", suffix=".log")
         self.log_path = Path(log_name)
         self.process = subprocess.Popen(
+            # in memory: every start is a new, empty cluster, and says so with a new id
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", "--cluster-id", f"fraudstream-{uuid.uuid4().hex[:16]}"],
             stdout=fd,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -95,6 +95,17 @@ async def wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None =
     )
 
 
+async def cluster_id(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> str | None:
+    """The Kafka cluster's id from its metadata (None when the broker reports none)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+    try:
+        await admin.start()
+        found = (await admin.describe_cluster()).get("cluster_id")
+        return str(found) if found else None
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     kafka: KafkaSettings, bootstrap_servers: str | None = None, topics: list[TopicSettings] | None = None
 ) -> dict[str, int]:

@@ -357,3 +357,14 @@ except OSError as exc:
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert out.split() == ["PermissionError", "0"]
+
+
+def test_namespaces_keep_clusters_apart(tmp_path) -> None:
+    first = CheckpointStore(str(tmp_path), namespace="cluster-a")
+    first.save("transactions-0", {"state": b"a"}, {"next_offset": 5})
+    second = CheckpointStore(str(tmp_path), namespace="cluster-b")
+    assert second.load_latest("transactions-0") is None
+    assert second.other_namespaces == ["cluster-a"]
+    assert CheckpointStore(str(tmp_path), namespace="cluster-a").load_latest("transactions-0").meta == {"next_offset": 5}
+    with pytest.raises(ValueError, match="namespace"):
+        CheckpointStore(str(tmp_path), namespace="../escape")

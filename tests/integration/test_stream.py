@@ -17,14 +17,14 @@ import pytest
 import ray
 from aiokafka import TopicPartition
 
-from actors.checkpoint import CheckpointStore
+from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.partition import PartitionProcessor
 from actors.terminal_stage import BroadcastRisk
 from actors.worker import checkpoint_key
 from configs import Settings
 from contracts.records import decode_alert, decode_dead_letter
 from features import FeatureEngine
-from pipelines.kafka import make_consumer, make_producer
+from pipelines.kafka import cluster_id, make_consumer, make_producer
 from pipelines.produce import produce_history
 from pipelines.stream import StreamJob
 from pipelines.synthetic import generate
@@ -168,6 +168,10 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     assert totals["scored"] == report.transactions
     assert totals["dead_letters"] == 0
     assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
+    for actor in status["actors"]:  # where each loop's time went, phase by phase
+        score = actor["phase_ms"]["score"]
+        assert score["samples"] > 0 and 0.0 <= score["p50"] <= score["max"]
+        assert {"poll", "ack", "commit", "checkpoint"} <= set(actor["phase_ms"])
 
     alerts = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
     assert len(alerts) == totals["alerts"] > 0
@@ -323,10 +327,44 @@ def test_partial_checkpoint_is_never_loaded(stream_settings, kafka_broker, histo
     partitions = status["partitions"].values()
     assert sum(p["next_offset"] for p in partitions) == table.num_rows
     assert _digests(job) == _reference_digests(settings, kafka_broker)
-    store = CheckpointStore(settings.stream.checkpoint_uri)
+    store = _store(settings, kafka_broker)
     for partition in range(4):
         latest = store.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
         assert latest is not None and latest.meta["next_offset"] <= table.num_rows
+
+
+def _store(settings: Settings, bootstrap: str, namespace: str | None = None) -> CheckpointStore:
+    """The checkpoint store the scoring actors use with this broker (or another namespace)."""
+    if namespace is None:
+        namespace = cluster_namespace(asyncio.run(cluster_id(settings.kafka, bootstrap)))
+    return CheckpointStore(settings.stream.checkpoint_uri, namespace=namespace)
+
+
+def test_checkpoints_of_another_kafka_cluster_are_not_resumed(
+    stream_settings, kafka_broker, history, job_factory
+) -> None:
+    settings = stream_settings()
+    table = history.transactions.slice(0, 1_000)
+    _produce(settings, kafka_broker, table, None)
+    job = job_factory(settings, actors=1)
+    _wait_scored(job, table.num_rows)
+    job.drain()
+    # the same topics on another cluster (e.g. a new in-memory broker): their checkpoints are
+    # under that cluster's namespace, and their offsets mean nothing here
+    fresh = msgspec.structs.replace(stream_settings(), stream=settings.stream)
+    here, elsewhere = _store(settings, kafka_broker), _store(settings, kafka_broker, "cluster-elsewhere")
+    for partition in range(4):
+        old = here.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
+        assert old is not None
+        elsewhere.save(checkpoint_key(fresh.kafka.topics.transactions.name, partition), old.blobs,
+                       {**old.meta, "transactions_topic": fresh.kafka.topics.transactions.name})
+    small = history.transactions.slice(1_000, 300)
+    _produce(fresh, kafka_broker, small, None)
+    second = job_factory(fresh, actors=1)
+    status = _wait_scored(second, small.num_rows)
+    assert status["totals"]["scored"] == small.num_rows  # a fresh start: no state, no counters carried over
+    assert status["totals"]["offset_gaps"] == 0
+    assert all(p["restored_from"] is None for p in status["partitions"].values())
 
 
 def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap(
@@ -341,7 +379,7 @@ def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap
     # the topic is "recreated": same name, empty log, while the checkpoints remember old offsets
     fresh = stream_settings()
     fresh = msgspec.structs.replace(fresh, stream=settings.stream)
-    store = CheckpointStore(settings.stream.checkpoint_uri)
+    store = _store(settings, kafka_broker)
     for partition in range(4):
         old = store.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
         assert old is not None
