@@ -163,35 +163,37 @@ def backtest_command(
 
 
 def _batch_model(settings: Settings, uri: str | None) -> Any:
-    """The classifier to backtest with: ``uri`` (must load), else the configured one when its alias is set."""
-    from pipelines.registry import MissingModel, connect, load_batch_model, store_exists
+    """The classifier to backtest with: ``uri`` (must load), else the configured one when its alias is set.
 
-    model = _configured_model(settings, uri, connect, load_batch_model, MissingModel, store_exists)
+    A model trained on another feature layout stops here, before the replay.
+    """
+    from features import FeatureRegistry
+    from models.batch import ClassifierSource
+
+    model = _registered_model(settings, uri)
     if model is not None:
-        from features import FeatureRegistry
-        from models.batch import ClassifierSource
-
-        try:  # an incompatible feature layout stops here, before the replay
+        try:
             ClassifierSource(model, FeatureRegistry.from_settings(settings.features), settings.scoring)
         except ValueError as exc:
             raise ConfigError(f"{uri or 'scoring.classifier.model_uri'}: {exc}") from None
     return model
 
 
-def _configured_model(settings: Settings, uri: str | None, connect: Any, load_batch_model: Any, MissingModel: Any,
-                      store_exists: Any) -> Any:  # fmt: skip
-    if uri is None:
-        uri = settings.scoring.classifier.model_uri
-        if not uri:
-            return None
-        if not store_exists(settings.mlflow):
-            console.print(f"[dim]no MLflow store at {settings.mlflow.tracking_uri}: backtesting without a classifier[/dim]")
-            return None
+def _registered_model(settings: Settings, uri: str | None) -> Any:
+    from pipelines.registry import MissingModel, connect, load_batch_model, store_exists
+
+    if uri is not None:
         with console.status(f"loading {uri}"):
-            try:
-                return load_batch_model(connect(settings.mlflow), uri, "scoring.classifier.model_uri")
-            except MissingModel as exc:
-                console.print(f"[dim]{exc}: backtesting without a classifier[/dim]", highlight=False)
-                return None
+            return load_batch_model(connect(settings.mlflow), uri, "--model")
+    uri = settings.scoring.classifier.model_uri
+    if not uri:
+        return None
+    if not store_exists(settings.mlflow):
+        console.print(f"[dim]no MLflow store at {settings.mlflow.tracking_uri}: backtesting without a classifier[/dim]")
+        return None
     with console.status(f"loading {uri}"):
-        return load_batch_model(connect(settings.mlflow), uri, "--model")
+        try:
+            return load_batch_model(connect(settings.mlflow), uri, "scoring.classifier.model_uri")
+        except MissingModel as exc:
+            console.print(f"[dim]{exc}: backtesting without a classifier[/dim]", highlight=False)
+            return None
