@@ -16,7 +16,7 @@ import re
 import zlib
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).resolve().parent
 NATIVE_MODULES = ("windows", "stats", "geo", "novelty", "terminal", "engine")
@@ -68,4 +68,21 @@ def native_extensions() -> list[object]:
     return extensions
 
 
-setup(ext_modules=native_extensions())
+def c_window_extension() -> list[Extension]:
+    """features/_cwindow.c, the C twin of features/windows.py's EventWindow (optional: see features/cwindow.py)."""
+    if os.environ.get("FRAUDSTREAM_PURE_PYTHON"):
+        return []
+    source = ROOT / "features" / "_cwindow.c"
+    crc = zlib.crc32(source.read_bytes())
+    return [
+        Extension(
+            "features._cwindow",
+            [str(source.relative_to(ROOT))],
+            define_macros=[("SOURCE_CRC32", f"{crc}UL")],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ]
+
+
+setup(ext_modules=[*native_extensions(), *c_window_extension()])

@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 from types import ModuleType
 
+from features.cwindow import CEventWindow
+
 _MODULES = ("windows", "stats", "geo", "novelty", "terminal", "engine")
 
 
@@ -57,7 +59,8 @@ _compiled = _compiled_modules()
 COMPILED = _compiled is not None
 _selected = _compiled if _compiled is not None else _pure_modules()
 
-EventWindow = _selected["windows"].EventWindow
+#: The window engines create (features/cwindow.py): the C twin when built, else the kernel's.
+EventWindow = CEventWindow or _selected["windows"].EventWindow
 RunningStats = _selected["stats"].RunningStats
 LocationTrail = _selected["geo"].LocationTrail
 NoveltyFilter = _selected["novelty"].NoveltyFilter

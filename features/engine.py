@@ -36,12 +36,14 @@ True
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from configs import FeatureSettings
 from contracts import Label, Transaction
 from features.batch import EngineStats, FeatureBatch
+from features.cwindow import CEventWindow
 from features.geo import LocationTrail, haversine_km
 from features.novelty import NoveltyFilter, RecentDistinct, key_hashes
 from features.registry import FeatureRegistry
@@ -70,14 +72,15 @@ class AccountState:
 
     def __init__(
         self,
-        window: EventWindow,
+        window: Any,
         stats: RunningStats,
         trail: LocationTrail,
         seen: NoveltyFilter,
         recent: RecentDistinct,
         last_seen_ms: int,
     ) -> None:
-        self.window = window
+        #: An EventWindow: the C twin when built (features/cwindow.py), else windows.py's.
+        self.window: Any = window
         self.stats = stats
         self.trail = trail
         self.seen = seen
@@ -88,8 +91,12 @@ class AccountState:
 class FeatureEngine:
     """Feature state of one partition (or of a whole offline replay) and the computation."""
 
-    def __init__(self, settings: FeatureSettings, terminal_risk: TerminalRisk | None = None) -> None:
+    def __init__(
+        self, settings: FeatureSettings, terminal_risk: TerminalRisk | None = None, window_class: Any = None
+    ) -> None:
         self.settings = settings
+        #: The EventWindow implementation of new accounts (same results either way).
+        self.window_class: Any = window_class or CEventWindow or EventWindow
         self.registry = FeatureRegistry.from_settings(settings)
         self.windows_ms: tuple[int, ...] = tuple(int(s) * 1000 for s in settings.windows_s)
         self.max_window_ms: int = self.windows_ms[-1]
@@ -128,7 +135,7 @@ class FeatureEngine:
     def _new_account(self, event_time_ms: int) -> AccountState:
         s = self.settings
         return AccountState(
-            EventWindow(),
+            self.window_class(),
             RunningStats(s.ewma_alpha),
             LocationTrail(s.location_trail),
             NoveltyFilter(s.novelty_bits),
@@ -161,9 +168,11 @@ class FeatureEngine:
         # horizon counts, so results never depend on when expiry ran
         watermark = self.max_event_time_ms - self.lateness_ms
         horizon = watermark - self.max_window_ms
+        end: int
+        previous: int | None
         if late:
             end = window.end_index(t)
-            previous = window.times[end - 1] if end else None
+            previous = window.previous_time(end + 1)  # the last event at or before t
         else:
             end = window.insert(t, amount)
             previous = window.previous_time(end)

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from configs import FeatureSettings
@@ -77,13 +78,29 @@ TERMINAL_FRAUDS_SCHEMA = pa.schema(
 )
 
 
+def _window_columns(states: list[AccountState]) -> tuple[pa.Array, pa.Array]:
+    """(times, amounts) list columns; the C window hands over its arrays as they are."""
+    windows = [s.window for s in states]
+    if not windows or not hasattr(windows[0], "times_bytes"):
+        return (pa.array([w.times for w in windows], pa.list_(pa.int64())),
+                pa.array([w.amounts for w in windows], pa.list_(pa.float64())))
+    offsets = np.zeros(len(windows) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter((len(w) for w in windows), dtype=np.int32, count=len(windows)), out=offsets[1:])
+    offsets_array = pa.array(offsets)
+    times = np.frombuffer(b"".join([w.times_bytes() for w in windows]), dtype=np.int64)
+    amounts = np.frombuffer(b"".join([w.amounts_bytes() for w in windows]), dtype=np.float64)
+    return (pa.ListArray.from_arrays(offsets_array, pa.array(times)),
+            pa.ListArray.from_arrays(offsets_array, pa.array(amounts)))
+
+
 def accounts_to_batch(accounts: dict[str, AccountState]) -> pa.RecordBatch:
     """One row per account (column order of ACCOUNT_STATE_SCHEMA)."""
     states = list(accounts.values())
+    times, amounts = _window_columns(states)
     columns = [
         list(accounts),
-        [s.window.times for s in states],
-        [s.window.amounts for s in states],
+        times,
+        amounts,
         [s.stats.n for s in states],
         [s.stats.mean for s in states],
         [s.stats.m2 for s in states],
@@ -98,7 +115,8 @@ def accounts_to_batch(accounts: dict[str, AccountState]) -> pa.RecordBatch:
         [s.last_seen_ms for s in states],
     ]
     return pa.RecordBatch.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, ACCOUNT_STATE_SCHEMA, strict=True)],
+        [c if isinstance(c, pa.Array) else pa.array(c, type=f.type)
+         for c, f in zip(columns, ACCOUNT_STATE_SCHEMA, strict=True)],
         schema=ACCOUNT_STATE_SCHEMA,
     )
 

@@ -1,14 +1,33 @@
-"""EventWindow (pure and compiled) against a brute-force list of events: insertion in any order, aggregates,
-expiry in chunks, dropping the oldest, and rebuilding from a checkpoint."""
+"""EventWindow (pure, compiled, and its C twin) against a brute-force list of events: insertion in any
+order, aggregates, expiry in chunks, dropping the oldest, and rebuilding from a checkpoint; and the C twin
+against the Python definition, bit for bit."""
 
 from __future__ import annotations
 
 import math
 from itertools import accumulate
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from features import windows as python_windows
+from features.cwindow import CEventWindow
+
+from .conftest import IMPLEMENTATIONS
+
+#: Every EventWindow there is: the kernel's (pure, compiled) and the C twin when built.
+WINDOWS = {name: kernel for name, kernel in IMPLEMENTATIONS.items()}
+if CEventWindow is not None:
+    WINDOWS["c"] = SimpleNamespace(name="c", windows=SimpleNamespace(EventWindow=CEventWindow))
+
+
+@pytest.fixture(scope="module", params=sorted(WINDOWS))
+def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
+    """Here ``impl.windows.EventWindow`` is each window implementation in turn."""
+    return WINDOWS[request.param]
 
 
 EPS = 2.0**-52
@@ -160,3 +179,42 @@ def test_rebuilt_window_computes_exactly_what_the_original_does(impl, events, dr
 def test_drop_oldest_returns_the_number_actually_dropped(impl) -> None:
     window = impl.windows.EventWindow([1, 2, 3], [1.0, 1.0, 1.0])
     assert window.drop_oldest(10) == 3  # actual: 10
+
+
+@pytest.mark.skipif(CEventWindow is None, reason="the C window is not built here")
+@given(st.lists(_operation, max_size=80), st.lists(st.integers(1, 50_000), min_size=1, max_size=6, unique=True))
+@settings(max_examples=200, deadline=None)
+def test_c_window_is_the_python_window_bit_for_bit(operations, windows) -> None:
+    windows = tuple(sorted(windows))
+    python, c = python_windows.EventWindow(), CEventWindow()
+    for operation in operations:
+        if operation[0] == "insert":
+            _, t, amount = operation
+            end = python.insert(t, amount)
+            assert c.insert(t, amount) == end
+            left: list[float] = []
+            right: list[float] = []
+            floor = t - 40_000
+            python.aggregates_into(t, windows, end, left, floor)
+            c.aggregates_into(t, windows, end, right, floor)
+            assert left == right  # the same doubles, not merely close
+            assert c.previous_time(end) == python.previous_time(end)
+            assert c.previous_time(end + 1) == python.previous_time(end + 1)
+        elif operation[0] == "expire":
+            _, through, min_chunk = operation
+            assert c.expire(through, min_chunk) == python.expire(through, min_chunk)
+        else:
+            assert c.drop_oldest(operation[1]) == python.drop_oldest(operation[1])
+        assert (c.times, c.amounts, c.prefix, c.starts) == (python.times, python.amounts, python.prefix, python.starts)
+        assert c.times_bytes() == b"".join(t.to_bytes(8, "little", signed=True) for t in python.times)
+
+
+@pytest.mark.skipif(CEventWindow is None, reason="the C window is not built here")
+def test_c_window_rejects_bad_arguments_with_the_name_of_the_field() -> None:
+    window = CEventWindow()
+    with pytest.raises(TypeError, match="event_time_ms"):
+        window.insert("soon", 1.0)
+    with pytest.raises(ValueError, match="2 times but 1 amounts"):
+        CEventWindow([1, 2], [1.0])
+    with pytest.raises(IndexError, match="end 5"):
+        window.aggregates_into(0, (10,), 5, [])
