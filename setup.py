@@ -69,14 +69,14 @@ def native_extensions() -> list[object]:
 
 
 def c_window_extension() -> list[Extension]:
-    """features/_cwindow.c, the C twin of features/windows.py's EventWindow (optional: see features/cwindow.py)."""
+    """features/_ckernel.c, the C twin of features/windows.py's EventWindow (optional: see features/ckernel.py)."""
     if os.environ.get("FRAUDSTREAM_PURE_PYTHON"):
         return []
-    source = ROOT / "features" / "_cwindow.c"
+    source = ROOT / "features" / "_ckernel.c"
     crc = zlib.crc32(source.read_bytes())
     return [
         Extension(
-            "features._cwindow",
+            "features._ckernel",
             [str(source.relative_to(ROOT))],
             define_macros=[("SOURCE_CRC32", f"{crc}UL")],
             extra_compile_args=["-O2"],

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from types import ModuleType
 
-from features.cwindow import CEventWindow
+from features.ckernel import CEventWindow, CRecentDistinct
 
 _MODULES = ("windows", "stats", "geo", "novelty", "terminal", "engine")
 
@@ -59,12 +59,12 @@ _compiled = _compiled_modules()
 COMPILED = _compiled is not None
 _selected = _compiled if _compiled is not None else _pure_modules()
 
-#: The window engines create (features/cwindow.py): the C twin when built, else the kernel's.
-EventWindow = CEventWindow or _selected["windows"].EventWindow
+#: The window engines create (features/ckernel.py): the C twin when built, else the kernel's.
+EventWindow = CEventWindow if CRecentDistinct is not None else _selected["windows"].EventWindow
 RunningStats = _selected["stats"].RunningStats
 LocationTrail = _selected["geo"].LocationTrail
 NoveltyFilter = _selected["novelty"].NoveltyFilter
-RecentDistinct = _selected["novelty"].RecentDistinct
+RecentDistinct = CRecentDistinct if CEventWindow is not None else _selected["novelty"].RecentDistinct
 TerminalRisk = _selected["terminal"].TerminalRisk
 PendingLabels = _selected["terminal"].PendingLabels
 AccountState = _selected["engine"].AccountState

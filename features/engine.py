@@ -43,7 +43,7 @@ import numpy as np
 from configs import FeatureSettings
 from contracts import Label, Transaction
 from features.batch import EngineStats, FeatureBatch
-from features.cwindow import CEventWindow
+from features.ckernel import CEventWindow, CRecentDistinct
 from features.geo import LocationTrail, haversine_km
 from features.novelty import NoveltyFilter, RecentDistinct, key_hashes
 from features.registry import FeatureRegistry
@@ -76,15 +76,16 @@ class AccountState:
         stats: RunningStats,
         trail: LocationTrail,
         seen: NoveltyFilter,
-        recent: RecentDistinct,
+        recent: Any,
         last_seen_ms: int,
     ) -> None:
-        #: An EventWindow: the C twin when built (features/cwindow.py), else windows.py's.
+        #: An EventWindow: the C twin when built (features/ckernel.py), else windows.py's.
         self.window: Any = window
         self.stats = stats
         self.trail = trail
         self.seen = seen
-        self.recent = recent
+        #: A RecentDistinct: the C twin when built (features/ckernel.py), else novelty.py's.
+        self.recent: Any = recent
         self.last_seen_ms = last_seen_ms
 
 
@@ -92,11 +93,14 @@ class FeatureEngine:
     """Feature state of one partition (or of a whole offline replay) and the computation."""
 
     def __init__(
-        self, settings: FeatureSettings, terminal_risk: TerminalRisk | None = None, window_class: Any = None
+        self, settings: FeatureSettings, terminal_risk: TerminalRisk | None = None, c_twins: bool = True
     ) -> None:
         self.settings = settings
-        #: The EventWindow implementation of new accounts (same results either way).
-        self.window_class: Any = window_class or CEventWindow or EventWindow
+        #: The containers of new accounts: the C twins when built and ``c_twins``, else this
+        #: kernel's own classes (same results either way; see features/ckernel.py).
+        use_c = c_twins and CEventWindow is not None and CRecentDistinct is not None
+        self.window_class: Any = CEventWindow if use_c else EventWindow
+        self.recent_class: Any = CRecentDistinct if use_c else RecentDistinct
         self.registry = FeatureRegistry.from_settings(settings)
         self.windows_ms: tuple[int, ...] = tuple(int(s) * 1000 for s in settings.windows_s)
         self.max_window_ms: int = self.windows_ms[-1]
@@ -139,7 +143,7 @@ class FeatureEngine:
             RunningStats(s.ewma_alpha),
             LocationTrail(s.location_trail),
             NoveltyFilter(s.novelty_bits),
-            RecentDistinct(),
+            self.recent_class(),
             event_time_ms,
         )
 
@@ -280,9 +284,7 @@ class FeatureEngine:
             window.expire(horizon)
             if len(window) > self.max_events_per_account:
                 self.stats.truncated_events += window.drop_oldest(len(window) - self.max_events_per_account)
-            recent_times = recent.times
-            if len(recent_times) > 4 and recent_times[0] <= watermark - _DISTINCT_WINDOW_MS:
-                recent.expire(watermark - _DISTINCT_WINDOW_MS)
+            recent.trim(watermark - _DISTINCT_WINDOW_MS)
         # a late transaction was not counted at its terminal, so its fraud must not be either
         self.pending.add(tx.transaction_id, None if late else terminal, t)
         return out, late

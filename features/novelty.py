@@ -135,6 +135,13 @@ class RecentDistinct:
             distinct_countries += new_country
         return distinct_merchants, distinct_countries
 
+    def trim(self, through: int, keep: int = 4) -> None:
+        """:meth:`expire` once more than ``keep`` entries are held and the oldest is at or before ``through``
+        (expiry in small batches, not an empty-handed call per event)."""
+        times = self.times
+        if len(times) > keep and times[0] <= through:
+            self.expire(through)
+
     def expire(self, through: int) -> None:
         """Forget the leading events at or before ``through``.
 

@@ -78,25 +78,31 @@ TERMINAL_FRAUDS_SCHEMA = pa.schema(
 )
 
 
-def _window_columns(states: list[AccountState]) -> tuple[pa.Array, pa.Array]:
-    """(times, amounts) list columns; the C window hands over its arrays as they are."""
-    windows = [s.window for s in states]
-    if not windows or not hasattr(windows[0], "times_bytes"):
-        return (pa.array([w.times for w in windows], pa.list_(pa.int64())),
-                pa.array([w.amounts for w in windows], pa.list_(pa.float64())))
-    offsets = np.zeros(len(windows) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter((len(w) for w in windows), dtype=np.int32, count=len(windows)), out=offsets[1:])
+def _list_columns(containers: list[Any], fields: tuple[tuple[str, Any, pa.DataType], ...]) -> list[pa.Array]:
+    """List columns, one per (attribute, numpy dtype, Arrow type): the C twins hand over their arrays
+    as they are (``<attribute>_bytes()``), the Python classes their lists."""
+    if not containers or not hasattr(containers[0], fields[0][0] + "_bytes"):
+        return [pa.array([getattr(c, name) for c in containers], pa.list_(arrow)) for name, _, arrow in fields]
+    offsets = np.zeros(len(containers) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter((len(c) for c in containers), dtype=np.int32, count=len(containers)), out=offsets[1:])
     offsets_array = pa.array(offsets)
-    times = np.frombuffer(b"".join([w.times_bytes() for w in windows]), dtype=np.int64)
-    amounts = np.frombuffer(b"".join([w.amounts_bytes() for w in windows]), dtype=np.float64)
-    return (pa.ListArray.from_arrays(offsets_array, pa.array(times)),
-            pa.ListArray.from_arrays(offsets_array, pa.array(amounts)))
+    columns = []
+    for name, dtype, arrow in fields:
+        values = np.frombuffer(b"".join([getattr(c, name + "_bytes")() for c in containers]), dtype=dtype)
+        columns.append(pa.ListArray.from_arrays(offsets_array, pa.array(values, arrow)))
+    return columns
+
+
+_WINDOW_FIELDS = (("times", np.int64, pa.int64()), ("amounts", np.float64, pa.float64()))
+_RECENT_FIELDS = (("times", np.int64, pa.int64()), ("merchants", np.uint32, pa.uint32()),
+                  ("countries", np.uint32, pa.uint32()))
 
 
 def accounts_to_batch(accounts: dict[str, AccountState]) -> pa.RecordBatch:
     """One row per account (column order of ACCOUNT_STATE_SCHEMA)."""
     states = list(accounts.values())
-    times, amounts = _window_columns(states)
+    times, amounts = _list_columns([s.window for s in states], _WINDOW_FIELDS)
+    recent_times, recent_merchants, recent_countries = _list_columns([s.recent for s in states], _RECENT_FIELDS)
     columns = [
         list(accounts),
         times,
@@ -109,9 +115,9 @@ def accounts_to_batch(accounts: dict[str, AccountState]) -> pa.RecordBatch:
         [s.trail.lats for s in states],
         [s.trail.lons for s in states],
         [bytes(s.seen.bits) for s in states],
-        [s.recent.times for s in states],
-        [s.recent.merchants for s in states],
-        [s.recent.countries for s in states],
+        recent_times,
+        recent_merchants,
+        recent_countries,
         [s.last_seen_ms for s in states],
     ]
     return pa.RecordBatch.from_arrays(

@@ -14,8 +14,7 @@ from contracts import Transaction
 from contracts.arrow import table_to_records
 from features import _impl
 from features import engine as pure_engine
-from features import windows as pure_windows
-from features.cwindow import CEventWindow
+from features.ckernel import CEventWindow, CRecentDistinct
 from features.offline import history_transactions
 from pipelines.synthetic import generate
 
@@ -24,7 +23,8 @@ def test_ci_runs_the_compiled_kernel() -> None:
     if os.environ.get("CI") != "true" or os.environ.get("FRAUDSTREAM_PURE_PYTHON"):
         pytest.skip("only enforced in CI, where the install compiles the kernel")
     assert features.COMPILED, "pip install did not build the mypyc kernel (see setup.py output)"
-    assert CEventWindow is not None, "pip install did not build features/_cwindow.c (see setup.py output)"
+    assert CEventWindow is not None and CRecentDistinct is not None, \
+        "pip install did not build features/_ckernel.c (see setup.py output)"
 
 
 @pytest.mark.skipif(not _impl.COMPILED, reason="compiled kernel not built here (pure Python only)")
@@ -36,7 +36,7 @@ def test_compiled_and_pure_give_identical_vectors() -> None:
     transactions = table_to_records(history_transactions(history.transactions, "delivery"), Transaction)
     feature_settings = FeatureSettings(allowed_lateness_s=60)
     compiled = _impl.FeatureEngine(feature_settings)
-    pure = pure_engine.FeatureEngine(feature_settings, window_class=pure_windows.EventWindow)  # all Python
+    pure = pure_engine.FeatureEngine(feature_settings, c_twins=False)  # all Python
     assert type(compiled) is not type(pure)
     late_seen = 0
     for tx in transactions:

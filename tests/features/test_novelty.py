@@ -14,6 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import FeatureSettings
+from features import novelty
+from features.ckernel import CRecentDistinct
+
+from .conftest import IMPLEMENTATIONS
 
 T0 = 1_767_225_600_000
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -81,6 +85,16 @@ def test_hashes_are_the_same_in_every_process(impl) -> None:
 
 
 # --------------------------------------------------------------------------- RecentDistinct
+#: Every RecentDistinct there is: the kernel's (pure, compiled) and the C twin when built.
+RECENT_CLASSES = {name: kernel.novelty.RecentDistinct for name, kernel in IMPLEMENTATIONS.items()}
+if CRecentDistinct is not None:
+    RECENT_CLASSES["c"] = CRecentDistinct
+
+
+@pytest.fixture(scope="module", params=sorted(RECENT_CLASSES))
+def recent_class(request: pytest.FixtureRequest) -> type:
+    return RECENT_CLASSES[request.param]
+
 
 
 @given(
@@ -90,8 +104,8 @@ def test_hashes_are_the_same_in_every_process(impl) -> None:
     st.integers(-1, 100),
 )
 @settings(max_examples=200, deadline=None)
-def test_recent_distinct_equals_brute_force(impl, events, t, window, through) -> None:
-    recent = impl.novelty.RecentDistinct()
+def test_recent_distinct_equals_brute_force(recent_class, events, t, window, through) -> None:
+    recent = recent_class()
     for time, merchant, country in events:
         recent.add(time, merchant, country)
     recent.expire(through)
@@ -183,3 +197,32 @@ def test_recent_distinct_state_is_bounded_like_the_window(impl, tx) -> None:
     account = engine.accounts["A1"]
     assert len(account.window) == 5
     assert len(account.recent.times) <= 5  # actual: 100
+
+
+_recent_operation = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 100), st.integers(0, 40), st.integers(0, 5)),
+    st.tuples(st.just("add"), st.integers(0, 100), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("expire"), st.integers(-1, 100), st.just(0), st.just(0)),
+    st.tuples(st.just("trim"), st.integers(-1, 100), st.integers(0, 6), st.just(0)),
+)
+
+
+@pytest.mark.skipif(CRecentDistinct is None, reason="the C twin is not built here")
+@given(st.lists(_recent_operation, max_size=150), st.integers(5, 200))
+@settings(max_examples=200, deadline=None)
+def test_c_recent_distinct_is_the_python_one(operations, max_entries) -> None:
+    python, c = novelty.RecentDistinct(), CRecentDistinct()
+    for kind, a, b, d in operations:
+        if kind == "add":
+            python.add(a, b, d, max_entries)
+            c.add(a, b, d, max_entries)
+        elif kind == "expire":
+            python.expire(a)
+            c.expire(a)
+        else:
+            python.trim(a, b)
+            c.trim(a, b)
+        assert (c.times, c.merchants, c.countries) == (python.times, python.merchants, python.countries)
+        for t, window, floor in ((a, 30, -(2**62)), (a, 200, a - 50), (100, 101, -1)):  # sizes past 64: qsort path
+            assert c.distinct(t, window, floor) == python.distinct(t, window, floor)
+    assert len(c) == len(python.times)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import windows as python_windows
-from features.cwindow import CEventWindow
+from features.ckernel import CEventWindow
 
 from .conftest import IMPLEMENTATIONS
 

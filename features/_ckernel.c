@@ -1,4 +1,5 @@
-/* The C twin of features/windows.py's EventWindow (same methods, same results, bit for bit).
+/* C twins of features/windows.py's EventWindow and features/novelty.py's RecentDistinct
+ * (same methods, same results, bit for bit).
  *
  * features/windows.py is the definition; this file keeps one entity's events in
  * contiguous int64/double arrays instead of Python lists of boxed numbers, which
@@ -9,7 +10,7 @@
  * give identical doubles (tests/features/test_windows.py runs both against a
  * brute force and against each other).
  *
- * Built by setup.py as an optional extension; features/cwindow.py uses it only
+ * Built by setup.py as an optional extension; features/ckernel.py uses it only
  * when it was built from this very source (SOURCE_CRC32).
  */
 #define PY_SSIZE_T_CLEAN
@@ -446,21 +447,12 @@ Window_drop_oldest(Window *self, PyObject *arg)
     return PyLong_FromSsize_t(drop_oldest(self, count));
 }
 
+static PyObject *i64_list(const int64_t *values, Py_ssize_t n);
+
 static PyObject *
 Window_get_times(Window *self, void *closure)
 {
-    PyObject *list = PyList_New(self->n);
-    if (list == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        PyObject *v = PyLong_FromLongLong(self->times[i]);
-        if (v == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, v);
-    }
-    return list;
+    return i64_list(self->times, self->n);
 }
 
 static PyObject *
@@ -553,7 +545,7 @@ static PySequenceMethods Window_as_sequence = {
 
 static PyTypeObject WindowType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "features._cwindow.EventWindow",
+    .tp_name = "features._ckernel.EventWindow",
     .tp_doc = "One entity's events in event-time order (C twin of features.windows.EventWindow).",
     .tp_basicsize = sizeof(Window),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -565,17 +557,395 @@ static PyTypeObject WindowType = {
     .tp_as_sequence = &Window_as_sequence,
 };
 
+
+/* ------------------------------------------------------------------------------------------------
+ * RecentDistinct: (time, merchant hash, country hash) of recent events, in arrival order
+ * (the C twin of features/novelty.py's RecentDistinct).
+ */
+typedef struct {
+    PyObject_HEAD
+    int64_t *times;
+    uint32_t *merchants;
+    uint32_t *countries;
+    Py_ssize_t n;
+    Py_ssize_t cap;
+} Recent;
+
+static int
+recent_reserve(Recent *self, Py_ssize_t need)
+{
+    if (need <= self->cap)
+        return 0;
+    Py_ssize_t cap = self->cap ? self->cap : 4;
+    while (cap < need)
+        cap += cap >> 1 > 4 ? cap >> 1 : 4;
+    int64_t *times = PyMem_Realloc(self->times, (size_t)cap * sizeof(int64_t));
+    if (times == NULL)
+        goto fail;
+    self->times = times;
+    uint32_t *merchants = PyMem_Realloc(self->merchants, (size_t)cap * sizeof(uint32_t));
+    if (merchants == NULL)
+        goto fail;
+    self->merchants = merchants;
+    uint32_t *countries = PyMem_Realloc(self->countries, (size_t)cap * sizeof(uint32_t));
+    if (countries == NULL)
+        goto fail;
+    self->countries = countries;
+    self->cap = cap;
+    return 0;
+fail:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int
+as_hash(PyObject *o, uint32_t *out, const char *what)
+{
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "RecentDistinct: %s must be a 32-bit unsigned hash, got %R", what, o);
+        return -1;
+    }
+    if (v > 0xFFFFFFFFULL) {
+        PyErr_Format(PyExc_OverflowError, "RecentDistinct: %s must be a 32-bit unsigned hash, got %R", what, o);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void
+recent_drop_front(Recent *self, Py_ssize_t count)
+{
+    if (count <= 0)
+        return;
+    if (count > self->n)
+        count = self->n;
+    Py_ssize_t left = self->n - count;
+    memmove(self->times, self->times + count, (size_t)left * sizeof(int64_t));
+    memmove(self->merchants, self->merchants + count, (size_t)left * sizeof(uint32_t));
+    memmove(self->countries, self->countries + count, (size_t)left * sizeof(uint32_t));
+    self->n = left;
+}
+
+static void
+Recent_dealloc(Recent *self)
+{
+    PyMem_Free(self->times);
+    PyMem_Free(self->merchants);
+    PyMem_Free(self->countries);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Recent_init(Recent *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"times", "merchants", "countries", NULL};
+    PyObject *seqs[3] = {Py_None, Py_None, Py_None};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOO:RecentDistinct", kwlist, &seqs[0], &seqs[1], &seqs[2]))
+        return -1;
+    self->n = 0;
+    if (seqs[0] == Py_None && seqs[1] == Py_None && seqs[2] == Py_None)
+        return 0;
+    if (seqs[0] == Py_None || seqs[1] == Py_None || seqs[2] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "RecentDistinct: give times, merchants and countries, or none");
+        return -1;
+    }
+    PyObject *fast[3] = {NULL, NULL, NULL};
+    int rc = -1;
+    for (int k = 0; k < 3; k++) {
+        fast[k] = PySequence_Fast(seqs[k], "RecentDistinct: times, merchants and countries must be sequences");
+        if (fast[k] == NULL)
+            goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast[0]);
+    if (PySequence_Fast_GET_SIZE(fast[1]) != n || PySequence_Fast_GET_SIZE(fast[2]) != n) {
+        PyErr_Format(PyExc_ValueError, "RecentDistinct: %zd times, %zd merchants, %zd countries", n,
+                     PySequence_Fast_GET_SIZE(fast[1]), PySequence_Fast_GET_SIZE(fast[2]));
+        goto done;
+    }
+    if (recent_reserve(self, n) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (as_i64(PySequence_Fast_GET_ITEM(fast[0], i), &self->times[i], "a time") < 0 ||
+            as_hash(PySequence_Fast_GET_ITEM(fast[1], i), &self->merchants[i], "a merchant") < 0 ||
+            as_hash(PySequence_Fast_GET_ITEM(fast[2], i), &self->countries[i], "a country") < 0)
+            goto done;
+    }
+    self->n = n;
+    rc = 0;
+done:
+    for (int k = 0; k < 3; k++)
+        Py_XDECREF(fast[k]);
+    return rc;
+}
+
+static Py_ssize_t
+Recent_len(Recent *self)
+{
+    return self->n;
+}
+
+/* add(event_time_ms, merchant, country, max_entries=2000) */
+static PyObject *
+Recent_add(Recent *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t t;
+    uint32_t merchant, country;
+    Py_ssize_t max_entries = 2000;
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "add(event_time_ms, merchant, country, max_entries=2000)");
+        return NULL;
+    }
+    if (as_i64(args[0], &t, "event_time_ms") < 0 || as_hash(args[1], &merchant, "merchant") < 0 ||
+        as_hash(args[2], &country, "country") < 0)
+        return NULL;
+    if (nargs == 4 && as_index(args[3], &max_entries, "max_entries") < 0)
+        return NULL;
+    if (recent_reserve(self, self->n + 1) < 0)
+        return NULL;
+    self->times[self->n] = t;
+    self->merchants[self->n] = merchant;
+    self->countries[self->n] = country;
+    self->n++;
+    if (self->n > max_entries)
+        recent_drop_front(self, self->n - max_entries);
+    Py_RETURN_NONE;
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* distinct non-zero values among values[0..n) */
+static Py_ssize_t
+count_distinct(uint32_t *values, Py_ssize_t n)
+{
+    Py_ssize_t distinct = 0;
+    if (n <= 32) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (values[i] == 0)
+                continue;
+            Py_ssize_t j = 0;
+            while (j < i && values[j] != values[i])
+                j++;
+            distinct += j == i;
+        }
+        return distinct;
+    }
+    qsort(values, (size_t)n, sizeof(uint32_t), cmp_u32);
+    for (Py_ssize_t i = 0; i < n; i++)
+        distinct += values[i] != 0 && (i == 0 || values[i] != values[i - 1]);
+    return distinct;
+}
+
+/* distinct(event_time_ms, window_ms, floor_ms=-(2**62)) -> (merchants, countries) with time in
+ * (max(t - window, floor), t] */
+static PyObject *
+Recent_distinct(Recent *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"event_time_ms", "window_ms", "floor_ms"};
+    PyObject *slots[3];
+    int64_t t, window, floor_ms = NO_FLOOR;
+    if (bind_args("distinct()", names, 2, 3, args, nargs, kwnames, slots) < 0)
+        return NULL;
+    if (as_i64(slots[0], &t, "event_time_ms") < 0 || as_i64(slots[1], &window, "window_ms") < 0)
+        return NULL;
+    if (slots[2] != NULL && as_i64(slots[2], &floor_ms, "floor_ms") < 0)
+        return NULL;
+    int64_t start = t - window;
+    if (start < floor_ms)
+        start = floor_ms;
+    uint32_t stack_m[64], stack_c[64];
+    uint32_t *m = stack_m, *c = stack_c;
+    if (self->n > 64) {
+        m = PyMem_Malloc((size_t)self->n * sizeof(uint32_t));
+        c = PyMem_Malloc((size_t)self->n * sizeof(uint32_t));
+        if (m == NULL || c == NULL) {
+            PyMem_Free(m);
+            PyMem_Free(c);
+            return PyErr_NoMemory();
+        }
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        int64_t time = self->times[i];
+        if (start < time && time <= t) {
+            m[k] = self->merchants[i];
+            c[k] = self->countries[i];
+            k++;
+        }
+    }
+    Py_ssize_t merchants = count_distinct(m, k), countries = count_distinct(c, k);
+    if (m != stack_m) {
+        PyMem_Free(m);
+        PyMem_Free(c);
+    }
+    return Py_BuildValue("(nn)", merchants, countries);
+}
+
+static Py_ssize_t
+recent_expire(Recent *self, int64_t through)
+{
+    Py_ssize_t count = 0;
+    while (count < self->n && self->times[count] <= through)
+        count++;
+    recent_drop_front(self, count);
+    return count;
+}
+
+/* expire(through): forget the leading events at or before through */
+static PyObject *
+Recent_expire(Recent *self, PyObject *arg)
+{
+    int64_t through;
+    if (as_i64(arg, &through, "through") < 0)
+        return NULL;
+    recent_expire(self, through);
+    Py_RETURN_NONE;
+}
+
+/* trim(through, keep=4): expire once more than keep entries are held and the oldest is due */
+static PyObject *
+Recent_trim(Recent *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t through;
+    Py_ssize_t keep = 4;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "trim(through, keep=4)");
+        return NULL;
+    }
+    if (as_i64(args[0], &through, "through") < 0)
+        return NULL;
+    if (nargs == 2 && as_index(args[1], &keep, "keep") < 0)
+        return NULL;
+    if (self->n > keep && self->times[0] <= through)
+        recent_expire(self, through);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+u32_list(const uint32_t *values, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(values[i]);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *
+i64_list(const int64_t *values, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(values[i]);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *
+Recent_get_times(Recent *self, void *closure)
+{
+    return i64_list(self->times, self->n);
+}
+
+static PyObject *
+Recent_get_merchants(Recent *self, void *closure)
+{
+    return u32_list(self->merchants, self->n);
+}
+
+static PyObject *
+Recent_get_countries(Recent *self, void *closure)
+{
+    return u32_list(self->countries, self->n);
+}
+
+static PyObject *
+Recent_times_bytes(Recent *self, PyObject *unused)
+{
+    return PyBytes_FromStringAndSize((const char *)self->times, self->n * (Py_ssize_t)sizeof(int64_t));
+}
+
+static PyObject *
+Recent_merchants_bytes(Recent *self, PyObject *unused)
+{
+    return PyBytes_FromStringAndSize((const char *)self->merchants, self->n * (Py_ssize_t)sizeof(uint32_t));
+}
+
+static PyObject *
+Recent_countries_bytes(Recent *self, PyObject *unused)
+{
+    return PyBytes_FromStringAndSize((const char *)self->countries, self->n * (Py_ssize_t)sizeof(uint32_t));
+}
+
+static PyMethodDef Recent_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Recent_add, METH_FASTCALL, "Remember an event (hashes; 0 = absent)."},
+    {"distinct", (PyCFunction)(void (*)(void))Recent_distinct, METH_FASTCALL | METH_KEYWORDS,
+     "Distinct non-zero merchants and countries with time in (max(t - window, floor), t]."},
+    {"expire", (PyCFunction)Recent_expire, METH_O, "Forget the leading events at or before through."},
+    {"trim", (PyCFunction)(void (*)(void))Recent_trim, METH_FASTCALL,
+     "Expire once more than keep entries are held and the oldest is due."},
+    {"times_bytes", (PyCFunction)Recent_times_bytes, METH_NOARGS, "Times as raw int64."},
+    {"merchants_bytes", (PyCFunction)Recent_merchants_bytes, METH_NOARGS, "Merchant hashes as raw uint32."},
+    {"countries_bytes", (PyCFunction)Recent_countries_bytes, METH_NOARGS, "Country hashes as raw uint32."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Recent_getset[] = {
+    {"times", (getter)Recent_get_times, NULL, "Event times, arrival order (a copy).", NULL},
+    {"merchants", (getter)Recent_get_merchants, NULL, "Merchant hashes (a copy).", NULL},
+    {"countries", (getter)Recent_get_countries, NULL, "Country hashes (a copy).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Recent_as_sequence = {
+    .sq_length = (lenfunc)Recent_len,
+};
+
+static PyTypeObject RecentType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "features._ckernel.RecentDistinct",
+    .tp_doc = "Recent (time, merchant, country) hashes (C twin of features.novelty.RecentDistinct).",
+    .tp_basicsize = sizeof(Recent),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Recent_init,
+    .tp_dealloc = (destructor)Recent_dealloc,
+    .tp_methods = Recent_methods,
+    .tp_getset = Recent_getset,
+    .tp_as_sequence = &Recent_as_sequence,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "features._cwindow",
-    .m_doc = "C twin of features.windows.EventWindow (see features/cwindow.py).",
+    .m_name = "features._ckernel",
+    .m_doc = "C twins of EventWindow and RecentDistinct (see features/ckernel.py).",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC
-PyInit__cwindow(void)
+PyInit__ckernel(void)
 {
-    if (PyType_Ready(&WindowType) < 0)
+    if (PyType_Ready(&WindowType) < 0 || PyType_Ready(&RecentType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -583,6 +953,12 @@ PyInit__cwindow(void)
     Py_INCREF(&WindowType);
     if (PyModule_AddObject(m, "EventWindow", (PyObject *)&WindowType) < 0) {
         Py_DECREF(&WindowType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecentType);
+    if (PyModule_AddObject(m, "RecentDistinct", (PyObject *)&RecentType) < 0) {
+        Py_DECREF(&RecentType);
         Py_DECREF(m);
         return NULL;
     }
