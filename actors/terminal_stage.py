@@ -11,17 +11,21 @@ sees all of its traffic. The flow:
    terminal's key (murmur2, like Kafka), one record per stage partition, each
    carrying the source partition's progress;
 2. the actor owning a ``terminal.deltas`` partition keeps every source's share
-   of its terminals (:class:`TerminalStage`) and publishes the summed, current
-   state of each terminal it changed (:class:`RiskUpdate`) to the same
-   partition of ``terminal.risk``;
+   of its terminals (:class:`TerminalStage`) and publishes, for each terminal
+   it changed, the summed totals of the buckets that changed and the fraud list
+   if it changed (:class:`RiskUpdate`) to the same partition of
+   ``terminal.risk`` (proportional to what changed, not to a terminal's week of
+   buckets);
 3. every actor reads all of ``terminal.risk`` into one broadcast table
    (:class:`BroadcastRisk`) that its engines read.
 
 Every step replaces rather than increments (a source's cumulative count per
-bucket, a terminal's whole state), so a partition that restarts from its
-checkpoint and replays re-sends values the stage already had: nothing is
-counted twice, and with log compaction on ``terminal.risk`` a new reader needs
-only the latest record per terminal. The table answers from buckets that
+bucket, a bucket's total, a terminal's fraud list), so a partition that
+restarts from its checkpoint and replays re-sends values the stage already
+had, and a reader that reads ``terminal.risk`` again from the start arrives at
+the same table: nothing is counted twice. Buckets too old for any window are
+dropped by the stage and by every reader on its own (by event time), never
+published. The table answers from buckets that
 closed at least ``terminal_freshness_s`` ago (:mod:`features.terminal`), so the
 broadcast view and the offline builder agree once every partition's updates
 for those buckets are in; ``complete_through_ms`` says how far that holds.
@@ -82,11 +86,12 @@ class DeltaBatch(msgspec.Struct):
 
 
 class TerminalState(msgspec.Struct, array_like=True):
-    """A terminal's whole current state (replaces what a reader had)."""
+    """What changed at a terminal, summed over every source: the new totals of the buckets that
+    changed (each replaces the reader's value), and the whole fraud list when it changed (else None)."""
 
     terminal: str
     buckets: list[tuple[int, int]]
-    frauds: list[tuple[int, int]]
+    frauds: list[tuple[int, int]] | None
 
 
 class RiskUpdate(msgspec.Struct):
@@ -150,13 +155,12 @@ class SourceShare:
             fraud_terminals.add(terminal)
         batches = [DeltaBatch(source=self.source, through_ms=through_ms, deltas=[]) for _ in range(stage_partitions)]
         for terminal in sorted(set(changed) | fraud_terminals):
-            buckets, terminal_frauds = table.terminal_state(terminal)
             destination = partition_for(terminal.encode(), stage_partitions)
             batches[destination].deltas.append(
                 TerminalDelta(
                     terminal,
-                    [(b, buckets.get(b, 0)) for b in sorted(changed.get(terminal, ()))],
-                    sorted(terminal_frauds) if terminal in fraud_terminals else None,
+                    table.bucket_values(terminal, sorted(changed.get(terminal, ()))),
+                    sorted(table.frauds_of(terminal)) if terminal in fraud_terminals else None,
                 )
             )
         return batches
@@ -181,7 +185,9 @@ class TerminalStage:
         self.sources = sources
         self.terminals: dict[str, _Shares] = {}
         self.progress: dict[int, int] = {}
-        self._dirty: set[str] = set()
+        #: terminal -> buckets changed since the last flush; terminals whose frauds changed
+        self._dirty: dict[str, set[int]] = {}
+        self._dirty_frauds: set[str] = set()
         self._expired_through = UNKNOWN
 
     def apply(self, batch: DeltaBatch) -> None:
@@ -191,16 +197,20 @@ class TerminalStage:
             if shares is None:
                 shares = self.terminals[delta.terminal] = _Shares()
             mine = shares.buckets.setdefault(source, {})
+            dirty = self._dirty.get(delta.terminal)
+            if dirty is None:
+                dirty = self._dirty[delta.terminal] = set()
             for bucket, count in delta.buckets:
                 mine[bucket] = count
+                dirty.add(bucket)
                 if bucket < shares.low:
                     shares.low = bucket
             if delta.frauds is not None:
                 shares.frauds[source] = list(delta.frauds)
+                self._dirty_frauds.add(delta.terminal)
                 for bucket, _ in delta.frauds:
                     if bucket < shares.low:
                         shares.low = bucket
-            self._dirty.add(delta.terminal)
         self.progress[source] = batch.through_ms
 
     @property
@@ -209,7 +219,7 @@ class TerminalStage:
         return min((self.progress.get(s, UNKNOWN) for s in range(self.sources)), default=UNKNOWN)
 
     def state(self, terminal: str) -> TerminalState:
-        """The terminal's summed state over every source."""
+        """The terminal's whole summed state over every source."""
         shares = self.terminals.get(terminal)
         if shares is None:
             return TerminalState(terminal, [], [])
@@ -217,13 +227,27 @@ class TerminalStage:
         for buckets in shares.buckets.values():
             for bucket, count in buckets.items():
                 total[bucket] += count
-        frauds = sorted(f for source_frauds in shares.frauds.values() for f in source_frauds)
-        return TerminalState(terminal, sorted(total.items()), frauds)
+        return TerminalState(terminal, sorted(total.items()), self._frauds(shares))
+
+    @staticmethod
+    def _frauds(shares: _Shares) -> list[tuple[int, int]]:
+        return sorted(f for source_frauds in shares.frauds.values() for f in source_frauds)
+
+    def _change(self, terminal: str, buckets: set[int]) -> TerminalState:
+        """The summed totals of the changed buckets, and the frauds when they changed."""
+        shares = self.terminals.get(terminal)
+        if shares is None:  # expired since it changed: readers expire by time themselves
+            return TerminalState(terminal, [], None)
+        sources = list(shares.buckets.values())
+        totals = [(b, sum(source.get(b, 0) for source in sources)) for b in sorted(buckets)]
+        return TerminalState(terminal, totals, self._frauds(shares) if terminal in self._dirty_frauds else None)
 
     def expire(self, oldest_bucket: int) -> None:
-        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``; changed terminals re-publish.
+        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``.
 
-        Only terminals holding such a bucket are looked at, and only when the bound moved.
+        Nothing is re-published: no window can see those buckets any more, and
+        readers expire their broadcast table by time themselves. Only terminals
+        holding such a bucket are looked at, and only when the bound moved.
         """
         if oldest_bucket <= self._expired_through:
             return
@@ -232,17 +256,12 @@ class TerminalStage:
             shares = self.terminals[terminal]
             if shares.low > oldest_bucket:
                 continue
-            changed = False
             for source, buckets in shares.buckets.items():
                 if any(b <= oldest_bucket for b in buckets):
                     shares.buckets[source] = {b: n for b, n in buckets.items() if b > oldest_bucket}
-                    changed = True
             for source, frauds in shares.frauds.items():
                 if any(b <= oldest_bucket for b, _ in frauds):
                     shares.frauds[source] = [f for f in frauds if f[0] > oldest_bucket]
-                    changed = True
-            if changed:
-                self._dirty.add(terminal)
             if not any(shares.buckets.values()) and not any(shares.frauds.values()):
                 del self.terminals[terminal]
             else:
@@ -252,14 +271,22 @@ class TerminalStage:
                 )
 
     def flush(self, partition: int) -> RiskUpdate:
-        """The changed terminals' full states since the last flush."""
-        states = [self.state(terminal) for terminal in sorted(self._dirty)]
-        self._dirty.clear()
+        """What changed since the last flush: changed buckets' totals, changed fraud lists.
+
+        Proportional to what changed, not to the terminals' whole history, so a
+        flush costs the same at hour 1 and at day 7.
+        """
+        dirty = self._dirty
+        for terminal in self._dirty_frauds:
+            dirty.setdefault(terminal, set())
+        states = [self._change(terminal, dirty[terminal]) for terminal in sorted(dirty)]
+        self._dirty = {}
+        self._dirty_frauds = set()
         return RiskUpdate(partition=partition, complete_through_ms=self.complete_through_ms, states=states)
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty)
+        return bool(self._dirty) or bool(self._dirty_frauds)
 
     def to_bytes(self) -> bytes:
         """The stage's state (every source's share and progress) for a checkpoint."""
@@ -268,7 +295,9 @@ class TerminalStage:
             for terminal, shares in sorted(self.terminals.items())
             for source in sorted(set(shares.buckets) | set(shares.frauds))
         ]
-        return _encoder.encode(_StageState(rows=rows, progress=sorted(self.progress.items()), dirty=sorted(self._dirty)))
+        dirty = [(t, sorted(self._dirty.get(t, ())), t in self._dirty_frauds)
+                 for t in sorted(set(self._dirty) | self._dirty_frauds)]
+        return _encoder.encode(_StageState(rows=rows, progress=sorted(self.progress.items()), changed=dirty))
 
     @classmethod
     def from_bytes(cls, data: bytes, sources: int) -> TerminalStage:
@@ -290,7 +319,10 @@ class TerminalStage:
                 shares.frauds[row.source] = list(row.frauds)
             shares.low = min([shares.low, *(b for b, _ in row.buckets), *(b for b, _ in row.frauds or [])])
         stage.progress = dict(state.progress)
-        stage._dirty = set(state.dirty)
+        for terminal, buckets, frauds in state.changed:
+            stage._dirty[terminal] = set(buckets)
+            if frauds:
+                stage._dirty_frauds.add(terminal)
         return stage
 
 
@@ -304,7 +336,8 @@ class _ShareRow(msgspec.Struct, array_like=True):
 class _StageState(msgspec.Struct):
     rows: list[_ShareRow]
     progress: list[tuple[int, int]]
-    dirty: list[str]
+    #: (terminal, buckets changed since the last flush, frauds changed)
+    changed: list[tuple[str, list[int], bool]] = []
 
 
 class BroadcastRisk:
@@ -316,9 +349,9 @@ class BroadcastRisk:
         self.progress: dict[int, int] = {}
 
     def apply(self, update: RiskUpdate) -> None:
-        replace = self.table.replace_terminal
+        set_buckets = self.table.set_buckets
         for state in update.states:
-            replace(state.terminal, dict(state.buckets), list(state.frauds))
+            set_buckets(state.terminal, state.buckets, state.frauds)
         self.progress[update.partition] = update.complete_through_ms
 
     @property

@@ -62,7 +62,7 @@ class TerminalRisk:
 
         A scoring actor's engines read a broadcast table that the stage keeps
         complete; what they record goes out through the outbox (see
-        :meth:`take_updates`) and comes back through :meth:`replace_terminal`.
+        :meth:`take_updates`) and comes back through :meth:`set_buckets`.
         """
         self.outbox = []
 
@@ -74,23 +74,49 @@ class TerminalRisk:
         self.fraud_outbox = []
         return outbox, frauds
 
-    def terminal_state(self, terminal_id: str) -> tuple[dict[int, int], list[tuple[int, int]]]:
-        """A terminal's (bucket counts, frauds as (bucket, known_at)); empty when unknown."""
+    def bucket_values(self, terminal_id: str, buckets: list[int]) -> list[tuple[int, int]]:
+        """(bucket, transactions) of the given buckets of a terminal (0 where none)."""
         counts = self.terminals.get(terminal_id)
         if counts is None:
-            return {}, []
-        return dict(counts.buckets), list(counts.frauds)
+            return [(b, 0) for b in buckets]
+        get = counts.buckets.get
+        return [(b, get(b, 0)) for b in buckets]
 
-    def replace_terminal(self, terminal_id: str, buckets: dict[int, int], frauds: list[tuple[int, int]]) -> None:
-        """Set a terminal's whole state (a broadcast update); empty state forgets it."""
-        if not buckets and not frauds:
-            self.terminals.pop(terminal_id, None)
-            return
-        counts = _TerminalCounts()
-        counts.buckets = dict(buckets)
-        counts.frauds = list(frauds)
-        counts.low = min(buckets) if buckets else _NO_LOW
-        self.terminals[terminal_id] = counts
+    def frauds_of(self, terminal_id: str) -> list[tuple[int, int]]:
+        """A terminal's frauds as (bucket, known_at), in the order recorded."""
+        counts = self.terminals.get(terminal_id)
+        return list(counts.frauds) if counts is not None else []
+
+    def set_buckets(
+        self, terminal_id: str, buckets: list[tuple[int, int]], frauds: list[tuple[int, int]] | None
+    ) -> None:
+        """Set the given buckets' counts (0 removes one) and, unless None, the whole fraud list.
+
+        Setting replaces, so applying the same update twice changes nothing (a
+        broadcast update read again after a restart).
+        """
+        counts = self.terminals.get(terminal_id)
+        if counts is None:
+            if not buckets and not frauds:
+                return
+            counts = self.terminals[terminal_id] = _TerminalCounts()
+        table = counts.buckets
+        head = counts.cache_head
+        window = self.window_buckets
+        for bucket, value in buckets:
+            old = table.get(bucket, 0)
+            if value:
+                table[bucket] = value
+                if bucket < counts.low:
+                    counts.low = bucket
+            elif old:
+                del table[bucket]
+            if head != _NO_HEAD and head - window < bucket <= head:
+                counts.cache_total += value - old
+        if frauds is not None:
+            counts.frauds = list(frauds)
+        if not table and not counts.frauds:
+            del self.terminals[terminal_id]
 
     def record_transaction(self, terminal_id: str, event_time_ms: int, count: int = 1) -> None:
         outbox = self.outbox

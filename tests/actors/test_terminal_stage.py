@@ -105,15 +105,40 @@ def test_completeness_is_the_slowest_source_and_unknown_sources_hold_it_back() -
     assert stage.complete_through_ms == 5 * HOUR
 
 
-def test_expired_terminals_are_republished_empty_so_readers_forget_them() -> None:
-    stage = TerminalStage(sources=1)
-    stage.apply(SourceShare(_table(), 0).absorb([("T1", 0, 4), ("T2", 40, 1)], [], HOUR, 1)[0])
+def test_updates_carry_only_what_changed_and_expiry_is_each_readers_own() -> None:
+    stage = TerminalStage(sources=2)
+    shares = [SourceShare(_table(), s) for s in range(2)]
+    stage.apply(shares[0].absorb([("T1", b, 1) for b in range(30)] + [("T2", 40, 1)], [], HOUR, 1)[0])
     view = BroadcastRisk(_table(), stages=1)
     view.apply(stage.flush(0))
-    assert set(view.table.terminals) == {"T1", "T2"}
-    stage.expire(oldest_bucket=39)
+    assert set(view.table.terminals) == {"T1", "T2"} and len(view.table.terminals["T1"].buckets) == 30
+    # one more transaction at T1, from the other source: one bucket's new total goes out, not 30
+    stage.apply(shares[1].absorb([("T1", 29, 1)], [("T1", 29, 31 * HOUR)], 2 * HOUR, 1)[0])
     update = stage.flush(0)
-    assert [s.terminal for s in update.states] == ["T1"] and update.states[0].buckets == []
-    view.apply(update)
-    assert set(view.table.terminals) == {"T2"}
     assert isinstance(update, RiskUpdate)
+    assert [(s.terminal, s.buckets, s.frauds) for s in update.states] == [("T1", [(29, 2)], [(29, 31 * HOUR)])]
+    assert stage.flush(0).states == []  # nothing changed since
+    view.apply(update)
+    assert view.table.stats("T1", 32 * HOUR) == (24, 1)  # buckets 7..29 (29 holds 2); the fraud known at 31 h
+    assert view.table.terminals["T1"].buckets[29] == 2
+    stage.expire(oldest_bucket=39)
+    assert stage.flush(0).states == [] and set(stage.terminals) == {"T2"}  # expiry publishes nothing
+    view.table.expire(64 * HOUR + 60_000)  # the reader expires by event time on its own (through bucket 39)
+    assert set(view.table.terminals) == {"T2"}
+
+
+def test_set_buckets_keeps_the_window_cache_exact() -> None:
+    direct, view = _table(), _table()
+    for b in (1, 2, 3, 5):
+        direct.record_transaction("T1", b * HOUR, b)
+    view.set_buckets("T1", [(b, b) for b in (1, 2, 3, 5)], None)
+    assert view.stats("T1", 6 * HOUR + 120_000) == direct.stats("T1", 6 * HOUR + 120_000)  # fills the cache
+    direct.record_transaction("T1", 3 * HOUR, 4)
+    view.set_buckets("T1", [(3, 7), (2, 0)], [(5, 6 * HOUR)])
+    direct.record_fraud("T1", 5 * HOUR, 6 * HOUR)
+    direct.terminals["T1"].buckets.pop(2)
+    direct.terminals["T1"].cache_head = -(2**62)  # recompute from scratch
+    for t in (6 * HOUR + 120_000, 7 * HOUR + 120_000, 30 * HOUR):
+        assert view.stats("T1", t) == direct.stats("T1", t)
+    view.set_buckets("T1", [(1, 0), (3, 0), (5, 0)], [])
+    assert "T1" not in view.terminals
