@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-import pyarrow as pa
 
 from configs import Settings
 from contracts.errors import RecordError
@@ -42,14 +41,17 @@ from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, DeltaBatch, Sour
 from features import FeatureEngine
 from features.state import (
     EngineSnapshot,
+    FrozenEngine,
     TERMINAL_BUCKETS_SCHEMA,
     TERMINAL_FRAUDS_SCHEMA,
+    freeze_engine,
     ipc_bytes,
     read_ipc_batch,
     restore_engine,
     take_snapshot,
+    terminal_copies,
+    terminal_copies_to_batches,
     terminal_from_batches,
-    terminal_to_batches,
 )
 from models import Scorer
 
@@ -122,21 +124,26 @@ def dead_letter(topic: str, partition: int, record: Record, error: RecordError |
 
 @dataclass(frozen=True)
 class PartitionSnapshot:
-    """A partition's state as immutable parts (Arrow batches, bytes) and its checkpoint metadata."""
+    """A partition's state as copies nobody else holds, and its checkpoint metadata.
 
-    features: EngineSnapshot
+    Taking it (:meth:`PartitionProcessor.snapshot`) only copies; building the
+    Arrow batches and encoding them (:meth:`blobs`) is the costly part, and runs
+    in another thread while the processor goes on.
+    """
+
+    features: FrozenEngine
     scorer: bytes
-    terminal_buckets: pa.RecordBatch
-    terminal_frauds: pa.RecordBatch
+    terminals: list[tuple[str, dict[int, int], list[tuple[int, int]]]]
     meta: dict[str, Any]
 
     def blobs(self) -> dict[str, bytes]:
-        """The checkpoint blobs (Arrow IPC, zstd): the costly part, safe off the event loop."""
+        """The checkpoint blobs (Arrow IPC, zstd)."""
+        terminal_buckets, terminal_frauds = terminal_copies_to_batches(self.terminals)
         return {
-            "features": self.features.to_bytes(),
+            "features": self.features.snapshot().to_bytes(),
             "scorer": self.scorer,
-            "terminal_buckets": ipc_bytes(self.terminal_buckets, "zstd"),
-            "terminal_frauds": ipc_bytes(self.terminal_frauds, "zstd"),
+            "terminal_buckets": ipc_bytes(terminal_buckets, "zstd"),
+            "terminal_frauds": ipc_bytes(terminal_frauds, "zstd"),
         }
 
 
@@ -318,7 +325,6 @@ class PartitionProcessor:
     def snapshot(self) -> PartitionSnapshot:
         """The state as immutable parts, taken now; encoding them (:meth:`PartitionSnapshot.blobs`)
         may run in another thread while this processor goes on."""
-        buckets, frauds = terminal_to_batches(self.share.table)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "partition": self.partition,
@@ -332,7 +338,8 @@ class PartitionProcessor:
             "label_clock": self.label_clock,
             "counters": msgspec.to_builtins(self.counters),
         }
-        return PartitionSnapshot(take_snapshot(self.engine), self.scorer.state_bytes(), buckets, frauds, meta)
+        return PartitionSnapshot(freeze_engine(self.engine), self.scorer.state_bytes(),
+                                 terminal_copies(self.share.table), meta)
 
     @classmethod
     def restore(

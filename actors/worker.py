@@ -19,6 +19,7 @@ and where reading resumed is counted as ``offset_gaps`` (status, metrics).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -169,6 +170,9 @@ class ScoringWorker:
         self._fetch_delays: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
         self.phases = PhaseTimes()
+        #: Checkpoint writes running in a thread while scoring goes on (partition / stage -> task).
+        self._saving: dict[int, asyncio.Task[None]] = {}
+        self._saving_stages: dict[int, asyncio.Task[None]] = {}
         self.batches = 0
         self.started_at = time.time()
         #: Wall times of the first non-empty poll and of the latest offset commit (benchmarks).
@@ -403,13 +407,16 @@ class ScoringWorker:
         and spreading them keeps the pauses from adding up in the latency tail.
         """
         if time.monotonic() - self._last_snapshot >= CHECKPOINT_SPACING_S:
-            due = [p for p in self._unsaved if p in self.processors and self._checkpoint_due(p)]
+            due = [p for p in self._unsaved
+                   if p in self.processors and p not in self._saving and self._checkpoint_due(p)]
             if due:
-                await self._checkpoint(min(due, key=lambda p: self.last_checkpoint.get(p, (0.0, 0, -1))[0]))
+                oldest = min(due, key=lambda p: self.last_checkpoint.get(p, (0.0, 0, -1))[0])
+                await self._checkpoint(oldest, wait=False)
         interval = self.settings.stream.checkpoint_interval_s
         for stage in sorted(self._stage_unsaved):
-            if stage in self.stages and time.time() - self._stage_checkpoint.get(stage, 0.0) >= interval:
-                await self._checkpoint_stage(stage)
+            if stage in self.stages and stage not in self._saving_stages and \
+                    time.time() - self._stage_checkpoint.get(stage, 0.0) >= interval:
+                await self._checkpoint_stage(stage, wait=False)
 
     async def _publish_terminal_updates(self, force: bool = False) -> list[asyncio.Future[Any]]:
         """Send each owned partition's terminal deltas and each owned stage's changed terminals.
@@ -540,8 +547,15 @@ class ScoringWorker:
             or processor.counters.scored - scored >= stream.checkpoint_interval_events
         )
 
-    async def _checkpoint(self, partition: int) -> None:
-        """Snapshot one partition and write it; its offsets are those of what was acknowledged."""
+    async def _checkpoint(self, partition: int, wait: bool = True) -> None:
+        """Snapshot one partition and write it; its offsets are those of what was acknowledged.
+
+        Only the snapshot runs in the loop; encoding and writing run in a thread
+        while scoring goes on (``wait=False``, the periodic checkpoints) or are
+        awaited (drain, release, rescale). One write per partition at a time: an
+        earlier one still running is waited for first.
+        """
+        await self._settle(self._saving.get(partition))
         started = time.perf_counter()
         processor = self.processors[partition]
         sends = await self._publish_terminal_updates(force=True)
@@ -551,16 +565,43 @@ class ScoringWorker:
         await self._commit([partition])
         snapshot = processor.snapshot()
         self._last_snapshot = time.monotonic()
+        self._unsaved.discard(partition)
         snapshot.meta["actor"] = self.name
         key = checkpoint_key(self.tx_topic, partition)
-        ref = await asyncio.to_thread(lambda: self.store.save(key, snapshot.blobs(), snapshot.meta))
-        self.last_checkpoint[partition] = (time.time(), processor.counters.scored, ref.seq)
-        self._unsaved.discard(partition)
+        scored = processor.counters.scored
         freeze_long_lived_state()  # a quiet point: keep the state out of full GC passes
-        if self.metrics is not None:
-            self.metrics.checkpoint_seconds.observe(
-                time.perf_counter() - started, tags={"actor": self.name, "partition": str(partition)}
-            )
+
+        async def save() -> None:
+            try:
+                ref = await asyncio.to_thread(lambda: self.store.save(key, snapshot.blobs(), snapshot.meta))
+            except Exception:
+                self._unsaved.add(partition)  # the next due checkpoint tries again
+                raise
+            self.last_checkpoint[partition] = (time.time(), scored, ref.seq)
+            if self.metrics is not None:
+                self.metrics.checkpoint_seconds.observe(
+                    time.perf_counter() - started, tags={"actor": self.name, "partition": str(partition)}
+                )
+
+        task = asyncio.get_running_loop().create_task(save())
+        self._saving[partition] = task
+        task.add_done_callback(lambda t: self._saved(partition, t))
+        if wait:
+            await task
+
+    def _saved(self, partition: int, task: asyncio.Task[None]) -> None:
+        if self._saving.get(partition) is task:
+            del self._saving[partition]
+        if not task.cancelled() and task.exception() is not None:
+            self.error = f"checkpoint of partition {partition} failed: {task.exception()!r}"
+            log.error("checkpoint of partition %d failed", partition, exc_info=task.exception())
+
+    @staticmethod
+    async def _settle(task: asyncio.Task[None] | None) -> None:
+        """Wait for a background write to finish (its failure was reported by :meth:`_saved`)."""
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
 
     def _restore_stage(self, stage: int) -> None:
         checkpoint = self.store.load_latest(checkpoint_key(self.deltas_topic, stage))
@@ -573,13 +614,31 @@ class ScoringWorker:
         self.stage_offsets[stage] = int(checkpoint.meta["next_offset"])
         self._stage_checkpoint[stage] = checkpoint.created_ms / 1000.0
 
-    async def _checkpoint_stage(self, stage: int) -> None:
+    async def _checkpoint_stage(self, stage: int, wait: bool = True) -> None:
+        """Snapshot a terminal.deltas partition's stage and write it (in a thread, like :meth:`_checkpoint`)."""
+        saving = self._saving_stages.get(stage)
+        await self._settle(saving)
         blobs = {"stage": self.stages[stage].to_bytes()}
         meta = {"partition": stage, "topic": self.deltas_topic, "next_offset": self.stage_offsets.get(stage, 0),
                 "actor": self.name}
-        await asyncio.to_thread(self.store.save, checkpoint_key(self.deltas_topic, stage), blobs, meta)
         self._stage_checkpoint[stage] = time.time()
         self._stage_unsaved.discard(stage)
+
+        async def save() -> None:
+            try:
+                await asyncio.to_thread(self.store.save, checkpoint_key(self.deltas_topic, stage), blobs, meta)
+            except Exception:
+                self._stage_unsaved.add(stage)
+                self.error = f"checkpoint of stage partition {stage} failed"
+                log.exception("checkpoint of stage partition %d failed", stage)
+                raise
+
+        task = asyncio.get_running_loop().create_task(save())
+        self._saving_stages[stage] = task
+        task.add_done_callback(lambda t: self._saving_stages.pop(stage, None) if self._saving_stages.get(stage) is t
+                               else None)
+        if wait:
+            await self._settle(task)
 
     async def checkpoint_all(self) -> None:
         async with self._lock:

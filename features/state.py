@@ -78,53 +78,60 @@ TERMINAL_FRAUDS_SCHEMA = pa.schema(
 )
 
 
-def _list_columns(containers: list[Any], fields: tuple[tuple[str, Any, pa.DataType], ...]) -> list[pa.Array]:
-    """List columns, one per (attribute, numpy dtype, Arrow type): the C twins hand over their arrays
-    as they are (``<attribute>_bytes()``), the Python classes their lists."""
-    if not containers or not hasattr(containers[0], fields[0][0] + "_bytes"):
-        return [pa.array([getattr(c, name) for c in containers], pa.list_(arrow)) for name, _, arrow in fields]
-    offsets = np.zeros(len(containers) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter((len(c) for c in containers), dtype=np.int32, count=len(containers)), out=offsets[1:])
-    offsets_array = pa.array(offsets)
-    columns = []
-    for name, dtype, arrow in fields:
-        values = np.frombuffer(b"".join([getattr(c, name + "_bytes")() for c in containers]), dtype=dtype)
-        columns.append(pa.ListArray.from_arrays(offsets_array, pa.array(values, arrow)))
-    return columns
+def _account_row(account_id: str, s: AccountState) -> tuple[Any, ...]:
+    """One account's state as copies (bytes of the C twins' arrays, else lists), in schema order."""
+    window, recent, trail, stats = s.window, s.recent, s.trail, s.stats
+    if hasattr(window, "times_bytes"):
+        times: Any = window.times_bytes()
+        amounts: Any = window.amounts_bytes()
+    else:
+        times, amounts = list(window.times), list(window.amounts)
+    if hasattr(recent, "times_bytes"):
+        r_times: Any = recent.times_bytes()
+        r_merchants: Any = recent.merchants_bytes()
+        r_countries: Any = recent.countries_bytes()
+    else:
+        r_times, r_merchants, r_countries = list(recent.times), list(recent.merchants), list(recent.countries)
+    return (account_id, times, amounts, stats.n, stats.mean, stats.m2, stats.ewma, list(trail.times),
+            list(trail.lats), list(trail.lons), bytes(s.seen.bits), r_times, r_merchants, r_countries, s.last_seen_ms)
 
 
-_WINDOW_FIELDS = (("times", np.int64, pa.int64()), ("amounts", np.float64, pa.float64()))
-_RECENT_FIELDS = (("times", np.int64, pa.int64()), ("merchants", np.uint32, pa.uint32()),
-                  ("countries", np.uint32, pa.uint32()))
+def account_rows(accounts: dict[str, AccountState]) -> list[tuple[Any, ...]]:
+    """Copies of every account's state: cheap (no Arrow), so a snapshot can be taken between batches
+    and turned into a record batch (:func:`rows_to_batch`) in another thread while scoring goes on."""
+    return [_account_row(account_id, state) for account_id, state in accounts.items()]
+
+
+_NUMPY = {pa.int64(): np.int64, pa.float64(): np.float64, pa.uint32(): np.uint32}
+
+
+def _list_column(values: list[Any], arrow: pa.DataType) -> pa.Array:
+    """A list column from per-row copies: raw bytes (C twins) joined as they are, or Python lists."""
+    if not values or not isinstance(values[0], bytes):
+        return pa.array(values, pa.list_(arrow))
+    dtype = _NUMPY[arrow]
+    width = np.dtype(dtype).itemsize
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter((len(v) // width for v in values), dtype=np.int32, count=len(values)), out=offsets[1:])
+    flat = np.frombuffer(b"".join(values), dtype=dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, arrow))
+
+
+def rows_to_batch(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    """The accounts record batch (ACCOUNT_STATE_SCHEMA) of :func:`account_rows` output."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in ACCOUNT_STATE_SCHEMA]
+    arrays = []
+    for values, field in zip(columns, ACCOUNT_STATE_SCHEMA, strict=True):
+        if pa.types.is_list(field.type):
+            arrays.append(_list_column(list(values), field.type.value_type))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=ACCOUNT_STATE_SCHEMA)
 
 
 def accounts_to_batch(accounts: dict[str, AccountState]) -> pa.RecordBatch:
     """One row per account (column order of ACCOUNT_STATE_SCHEMA)."""
-    states = list(accounts.values())
-    times, amounts = _list_columns([s.window for s in states], _WINDOW_FIELDS)
-    recent_times, recent_merchants, recent_countries = _list_columns([s.recent for s in states], _RECENT_FIELDS)
-    columns = [
-        list(accounts),
-        times,
-        amounts,
-        [s.stats.n for s in states],
-        [s.stats.mean for s in states],
-        [s.stats.m2 for s in states],
-        [s.stats.ewma for s in states],
-        [s.trail.times for s in states],
-        [s.trail.lats for s in states],
-        [s.trail.lons for s in states],
-        [bytes(s.seen.bits) for s in states],
-        recent_times,
-        recent_merchants,
-        recent_countries,
-        [s.last_seen_ms for s in states],
-    ]
-    return pa.RecordBatch.from_arrays(
-        [c if isinstance(c, pa.Array) else pa.array(c, type=f.type)
-         for c, f in zip(columns, ACCOUNT_STATE_SCHEMA, strict=True)],
-        schema=ACCOUNT_STATE_SCHEMA,
-    )
+    return rows_to_batch(account_rows(accounts))
 
 
 def accounts_from_batch(batch: pa.RecordBatch | pa.Table, settings: FeatureSettings) -> dict[str, AccountState]:
@@ -143,16 +150,28 @@ def accounts_from_batch(batch: pa.RecordBatch | pa.Table, settings: FeatureSetti
     return accounts
 
 
+def terminal_copies(risk: TerminalRisk) -> list[tuple[str, dict[int, int], list[tuple[int, int]]]]:
+    """(terminal, bucket counts, frauds) copies of a table: cheap, for :func:`terminal_copies_to_batches`."""
+    return [(terminal_id, dict(counts.buckets), list(counts.frauds)) for terminal_id, counts in risk.terminals.items()]
+
+
 def terminal_to_batches(risk: TerminalRisk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """(bucket counts, known frauds) of a terminal risk table."""
+    return terminal_copies_to_batches(terminal_copies(risk))
+
+
+def terminal_copies_to_batches(
+    copies: list[tuple[str, dict[int, int], list[tuple[int, int]]]],
+) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """(bucket counts, known frauds) record batches of :func:`terminal_copies` output."""
     buckets: dict[str, list[Any]] = {"terminal_id": [], "bucket": [], "count": []}
     frauds: dict[str, list[Any]] = {"terminal_id": [], "bucket": [], "known_at_ms": []}
-    for terminal_id, counts in risk.terminals.items():
-        for bucket, count in counts.buckets.items():
+    for terminal_id, terminal_buckets, terminal_frauds in copies:
+        for bucket, count in terminal_buckets.items():
             buckets["terminal_id"].append(terminal_id)
             buckets["bucket"].append(bucket)
             buckets["count"].append(count)
-        for bucket, known_at in counts.frauds:
+        for bucket, known_at in terminal_frauds:
             frauds["terminal_id"].append(terminal_id)
             frauds["bucket"].append(bucket)
             frauds["known_at_ms"].append(known_at)
@@ -214,26 +233,58 @@ def read_ipc_batch(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
     return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=schema)
 
 
-def take_snapshot(engine: FeatureEngine) -> EngineSnapshot:
-    """The engine's state as Arrow batches plus metadata (the terminal table is separate)."""
-    ids, terminals, times = engine.pending.columns()
-    pending = pa.RecordBatch.from_arrays(
-        [
-            pa.array(ids, pa.string()),
-            pa.array(terminals, pa.string()),
-            pa.array(times, pa.int64()),
-        ],
-        schema=PENDING_LABELS_SCHEMA,
-    )
+@dataclass
+class FrozenEngine:
+    """Copies of an engine's state taken between micro-batches (cheap: no Arrow);
+    :meth:`snapshot` builds the record batches, safely in another thread."""
+
+    accounts: list[tuple[Any, ...]]
+    pending_entries: dict[str, tuple[str | None, int]]
+    #: The arrival order of the pending entries when the dict's own order is not it.
+    pending_order: list[str] | None
+    meta: dict[str, Any]
+
+    def snapshot(self) -> EngineSnapshot:
+        if self.pending_order is None:
+            ids = list(self.pending_entries)
+            values = list(self.pending_entries.values())
+        else:
+            ids, values, seen = [], [], set()
+            for transaction_id in self.pending_order:
+                entry = self.pending_entries.get(transaction_id)
+                if entry is not None and transaction_id not in seen:
+                    seen.add(transaction_id)
+                    ids.append(transaction_id)
+                    values.append(entry)
+        pending = pa.RecordBatch.from_arrays(
+            [
+                pa.array(ids, pa.string()),
+                pa.array([v[0] for v in values], pa.string()),
+                pa.array([v[1] for v in values], pa.int64()),
+            ],
+            schema=PENDING_LABELS_SCHEMA,
+        )
+        return EngineSnapshot(rows_to_batch(self.accounts), pending, self.meta)
+
+
+def freeze_engine(engine: FeatureEngine) -> FrozenEngine:
+    """The engine's state as copies (see :class:`FrozenEngine`); the terminal table is separate."""
+    pending = engine.pending
     meta = {
         "feature_version": engine.registry.version,
         "max_event_time_ms": engine.max_event_time_ms,
         "last_sweep_ms": engine._last_sweep,
         "stats": dataclasses.asdict(engine.stats),
-        "pending_evicted": engine.pending.evicted,
-        "pending_expired": engine.pending.expired,
+        "pending_evicted": pending.evicted,
+        "pending_expired": pending.expired,
     }
-    return EngineSnapshot(accounts_to_batch(engine.accounts), pending, meta)
+    order = list(pending.order) if pending.irregular else None
+    return FrozenEngine(account_rows(engine.accounts), dict(pending.entries), order, meta)
+
+
+def take_snapshot(engine: FeatureEngine) -> EngineSnapshot:
+    """The engine's state as Arrow batches plus metadata (the terminal table is separate)."""
+    return freeze_engine(engine).snapshot()
 
 
 class SnapshotMismatch(ValueError):
