@@ -628,15 +628,19 @@ class ScoringWorker:
             try:
                 await asyncio.to_thread(self.store.save, checkpoint_key(self.deltas_topic, stage), blobs, meta)
             except Exception:
-                self._stage_unsaved.add(stage)
-                self.error = f"checkpoint of stage partition {stage} failed"
-                log.exception("checkpoint of stage partition %d failed", stage)
+                self._stage_unsaved.add(stage)  # the next due checkpoint tries again
                 raise
+
+        def saved(task: asyncio.Task[None]) -> None:
+            if self._saving_stages.get(stage) is task:
+                del self._saving_stages[stage]
+            if not task.cancelled() and task.exception() is not None:
+                self.error = f"checkpoint of stage partition {stage} failed: {task.exception()!r}"
+                log.error("checkpoint of stage partition %d failed", stage, exc_info=task.exception())
 
         task = asyncio.get_running_loop().create_task(save())
         self._saving_stages[stage] = task
-        task.add_done_callback(lambda t: self._saving_stages.pop(stage, None) if self._saving_stages.get(stage) is t
-                               else None)
+        task.add_done_callback(saved)
         if wait:
             await self._settle(task)
 
