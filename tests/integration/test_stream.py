@@ -340,24 +340,31 @@ def _store(settings: Settings, bootstrap: str, namespace: str | None = None) -> 
     return CheckpointStore(settings.stream.checkpoint_uri, namespace=namespace)
 
 
-def test_checkpoints_of_another_kafka_cluster_are_not_resumed(
-    stream_settings, kafka_broker, history, job_factory
-) -> None:
+def _scored_then_moved(stream_settings, kafka_broker, table, job_factory, namespace: str | None = None) -> Settings:
+    """Score ``table`` and drain; copy its checkpoints to fresh topics (in ``namespace``, default this
+    cluster's) as if those topics had been scored: returns the fresh topics' settings."""
     settings = stream_settings()
-    table = history.transactions.slice(0, 1_000)
     _produce(settings, kafka_broker, table, None)
     job = job_factory(settings, actors=1)
     _wait_scored(job, table.num_rows)
     job.drain()
-    # the same topics on another cluster (e.g. a new in-memory broker): their checkpoints are
-    # under that cluster's namespace, and their offsets mean nothing here
     fresh = msgspec.structs.replace(stream_settings(), stream=settings.stream)
-    here, elsewhere = _store(settings, kafka_broker), _store(settings, kafka_broker, "cluster-elsewhere")
+    here, there = _store(settings, kafka_broker), _store(settings, kafka_broker, namespace)
     for partition in range(4):
         old = here.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
         assert old is not None
-        elsewhere.save(checkpoint_key(fresh.kafka.topics.transactions.name, partition), old.blobs,
-                       {**old.meta, "transactions_topic": fresh.kafka.topics.transactions.name})
+        there.save(checkpoint_key(fresh.kafka.topics.transactions.name, partition), old.blobs,
+                   {**old.meta, "transactions_topic": fresh.kafka.topics.transactions.name})
+    return fresh
+
+
+def test_checkpoints_of_another_kafka_cluster_are_not_resumed(
+    stream_settings, kafka_broker, history, job_factory
+) -> None:
+    # the same topics on another cluster (e.g. a new in-memory broker): their checkpoints are
+    # under that cluster's namespace, and their offsets mean nothing here
+    fresh = _scored_then_moved(stream_settings, kafka_broker, history.transactions.slice(0, 1_000), job_factory,
+                               namespace="cluster-elsewhere")
     small = history.transactions.slice(1_000, 300)
     _produce(fresh, kafka_broker, small, None)
     second = job_factory(fresh, actors=1)
@@ -370,21 +377,9 @@ def test_checkpoints_of_another_kafka_cluster_are_not_resumed(
 def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap(
     stream_settings, kafka_broker, history, job_factory
 ) -> None:
-    settings = stream_settings()
     table = history.transactions.slice(0, 2_000)
-    _produce(settings, kafka_broker, table, None)
-    job = job_factory(settings, actors=1)
-    _wait_scored(job, table.num_rows)
-    job.drain()
     # the topic is "recreated": same name, empty log, while the checkpoints remember old offsets
-    fresh = stream_settings()
-    fresh = msgspec.structs.replace(fresh, stream=settings.stream)
-    store = _store(settings, kafka_broker)
-    for partition in range(4):
-        old = store.load_latest(checkpoint_key(settings.kafka.topics.transactions.name, partition))
-        assert old is not None
-        store.save(checkpoint_key(fresh.kafka.topics.transactions.name, partition), old.blobs,
-                   {**old.meta, "transactions_topic": fresh.kafka.topics.transactions.name})
+    fresh = _scored_then_moved(stream_settings, kafka_broker, table, job_factory)
     small = history.transactions.slice(2_000, 300)
     _produce(fresh, kafka_broker, small, None)
     second = job_factory(fresh, actors=1)
