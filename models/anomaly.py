@@ -90,6 +90,10 @@ class BatchHalfSpaceTrees:
         first_leaf = 2**height - 1
         # heap index of a leaf -> its number in the flat (tree, leaf) tables
         self._leaf_base = (np.arange(n_trees, dtype=np.intp) * 2**height)[:, None] - first_leaf
+        # every node on each leaf's path, as (tree * nodes + heap index): row g = tree * 2**height + position
+        position = np.arange(2**height, dtype=np.intp)
+        path = np.stack([(2**d - 1) + (position >> (height - d)) for d in range(height + 1)], axis=1)
+        self._paths = (self._tree_base[:, :, None] + path[None]).reshape(n_trees * 2**height, height + 1)
         self.l_mass_: IntArray = np.zeros((n_trees, nodes), dtype=np.int64)
         self.r_mass_: IntArray = np.zeros((n_trees, nodes), dtype=np.int64)
         self.counter_ = 0
@@ -155,13 +159,10 @@ class BatchHalfSpaceTrees:
         if ends[-1] != rows:
             ends.append(rows)
         segment = np.repeat(np.arange(len(ends), dtype=np.intp), np.diff([0, *ends]))
-        leaf_count = 2**self.height
-        offset = segment[None, :] * (trees * leaf_count)
-        level = np.bincount((leaves + offset).ravel(), minlength=len(ends) * trees * leaf_count)
-        levels = [level.reshape(len(ends), trees, leaf_count)]
-        for _ in range(self.height):
-            levels.append(levels[-1].reshape(len(ends), trees, -1, 2).sum(axis=3))
-        node_counts = np.concatenate(levels[::-1], axis=2)  # (segments, trees, nodes) in heap order
+        nodes = 2 ** (self.height + 1) - 1
+        # each row adds one to every node on its path in every tree (one bincount, whatever the batch size)
+        flat = self._paths[leaves] + (segment * (trees * nodes))[None, :, None]
+        node_counts = np.bincount(flat.ravel(), minlength=len(ends) * trees * nodes).reshape(len(ends), trees, nodes)
         start = 0
         for k, end in enumerate(ends):
             self.l_mass_ += node_counts[k]
