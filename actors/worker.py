@@ -583,22 +583,30 @@ class ScoringWorker:
                     time.perf_counter() - started, tags={"actor": self.name, "partition": str(partition)}
                 )
 
-        task = asyncio.get_running_loop().create_task(save())
-        self._saving[partition] = task
-        task.add_done_callback(lambda t: self._saved(partition, t))
+        task = self._in_background(save(), self._saving, partition, f"partition {partition}")
         if wait:
             await task
 
-    def _saved(self, partition: int, task: asyncio.Task[None]) -> None:
-        if self._saving.get(partition) is task:
-            del self._saving[partition]
-        if not task.cancelled() and task.exception() is not None:
-            self.error = f"checkpoint of partition {partition} failed: {task.exception()!r}"
-            log.error("checkpoint of partition %d failed", partition, exc_info=task.exception())
+    def _in_background(
+        self, write: Any, running: dict[int, asyncio.Task[None]], key: int, what: str
+    ) -> asyncio.Task[None]:
+        """Run a checkpoint write as a task tracked in ``running`` until it ends; a failure shows in status."""
+        task = asyncio.get_running_loop().create_task(write)
+        running[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if running.get(key) is finished:
+                del running[key]
+            if not finished.cancelled() and finished.exception() is not None:
+                self.error = f"checkpoint of {what} failed: {finished.exception()!r}"
+                log.error("checkpoint of %s failed", what, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+        return task
 
     @staticmethod
     async def _settle(task: asyncio.Task[None] | None) -> None:
-        """Wait for a background write to finish (its failure was reported by :meth:`_saved`)."""
+        """Wait for a background write to finish (its failure was reported when it ended)."""
         if task is not None:
             with contextlib.suppress(Exception):
                 await task
@@ -616,8 +624,7 @@ class ScoringWorker:
 
     async def _checkpoint_stage(self, stage: int, wait: bool = True) -> None:
         """Snapshot a terminal.deltas partition's stage and write it (in a thread, like :meth:`_checkpoint`)."""
-        saving = self._saving_stages.get(stage)
-        await self._settle(saving)
+        await self._settle(self._saving_stages.get(stage))
         blobs = {"stage": self.stages[stage].to_bytes()}
         meta = {"partition": stage, "topic": self.deltas_topic, "next_offset": self.stage_offsets.get(stage, 0),
                 "actor": self.name}
@@ -631,16 +638,7 @@ class ScoringWorker:
                 self._stage_unsaved.add(stage)  # the next due checkpoint tries again
                 raise
 
-        def saved(task: asyncio.Task[None]) -> None:
-            if self._saving_stages.get(stage) is task:
-                del self._saving_stages[stage]
-            if not task.cancelled() and task.exception() is not None:
-                self.error = f"checkpoint of stage partition {stage} failed: {task.exception()!r}"
-                log.error("checkpoint of stage partition %d failed", stage, exc_info=task.exception())
-
-        task = asyncio.get_running_loop().create_task(save())
-        self._saving_stages[stage] = task
-        task.add_done_callback(saved)
+        task = self._in_background(save(), self._saving_stages, stage, f"stage partition {stage}")
         if wait:
             await self._settle(task)
 

@@ -37,6 +37,7 @@ from features._impl import (
     FeatureEngine,
     LocationTrail,
     NoveltyFilter,
+    PendingLabels,
     RecentDistinct,
     RunningStats,
     TerminalRisk,
@@ -239,29 +240,13 @@ class FrozenEngine:
     :meth:`snapshot` builds the record batches, safely in another thread."""
 
     accounts: list[tuple[Any, ...]]
-    pending_entries: dict[str, tuple[str | None, int]]
-    #: The arrival order of the pending entries when the dict's own order is not it.
-    pending_order: list[str] | None
+    pending: PendingLabels
     meta: dict[str, Any]
 
     def snapshot(self) -> EngineSnapshot:
-        if self.pending_order is None:
-            ids = list(self.pending_entries)
-            values = list(self.pending_entries.values())
-        else:
-            ids, values, seen = [], [], set()
-            for transaction_id in self.pending_order:
-                entry = self.pending_entries.get(transaction_id)
-                if entry is not None and transaction_id not in seen:
-                    seen.add(transaction_id)
-                    ids.append(transaction_id)
-                    values.append(entry)
+        ids, terminals, times = self.pending.columns()
         pending = pa.RecordBatch.from_arrays(
-            [
-                pa.array(ids, pa.string()),
-                pa.array([v[0] for v in values], pa.string()),
-                pa.array([v[1] for v in values], pa.int64()),
-            ],
+            [pa.array(ids, pa.string()), pa.array(terminals, pa.string()), pa.array(times, pa.int64())],
             schema=PENDING_LABELS_SCHEMA,
         )
         return EngineSnapshot(rows_to_batch(self.accounts), pending, self.meta)
@@ -269,17 +254,15 @@ class FrozenEngine:
 
 def freeze_engine(engine: FeatureEngine) -> FrozenEngine:
     """The engine's state as copies (see :class:`FrozenEngine`); the terminal table is separate."""
-    pending = engine.pending
     meta = {
         "feature_version": engine.registry.version,
         "max_event_time_ms": engine.max_event_time_ms,
         "last_sweep_ms": engine._last_sweep,
         "stats": dataclasses.asdict(engine.stats),
-        "pending_evicted": pending.evicted,
-        "pending_expired": pending.expired,
+        "pending_evicted": engine.pending.evicted,
+        "pending_expired": engine.pending.expired,
     }
-    order = list(pending.order) if pending.irregular else None
-    return FrozenEngine(account_rows(engine.accounts), dict(pending.entries), order, meta)
+    return FrozenEngine(account_rows(engine.accounts), engine.pending.copy(), meta)
 
 
 def take_snapshot(engine: FeatureEngine) -> EngineSnapshot:

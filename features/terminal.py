@@ -276,6 +276,14 @@ class PendingLabels:
         self.expired += dropped
         return dropped
 
+    def copy(self) -> PendingLabels:
+        """An independent copy (C-level copies of the dict and the order; cheap enough between batches)."""
+        other = PendingLabels(self.max_entries, self.ttl_ms)
+        other.entries = dict(self.entries)
+        other.order = deque(self.order)
+        other.evicted, other.expired, other.irregular = self.evicted, self.expired, self.irregular
+        return other
+
     def columns(self) -> tuple[list[str], list[str | None], list[int]]:
         """Transaction ids, terminals and event times of every entry, oldest first."""
         entries = self.entries
