@@ -27,6 +27,8 @@ class ActorMetrics:
     batch_latency_ms: Any
     lag: Any
     checkpoint_seconds: Any
+    model_swaps: Any
+    challenger_alerts: Any
 
     @classmethod
     def create(cls) -> ActorMetrics | None:
@@ -61,4 +63,8 @@ class ActorMetrics:
                 boundaries=CHECKPOINT_BOUNDARIES_S,
                 tag_keys=tags,
             ),
+            model_swaps=Counter("fraudstream_model_swaps_total",
+                                "Served classifier versions installed after an alias moved.", tag_keys=("actor",)),
+            challenger_alerts=Counter("fraudstream_challenger_alerts_total",
+                                      "Events the shadow challenger would have alerted on.", tag_keys=tags),
         )

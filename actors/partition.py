@@ -32,7 +32,6 @@ from contracts.records import (
     DeadLetter,
     Label,
     SourcePosition,
-    Transaction,
     decode_label,
     decode_transactions,
     encode,
@@ -53,7 +52,9 @@ from features.state import (
     terminal_copies_to_batches,
     terminal_from_batches,
 )
+from actors.serving import Served
 from models import Scorer
+from models.batch import ClassifierSource
 
 #: Bumped when the checkpoint layout of a partition changes.
 CHECKPOINT_FORMAT = 1
@@ -77,6 +78,8 @@ class Output:
     #: Send timestamps to measure ingest -> alert latency: Kafka timestamp of each alerted record.
     alert_ingest_ms: list[int] = field(default_factory=list)
     scored: int = 0
+    #: Events the shadow challenger would have alerted on.
+    challenger_alerts: int = 0
 
 
 @dataclass
@@ -92,6 +95,9 @@ class PartitionCounters:
     offset_gaps: int = 0
     #: Events scored before every partition's terminal updates for their visible buckets were in.
     terminal_stale: int = 0
+    #: Events the shadow challenger would have alerted on, and those of them the champion alerted on too.
+    challenger_alerts: int = 0
+    challenger_agreed: int = 0
 
 
 def alert_id(transaction_id: str, feature_version: str, model_versions: dict[str, str]) -> str:
@@ -182,6 +188,19 @@ class PartitionProcessor:
         self.held_labels: deque[tuple[int, Label]] = deque()
         self.max_held_labels = settings.features.pending_labels_max
         self.counters = PartitionCounters()
+        #: The batch classifier scoring in shadow (never deciding), when a challenger is served.
+        self.challenger: ClassifierSource | None = None
+
+    def use_classifiers(self, served: Served) -> None:
+        """Score from the next micro-batch on with these registry versions (champion decides, challenger shadows).
+
+        The scorer's learned state is untouched: only the stateless classifier source is replaced.
+        """
+        sources = [s for s in self.scorer.sources if s.name != ClassifierSource.name]
+        if served.champion is not None:
+            sources.append(served.champion)
+        self.scorer = Scorer(self.scorer.settings, self.scorer.registry, sources)
+        self.challenger = served.challenger
 
     # ---------------------------------------------------------------- transactions
     def process_transactions(self, records: list[Record], now_ms: int | None = None) -> Output:
@@ -217,14 +236,24 @@ class PartitionProcessor:
         out.scored = len(good)
         self.counters.scored += len(good)
         ingest_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        model_versions = self.scorer.model_versions
+        deciding = model_versions = self.scorer.model_versions
+        shadow = None
+        if self.challenger is not None:
+            shadow = self.challenger.process(batch)
+            model_versions = {**deciding, "challenger": self.challenger.version}
+            would = shadow.action.astype(bool) | (shadow.score >= self.settings.scoring.review_threshold)
+            out.challenger_alerts = int(would.sum())
+            self.counters.challenger_alerts += out.challenger_alerts
+            self.counters.challenger_agreed += sum(1 for row in would.nonzero()[0].tolist()
+                                                   if scored.decision[row] is not None)
         feature_version = batch.version
         for row, decision in enumerate(scored.decision):
             if decision is None:
                 continue
             tx, record = good[row], kept[row]
             alert = Alert(
-                alert_id=alert_id(tx.transaction_id, feature_version, model_versions),
+                # the deciding versions only: a challenger moving does not make the same alert another one
+                alert_id=alert_id(tx.transaction_id, feature_version, deciding),
                 transaction_id=tx.transaction_id,
                 account_id=tx.account_id,
                 event_time=tx.event_time,
@@ -236,6 +265,7 @@ class PartitionProcessor:
                 ingest_time=ingest_ms,
                 alert_time=int(time.time() * 1000) if now_ms is None else now_ms,
                 late=bool(batch.late[row]),
+                challenger_score=None if shadow is None else round(float(shadow.score[row]), 6),
                 source=SourcePosition(topic=self.transactions_topic, partition=self.partition, offset=record.offset),
             )
             out.alerts.append((tx.account_id.encode(), encode(alert)))

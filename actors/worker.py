@@ -34,6 +34,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.metrics import ActorMetrics
 from actors.partition import PartitionProcessor
+from actors.serving import ClassifierServing, Served
 from actors.terminal_stage import (
     IDLE,
     BroadcastRisk,
@@ -179,6 +180,11 @@ class ScoringWorker:
         self.first_poll_wall: float | None = None
         self.last_commit_wall: float | None = None
         self.error: str | None = None
+        #: The batch classifier(s) served from the registry; a version loaded by the poll
+        #: waits in ``_served_next`` until the loop installs it between two micro-batches.
+        self.serving = ClassifierServing(settings)
+        self._served_next: Served | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -210,6 +216,40 @@ class ScoringWorker:
         if self.store.other_namespaces:
             log.warning("checkpoints of other Kafka clusters are not used (%s); this cluster's are in %s/%s",
                         ", ".join(self.store.other_namespaces), stream.checkpoint_uri, namespace)
+        if self.serving.enabled:
+            # the first micro-batch is scored with the served version (the job checked it can be loaded)
+            try:
+                await asyncio.to_thread(self.serving.refresh, True)
+            except Exception as exc:  # noqa: BLE001 - shown in status; the poll keeps trying
+                self.serving.error = f"{type(exc).__name__}: {exc}"
+                log.error("cannot serve %s: %s", self.serving.uri, exc)
+            self._poller = asyncio.get_running_loop().create_task(self._poll_registry())
+
+    async def _poll_registry(self) -> None:
+        """Ask the registry every ``poll_interval_s`` whether an alias moved; load a new version off the loop."""
+        interval = self.settings.scoring.classifier.poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                served = await asyncio.to_thread(self.serving.refresh)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a store hiccup keeps the current version
+                self.serving.error = f"{type(exc).__name__}: {exc}"
+                log.warning("registry poll failed (serving %s): %s", self.serving.served.versions, exc)
+                continue
+            self.serving.error = None
+            if served is not None:
+                self._served_next = served
+                if self.metrics is not None:
+                    self.metrics.model_swaps.inc(1, tags={"actor": self.name})
+
+    def _install_served(self) -> None:
+        """Between micro-batches: every partition scores with the newest loaded versions."""
+        served, self._served_next = self._served_next, None
+        if served is not None:
+            for processor in self.processors.values():
+                processor.use_classifiers(served)
 
     def run_in_background(self) -> None:
         """Start the poll loop as a task (idempotent)."""
@@ -234,6 +274,9 @@ class ScoringWorker:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
         async with self._lock:
             for partition in sorted(self.processors):
                 await self._checkpoint(partition)
@@ -263,6 +306,7 @@ class ScoringWorker:
             arriving = [p for p in wanted if p not in self.processors]
             for partition in arriving:
                 self.processors[partition] = self._restore(partition)
+                self.processors[partition].use_classifiers(self.serving.served)
             tps = [TopicPartition(t, p) for p in wanted for t in (self.tx_topic, self.label_topic)]
             tps += [TopicPartition(self.deltas_topic, d) for d in sorted(self.stages)]
             risk = [TopicPartition(self.risk_topic, d) for d in range(self.stage_count)]
@@ -318,6 +362,8 @@ class ScoringWorker:
                 await asyncio.sleep(self.settings.stream.max_batch_wait_ms / 1000)
                 return 0
             stream = self.settings.stream
+            if self._served_next is not None:
+                self._install_served()
             phases = self.phases
             phases.start()
             try:
@@ -369,7 +415,8 @@ class ScoringWorker:
                     first = records[0].timestamp
                     oldest_ingest_ms = first if oldest_ingest_ms is None else min(oldest_ingest_ms, first)
                     if self.metrics is not None:
-                        self._count(tp.partition, output.scored, len(output.alerts), len(output.dead_letters))
+                        self._count(tp.partition, output.scored, len(output.alerts), len(output.dead_letters),
+                                    output.challenger_alerts)
                 else:
                     output = processor.process_labels(records)
                 self._unsaved.add(tp.partition)
@@ -462,7 +509,7 @@ class ScoringWorker:
             self.broadcast.table.expire(oldest - self._retention_ms)
         return sends
 
-    def _count(self, partition: int, scored: int, alerts: int, dead: int) -> None:
+    def _count(self, partition: int, scored: int, alerts: int, dead: int, shadow_alerts: int = 0) -> None:
         assert self.metrics is not None
         tags = {"actor": self.name, "partition": str(partition)}
         if scored:
@@ -471,6 +518,8 @@ class ScoringWorker:
             self.metrics.alerts.inc(alerts, tags=tags)
         if dead:
             self.metrics.dead_letters.inc(dead, tags=tags)
+        if shadow_alerts:
+            self.metrics.challenger_alerts.inc(shadow_alerts, tags=tags)
 
     def _pause_or_resume_labels(self, partition: int, processor: PartitionProcessor) -> None:
         tp = TopicPartition(self.label_topic, partition)
@@ -726,6 +775,7 @@ class ScoringWorker:
             "stages": {str(d): {"next_offset": self.stage_offsets.get(d), "complete_through_ms": st.complete_through_ms,
                                 "terminals": len(st.terminals)} for d, st in sorted(self.stages.items())},
             "broadcast_complete_through_ms": self.broadcast.complete_through_ms,
+            "serving": self.serving.status(),
         }
 
     def entity_digests(self) -> dict[int, str]:

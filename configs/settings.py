@@ -379,6 +379,15 @@ class ClassifierSettings(_Section):
     model_uri: str = "models:/fraud-classifier@champion"
     review_probability: Fraction = 0.5
     block_probability: Fraction = 0.9
+    #: Alias of the same registered model scored in shadow (recorded on alerts and in
+    #: metrics, never deciding); "" = none. Only with a model_uri given by alias.
+    challenger_alias: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]*$")] = "challenger"
+    #: How often scoring actors ask the registry whether an alias moved (seconds).
+    poll_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    #: The stream job when model_uri names no version yet (the model is not registered or
+    #: the alias not set): "error" stops start-up with the command to run; "wait" scores
+    #: without the classifier and starts serving it as soon as the alias is set.
+    when_missing: Literal["error", "wait"] = "error"
 
     def __post_init__(self) -> None:
         if self.model_uri and not self.model_uri.startswith("models:/"):

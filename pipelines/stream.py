@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from configs import ConfigError, Settings, load_settings
 from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
 
@@ -50,6 +52,18 @@ def connect_ray(settings: Settings) -> None:
              configure_logging=True)
 
 
+def absolute_local_store(settings: Settings) -> Settings:
+    """A relative SQLite MLflow store made absolute against the driver's working directory,
+    so that every actor opens the store the driver checked, wherever Ray starts it."""
+    uri = settings.mlflow.tracking_uri
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or Path(uri.removeprefix(prefix)).is_absolute():
+        return settings
+    path = Path(uri.removeprefix(prefix)).resolve()
+    mlflow = msgspec.structs.replace(settings.mlflow, tracking_uri=f"{prefix}{path}")
+    return msgspec.structs.replace(settings, mlflow=mlflow)
+
+
 def write_status(path: str | Path, status: dict[str, Any]) -> None:
     """Write the status JSON atomically (readers never see half a file)."""
     target = Path(path)
@@ -63,9 +77,11 @@ class StreamJob:
     """Controller handle and lifecycle of one scoring job (driver side)."""
 
     def __init__(self, settings: Settings, bootstrap_servers: str | None) -> None:
-        self.settings = settings
+        self.settings = absolute_local_store(settings)
         self.bootstrap_servers = bootstrap_servers
         self.controller: Any = None
+        #: What the job serves from the registry, as checked at start (None before).
+        self.serving: dict[str, Any] | None = None
 
     def start(self, actors: int | None = None) -> dict[str, Any]:
         import ray
@@ -76,6 +92,12 @@ class StreamJob:
 
         check_layout(self.settings)
         CheckpointStore(self.settings.stream.checkpoint_uri)  # an unusable URI stops here, in one line
+        if self.settings.scoring.classifier.model_uri:
+            from actors.serving import check_serving
+
+            # a bad model URI, a missing alias (when_missing: error) or a model trained on other
+            # features stops here, in one line, before any actor starts
+            self.serving = check_serving(self.settings)
         asyncio.run(wait_until_ready(self.settings.kafka, self.bootstrap_servers))
         asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers))
         connect_ray(self.settings)

@@ -7,15 +7,12 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import msgspec
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import ray
-from aiokafka import TopicPartition
 
 from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.partition import PartitionProcessor
@@ -24,10 +21,10 @@ from actors.worker import checkpoint_key
 from configs import Settings
 from contracts.records import decode_alert, decode_dead_letter
 from features import FeatureEngine
-from pipelines.kafka import cluster_id, make_consumer, make_producer
-from pipelines.produce import produce_history
+from pipelines.kafka import cluster_id, make_producer
 from pipelines.stream import StreamJob
 from pipelines.synthetic import generate
+from tests.integration.streamkit import consume_all as _consume_all, produce as _produce, wait_scored as _wait_scored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,63 +35,6 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 def history(local_settings: Settings):
     spec = msgspec.structs.replace(local_settings.generator, accounts=400, days=6, seed=5, genuine_label_rate=0.2)
     return generate(spec)
-
-
-@pytest.fixture
-def stream_settings(isolated_settings, tmp_path: Path):
-    """Fresh topics, a private checkpoint directory and small, frequent checkpoints."""
-
-    def make(partitions: int = 4, **stream: Any) -> Settings:
-        settings = isolated_settings(partitions=partitions)
-        options = {
-            "checkpoint_uri": str(tmp_path / "checkpoints"),
-            "status_path": str(tmp_path / "status.json"),
-            "checkpoint_interval_s": 1.0,
-            "actor_num_cpus": 0.25,
-            "max_batch_records": 500,
-            **stream,
-        }
-        return msgspec.structs.replace(settings, stream=msgspec.structs.replace(settings.stream, **options))
-
-    return make
-
-
-async def _consume_all(settings: Settings, bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Any]:
-    """Every record of ``topic`` up to its current end."""
-    consumer = make_consumer(settings.kafka, bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        quiet = 0
-        while time.monotonic() < deadline and quiet < 3:
-            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-            quiet = 0 if batch else quiet + 1
-            for messages in batch.values():
-                records.extend(messages)
-        return records
-    finally:
-        await consumer.stop()
-
-
-def _produce(settings: Settings, bootstrap: str, transactions: pa.Table, labels: pa.Table | None, rate: float = 0.0):
-    return asyncio.run(produce_history(transactions, labels, settings.kafka, settings.producer, bootstrap, rate=rate))
-
-
-def _wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = job.status()
-        partitions = status["partitions"].values()
-        done = sum(p["scored"] + p["dead_letters"] for p in partitions)
-        if done >= expected and all(p["lag"] == 0 for p in partitions) and len(status["partitions"]):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {done} of {expected} records scored in {timeout_s}s: {json.dumps(status)[:2000]}")
-        time.sleep(0.5)
 
 
 def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
@@ -120,24 +60,6 @@ def _digests(job: StreamJob) -> dict[int, str]:
     for digests in ray.get(job.controller.call_all.remote("entity_digests")):
         merged.update({int(k): v for k, v in digests.items()})
     return merged
-
-
-@pytest.fixture
-def job_factory(ray_session, kafka_broker: str):
-    jobs: list[StreamJob] = []
-
-    def make(settings: Settings, actors: int = 2) -> StreamJob:
-        job = StreamJob(settings, kafka_broker)
-        job.start(actors)
-        jobs.append(job)
-        return job
-
-    yield make
-    for job in jobs:
-        try:
-            job.drain()
-        except Exception:  # already drained by the test
-            pass
 
 
 def _metric_lines(url: str, names: set[str], events: int, timeout_s: float = 60.0) -> dict[str, list[str]]:
