@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from actors.scoring import ScoringActor
-from configs import Settings
+from configs import RuleSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class Controller:
         self._generation = 0
         self.last_status: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        #: Rules reloaded while running (None: the config's); restarted and new actors get them too.
+        self.rules: tuple[RuleSettings, ...] | None = None
 
     def _new_actor(self, index: int) -> Any:
         stream = self.settings.stream
@@ -101,7 +103,7 @@ class Controller:
                 for index, actor in enumerate(self.actors):
                     try:
                         status = await asyncio.wait_for(
-                            actor.ensure.remote(self.plan[index], self.stage_plan[index]), timeout=60
+                            actor.ensure.remote(self.plan[index], self.stage_plan[index], self.rules), timeout=60
                         )
                     except (RayActorError, RayError, asyncio.TimeoutError) as exc:
                         self._event("actor_unavailable", index, repr(exc)[:200])
@@ -152,8 +154,19 @@ class Controller:
 
     async def _ensure_all(self) -> None:
         await asyncio.gather(
-            *(actor.ensure.remote(self.plan[i], self.stage_plan[i]) for i, actor in enumerate(self.actors))
+            *(actor.ensure.remote(self.plan[i], self.stage_plan[i], self.rules) for i, actor in enumerate(self.actors))
         )
+
+    async def reload_rules(self, rules: tuple[RuleSettings, ...]) -> list[str]:
+        """Every actor decides with ``rules`` from its next micro-batch on; their version per actor.
+
+        A rule set the actors refuse (ConfigError) leaves every actor on its old rules.
+        """
+        async with self._lock:
+            versions = await asyncio.gather(*(actor.set_rules.remote(rules) for actor in self.actors))
+            self.rules = rules
+        self._event("rules_reloaded", 0, f"{len(rules)} rules, {versions[0] if versions else '-'}")
+        return list(versions)
 
     async def status(self) -> dict[str, Any]:
         """Per-actor and per-partition status (positions, lag, rates, checkpoint age)."""

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import numpy as np
 
-from configs import Settings
+from configs import RuleSettings, Settings
 from contracts.errors import RecordError
 from contracts.records import (
     Alert,
@@ -55,6 +56,7 @@ from features.state import (
 from actors.serving import Served
 from models import Scorer
 from models.batch import ClassifierSource
+from models.online import EVENT_TIME, TRANSACTION_ID
 
 #: Bumped when the checkpoint layout of a partition changes.
 CHECKPOINT_FORMAT = 1
@@ -91,6 +93,8 @@ class PartitionCounters:
     dead_letters: int = 0
     labels_applied: int = 0
     labels_unmatched: int = 0
+    #: Labels the scorer's label-learning sources (the online classifier) learned from.
+    labels_learned: int = 0
     #: Offsets that could not be read (checkpoint offset outside the retained log).
     offset_gaps: int = 0
     #: Events scored before every partition's terminal updates for their visible buckets were in.
@@ -202,6 +206,18 @@ class PartitionProcessor:
         self.scorer = Scorer(self.scorer.settings, self.scorer.registry, sources)
         self.challenger = served.challenger
 
+    def online_snapshot(self) -> bytes | None:
+        """The partition's online classifier as it has learned so far (no held vectors), None without one."""
+        for source in self.scorer.sources:
+            snapshot = getattr(source, "snapshot_bytes", None)
+            if snapshot is not None:
+                return snapshot()  # type: ignore[no-any-return]
+        return None
+
+    def use_rules(self, rules: tuple[RuleSettings, ...]) -> None:
+        """Decide with these rules from the next micro-batch on (a reload); ConfigError leaves the old ones."""
+        self.scorer.replace_rules(rules)
+
     # ---------------------------------------------------------------- transactions
     def process_transactions(self, records: list[Record], now_ms: int | None = None) -> Output:
         """Score a micro-batch of this partition's transaction records (in offset order)."""
@@ -231,6 +247,9 @@ class PartitionProcessor:
                     if ((tx.event_time - self._freshness_ms) // self._bucket_ms) * self._bucket_ms > complete  # type: ignore[operator]
                 )
         batch = self.engine.transform_batch(good)
+        # what the online classifier keys its buffered vectors by (until the labels come)
+        batch.extra[TRANSACTION_ID] = np.array([tx.transaction_id for tx in good], dtype=object)
+        batch.extra[EVENT_TIME] = np.fromiter((tx.event_time for tx in good), dtype=np.int64, count=len(good))
         self._collect_updates()
         scored = self.scorer.process(batch)
         out.scored = len(good)
@@ -306,15 +325,21 @@ class PartitionProcessor:
         held = self.held_labels
         clock = self.engine.max_event_time_ms
         engine = self.engine
+        applied_ids: list[str] = []
+        applied_fraud: list[bool] = []
         while held and held[0][1].label_time <= clock:  # type: ignore[operator]
             offset, label = held.popleft()
             if engine.observe_label(label):
                 self.counters.labels_applied += 1
             else:
                 self.counters.labels_unmatched += 1
+            applied_ids.append(label.transaction_id)
+            applied_fraud.append(label.label == "fraud")
             self.next_label_offset = offset + 1
         if held:
             self.next_label_offset = held[0][0]
+        if applied_ids:  # once per call, in offset order: the sources that learn from labels (online classifier)
+            self.counters.labels_learned += self.scorer.observe_labels(applied_ids, applied_fraud)
 
     # ------------------------------------------------------------- terminal stage
     def _collect_updates(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from actors.worker import ScoringWorker
-from configs import Settings
+from configs import RuleSettings, Settings
 
 
 @ray.remote
@@ -27,10 +27,13 @@ class ScoringActor:
         context = ray.get_runtime_context()
         self.restarted = bool(context.was_current_actor_reconstructed)
 
-    async def ensure(self, partitions: list[int], stage_partitions: list[int]) -> dict[str, Any]:
-        """Own exactly these partitions (transactions/labels; terminal.deltas) and be polling them
-        (idempotent); returns status."""
+    async def ensure(self, partitions: list[int], stage_partitions: list[int],
+                     rules: tuple[RuleSettings, ...] | None = None) -> dict[str, Any]:
+        """Own exactly these partitions (transactions/labels; terminal.deltas) and be polling them, deciding
+        with ``rules`` when given (a reload the controller holds; idempotent); returns status."""
         await self.worker.start()
+        if rules is not None:
+            self.worker.set_rules(rules)
         if sorted(partitions) != sorted(self.worker.processors) or sorted(stage_partitions) != sorted(self.worker.stages):
             await self.worker.assign(partitions, stage_partitions)
         self.worker.run_in_background()
@@ -43,6 +46,14 @@ class ScoringActor:
         keep_stages = [d for d in self.worker.stages if d not in set(stage_partitions)]
         await self.worker.assign(keep, keep_stages)
         return self.status()
+
+    def set_rules(self, rules: tuple[RuleSettings, ...]) -> str:
+        """Reload the decision rules (between micro-batches); their version. ConfigError keeps the old ones."""
+        return self.worker.set_rules(rules)
+
+    async def online_snapshots(self) -> dict[int, bytes]:
+        """Each owned partition's online classifier (between micro-batches)."""
+        return await self.worker.online_snapshots()
 
     def terminal_stats(self, terminal_id: str, event_time_ms: int) -> tuple[int, int]:
         """What this actor's broadcast table answers for a terminal at a time (tests compare actors)."""

@@ -43,9 +43,10 @@ from actors.terminal_stage import (
     decode_risk_update,
     encode as encode_stage_message,
 )
-from configs import Settings
-from features import FeatureEngine
+from configs import RuleSettings, Settings
+from features import FeatureEngine, FeatureRegistry
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
+from models.sources import RuleSource
 from pipelines.kafka import cluster_id, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,9 @@ class ScoringWorker:
         self.serving = ClassifierServing(settings)
         self._served_next: Served | None = None
         self._poller: asyncio.Task[None] | None = None
+        #: Rules reloaded while running (None: the config's), installed between micro-batches like a model.
+        self.rules: tuple[RuleSettings, ...] | None = None
+        self._rules_next: tuple[RuleSettings, ...] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -244,12 +248,33 @@ class ScoringWorker:
                 if self.metrics is not None:
                     self.metrics.model_swaps.inc(1, tags={"actor": self.name})
 
-    def _install_served(self) -> None:
-        """Between micro-batches: every partition scores with the newest loaded versions."""
+    def set_rules(self, rules: tuple[RuleSettings, ...]) -> str:
+        """Decide with these rules from the next micro-batch on; returns their version.
+
+        Checked here first (unknown feature, bad expression: ConfigError, the old rules stay).
+        """
+        scoring = self.settings.scoring
+        version = RuleSource(rules, FeatureRegistry.from_settings(self.settings.features), "rules reload",
+                             scoring.block_threshold).version
+        if rules != self.rules:
+            self.rules = self._rules_next = rules
+        return version
+
+    async def online_snapshots(self) -> dict[int, bytes]:
+        """Each owned partition's online classifier, taken between two micro-batches."""
+        async with self._lock:
+            snapshots = {p: processor.online_snapshot() for p, processor in self.processors.items()}
+        return {p: data for p, data in snapshots.items() if data is not None}
+
+    def _install_pending(self) -> None:
+        """Between micro-batches: every partition scores with the newest loaded models and rules."""
         served, self._served_next = self._served_next, None
-        if served is not None:
-            for processor in self.processors.values():
+        rules, self._rules_next = self._rules_next, None
+        for processor in self.processors.values():
+            if served is not None:
                 processor.use_classifiers(served)
+            if rules is not None:
+                processor.use_rules(rules)
 
     def run_in_background(self) -> None:
         """Start the poll loop as a task (idempotent)."""
@@ -307,6 +332,8 @@ class ScoringWorker:
             for partition in arriving:
                 self.processors[partition] = self._restore(partition)
                 self.processors[partition].use_classifiers(self.serving.served)
+                if self.rules is not None:
+                    self.processors[partition].use_rules(self.rules)
             tps = [TopicPartition(t, p) for p in wanted for t in (self.tx_topic, self.label_topic)]
             tps += [TopicPartition(self.deltas_topic, d) for d in sorted(self.stages)]
             risk = [TopicPartition(self.risk_topic, d) for d in range(self.stage_count)]
@@ -362,8 +389,8 @@ class ScoringWorker:
                 await asyncio.sleep(self.settings.stream.max_batch_wait_ms / 1000)
                 return 0
             stream = self.settings.stream
-            if self._served_next is not None:
-                self._install_served()
+            if self._served_next is not None or self._rules_next is not None:
+                self._install_pending()
             phases = self.phases
             phases.start()
             try:
@@ -776,6 +803,8 @@ class ScoringWorker:
                                 "terminals": len(st.terminals)} for d, st in sorted(self.stages.items())},
             "broadcast_complete_through_ms": self.broadcast.complete_through_ms,
             "serving": self.serving.status(),
+            "rules_version": next(iter(self.processors.values())).scorer.model_versions.get("rules")
+            if self.processors else None,
         }
 
     def entity_digests(self) -> dict[int, str]:

@@ -16,6 +16,13 @@ classifier, fused. Prints one JSON line; progress goes to stderr.
 - ``card_precision_at_100``: per day, the share of compromised cards among the
   100 cards with the highest score that day, averaged over the days (and per
   scenario: cards compromised by that scenario).
+- ``diagnostics`` (per scenario, from the feature tables, independent of the scorer):
+  ``training_frauds_known`` / ``training_frauds``: the scenario's fraud rows in the
+  classifier's fit + calibration slices, and how many of them had their label by the
+  start of its test period (the only ones it learns as frauds);
+  ``label_delay_h_median``: median hours from a backtest fraud to its label;
+  ``terminal_fraud_seen``: share of its backtest fraud rows scored with
+  ``terminal_fraud_count > 0`` (a label-based terminal signal was there at all).
 
 Targets (issue 5): batch_ap >= 0.7, every scenario's recall >= 0.8, alert_rate <= 0.01.
 
@@ -46,6 +53,38 @@ TARGETS = {"batch_ap": 0.7, "recall": 0.8, "alert_rate": 0.01}
 
 def log(message: str) -> None:
     print(f"[quality] {message}", file=sys.stderr, flush=True)
+
+
+def diagnostics(train_features, split, features, from_ms: int) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Per scenario: what the classifier could learn, how late labels came, whether terminals showed fraud."""
+    import numpy as np
+    import pyarrow as pa
+
+    def column(table: pa.Table, name: str) -> np.ndarray:
+        return table.column(name).to_numpy(zero_copy_only=False)
+
+    def label_times(table: pa.Table) -> np.ndarray:
+        return table.column("label_time").cast(pa.int64()).fill_null(2**62).to_numpy()
+
+    out: dict[str, dict[str, float]] = {}
+    if train_features.scenario is None or features.scenario is None:
+        return out
+    fit = train_features.times < split.train_end_ms
+    known = (column(train_features.table, "label") == 1) & (label_times(train_features.table) <= split.test_start_ms)
+    later = features.times >= from_ms
+    seen = column(features.table, "terminal_fraud_count") > 0
+    delay_h = (label_times(features.table) - features.times) / 3_600_000
+    for name in sorted({s for s in features.scenario if s}):
+        train_rows = fit & (train_features.scenario == name)
+        rows = later & (features.scenario == name)
+        labelled = rows & (delay_h < 2**40)
+        out[name] = {
+            "training_frauds": int(train_rows.sum()),
+            "training_frauds_known": int((train_rows & known).sum()),
+            "label_delay_h_median": round(float(np.median(delay_h[labelled])), 1) if labelled.any() else None,
+            "terminal_fraud_seen": round(float(seen[rows].mean()), 4) if rows.any() else None,
+        }
+    return out
 
 
 def main() -> None:
@@ -114,6 +153,7 @@ def main() -> None:
         "fraud_accounts_by_scenario": {name: s["accounts"] for name, s in scenarios.items()},
         "batch_ap_by_scenario": {name: s["ap_by_source"].get("classifier") for name, s in scenarios.items()},
         "sources_ap": {name: s["ap"] for name, s in metrics["sources"].items()},
+        "diagnostics": diagnostics(train_features, trained.split, features, from_ms),
         "targets_met": {
             "batch_ap": (metrics["sources"]["classifier"]["ap"] or 0.0) >= TARGETS["batch_ap"],
             "recall_by_scenario": all(r >= TARGETS["recall"] for r in recall.values()),

@@ -3,8 +3,10 @@
 On a generated stream (default 5k accounts × 30 days) in event-time order, one core:
 - scorer_per_s: models.Scorer.process on micro-batches (default 1000 rows) of the
   real feature vectors the offline builder computes for the stream (features
-  are computed before timing), bundled defaults (anomaly model and rules), from
-  an empty scorer: score, fuse, explain the alerted rows, learn;
+  are computed before timing), bundled defaults (anomaly model, online classifier
+  and rules), from an empty scorer: score, fuse, explain the alerted rows, learn;
+  after each batch, the labels whose label_time the stream has reached go to
+  Scorer.observe_labels (timed too: the online classifier learns them);
 - reference_model_per_s: ../shared/bench/reference_workload.py's reference_model()
   (MinMaxScaler | HalfSpaceTrees(25 trees, height 8, window 250)), score_one then
   learn_one per event on the dicts its update_features returns for the same
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
@@ -35,6 +38,7 @@ from configs import load_settings  # noqa: E402
 from features import FeatureBatch, FeatureRegistry  # noqa: E402
 from features.offline import build_feature_table  # noqa: E402
 from models import Scorer  # noqa: E402
+from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed, OnlineClassifierSource  # noqa: E402
 from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 
 
@@ -57,11 +61,19 @@ def main() -> None:
         transactions = ordered_transactions(history)
     n = len(values)
     assert len(transactions) == n
+    ids = np.array(table.column("transaction_id").to_pylist(), dtype=object)
+    times = table.column("event_time").cast(pa.int64()).to_numpy()
+    labelled = table.column("label").is_valid().to_numpy(zero_copy_only=False)
+    is_fraud = table.column("label").fill_null(0).to_numpy()[labelled].astype(bool)
+    label_ms = table.column("label_time").cast(pa.int64()).to_numpy(zero_copy_only=False)[labelled]
+    feed = LabelFeed(ids[labelled].tolist(), is_fraud.tolist(), label_ms)
     batches = [
         FeatureBatch(values[i : i + args.batch], np.zeros(len(values[i : i + args.batch]), dtype=bool),
-                     registry.names, registry.version)
+                     registry.names, registry.version,
+                     {TRANSACTION_ID: ids[i : i + args.batch], EVENT_TIME: times[i : i + args.batch]})
         for i in range(0, n, args.batch)
     ]
+    clocks = np.maximum.accumulate([int(batch.extra[EVENT_TIME].max()) for batch in batches]).tolist()
     del history, table
 
     scorer = Scorer.from_settings(settings.scoring, registry)
@@ -71,9 +83,11 @@ def main() -> None:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"scorer on {n:,} events", total=n)
         scorer_s = 0.0
-        for batch in batches:
+        labels_learned = 0
+        for batch, clock in zip(batches, clocks, strict=True):
             started = time.perf_counter()
             scored = scorer.process(batch)
+            labels_learned += scorer.observe_labels(*feed.due(clock))
             scorer_s += time.perf_counter() - started
             alerts += sum(decision is not None for decision in scored.decision)
             progress.advance(task, len(batch.values))
@@ -113,6 +127,9 @@ def main() -> None:
                 "events": n,
                 "batch": args.batch,
                 "features": len(registry),
+                "labels_learned": labels_learned,
+                "online": next((s.counters() for s in scorer.sources if isinstance(s, OnlineClassifierSource)), None),
+                "scorer_state_bytes": len(scorer.state_bytes()),
                 "model_versions": scorer.model_versions,
             }
         )

@@ -15,6 +15,7 @@ holds them (``kafka.sasl_password_env``, ``mlflow.token_env``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import typing
@@ -398,6 +399,105 @@ class ClassifierSettings(_Section):
             raise ValueError("review_probability and block_probability: need 0 < review_probability <= block_probability <= 1")
 
 
+class OnlineSettings(_Section):
+    """The online classifier: a River logistic regression learned from the delayed labels (models/online.py).
+
+    Every scored transaction's input vector waits in a bounded buffer for its
+    label; a label arriving within the bounds teaches the model that vector.
+    Its fraud probability enters the fused score like the batch classifier's
+    (``review_probability`` -> ``review_threshold``, ``block_probability`` ->
+    ``block_threshold``), once the warm-up is over.
+    """
+
+    enabled: bool = True
+    #: Feature names the model sees (empty = every registered feature); signed log1p, then standardised.
+    features: tuple[str, ...] = (
+        "amount", "count_10m", "count_1h", "count_24h", "mean_10m", "mean_24h", "amount_ratio",
+        "seconds_since_prev", "speed_kmh", "new_merchant", "new_country", "new_device",
+        "distinct_merchants_24h", "distinct_countries_24h", "terminal_fraud_rate",
+    )  # fmt: skip
+    #: Scored transactions whose input vectors wait for a label, per partition (the oldest are evicted
+    #: first). Size it to the partition's transactions over the label delay: a label is learned only
+    #: while its transaction is among the last ``buffer_max`` scored.
+    buffer_max: PositiveInt = 200_000
+    #: Labels of transactions older than this (event time) are not learned; their vectors are dropped.
+    buffer_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 45.0
+    #: River SGD step for the weights and the intercept (0.05 and more ranked worse: docs/architecture.md).
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 0.01
+    #: Sample weight of a fraud label (a genuine one weighs 1). Raise it when genuine labels far
+    #: outnumber fraud labels; the bundled generator labels every fraud and 10 % of genuine payments,
+    #: a label stream already rich in fraud, where 1 ranked best (2, 3 and 10 worse).
+    fraud_weight: Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)] = 1.0
+    #: Warm-up: the score stays 0 (no alerts) until this many fraud labels were learned (per partition).
+    min_fraud_labels: NonNegativeInt = 50
+    #: Fraud probability mapped to review_threshold (reviews from here) and to block_threshold (blocks from here).
+    #: How often the running job logs every partition's online model to MLflow as a new version of
+    #: ``registered_model`` (and once when it stops); 0 = never.
+    snapshot_interval_s: Annotated[float, msgspec.Meta(ge=0.0)] = 600.0
+    registered_model: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,128}$")] = "fraud-online"
+    review_probability: Fraction = 0.95
+    block_probability: Fraction = 0.99
+
+    def __post_init__(self) -> None:
+        repeated = sorted({name for name in self.features if self.features.count(name) > 1})
+        if repeated:
+            raise ValueError(f"features: {', '.join(repeated)} listed more than once; list each feature once")
+        if not 0.0 < self.review_probability <= self.block_probability <= 1.0:
+            raise ValueError(
+                "review_probability and block_probability: need 0 < review_probability <= block_probability <= 1"
+            )
+
+
+#: Score sources the fusion combines (``models``: AnomalySource, OnlineClassifierSource, ClassifierSource).
+#: Rules are not fused: a matched rule lifts the fused score to at least its ``score`` after fusion.
+FUSED_SOURCES = ("anomaly", "online", "classifier")
+
+
+def _check_sources(key: str, values: dict[str, float]) -> None:
+    unknown = sorted(set(values) - set(FUSED_SOURCES))
+    if unknown:
+        hint = "; rules are not fused (a matched rule lifts the fused score)" if "rules" in unknown else ""
+        raise ValueError(f"{key}: unknown source {unknown[0]!r} (sources: {', '.join(FUSED_SOURCES)}){hint}")
+    bad = sorted(name for name, value in values.items() if not math.isfinite(value))
+    if bad:
+        raise ValueError(f"{key}: {bad[0]} is {values[bad[0]]}; give a finite number")
+
+
+class StackingSettings(_Section):
+    """Logistic stacking: fused score = sigmoid(intercept + sum over sources of coefficient x source score)."""
+
+    intercept: float = 0.0
+    #: Source name -> coefficient on its score in [0, 1]; a source not listed has coefficient 0.
+    coefficients: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.intercept):
+            raise ValueError(f"intercept: {self.intercept} is not a finite number")
+        _check_sources("coefficients", self.coefficients)
+
+
+class FusionSettings(_Section):
+    """How the sources' scores become the fused score (models/fusion.py); rules and thresholds apply after.
+
+    ``max`` (default): the highest source score. ``weighted``: the weighted mean
+    of the sources' scores (``weights``; a source not listed weighs 1).
+    ``stacking``: a logistic model over the sources' scores (``stacking``).
+    """
+
+    method: Literal["max", "weighted", "stacking"] = "max"
+    #: Source name -> weight (>= 0) for ``weighted``; a source not listed weighs 1, 0 leaves it out.
+    weights: dict[str, Annotated[float, msgspec.Meta(ge=0.0)]] = msgspec.field(default_factory=dict)
+    stacking: StackingSettings = StackingSettings()
+
+    def __post_init__(self) -> None:
+        _check_sources("weights", self.weights)
+        if self.method == "stacking" and not self.stacking.coefficients:
+            raise ValueError(
+                "stacking.coefficients: method stacking needs a coefficient for at least one source "
+                f"({', '.join(FUSED_SOURCES)}), e.g. {{anomaly: 6.0, classifier: 8.0}} with intercept: -9.0"
+            )
+
+
 class ScoringSettings(_Section):
     """Scoring and decisions: anomaly model, rules, thresholds, explanations."""
 
@@ -417,6 +517,12 @@ class ScoringSettings(_Section):
             action="review",
             score=0.97,
         ),
+        RuleSettings(
+            name="bust_out",
+            when="distinct_merchants_24h >= 6 and amount_ratio > 2.5 and new_merchant == 1 and amount > 200",
+            action="review",
+            score=0.97,
+        ),
     )
     #: Fused score at or above which an alert is raised with decision "review"
     #: (the anomaly score is a percentile rank: 0.995 = the 0.5 % most unusual events).
@@ -427,6 +533,13 @@ class ScoringSettings(_Section):
     top_features: Annotated[int, msgspec.Meta(ge=0, le=37)] = 3
     #: The batch classifier from the registry (backtest today; actors when they serve it).
     classifier: ClassifierSettings = ClassifierSettings()
+    #: The online classifier learned from delayed labels.
+    online: OnlineSettings = OnlineSettings()
+    #: A YAML file of rules (``rules: [{name, when, action, score}, ...]``) used instead of ``rules``; "" = none.
+    #: A relative path resolves against the config file's folder. The stream job reloads it when it changes.
+    rules_file: str = ""
+    #: How the sources' scores are combined into the fused score.
+    fusion: FusionSettings = FusionSettings()
 
     def __post_init__(self) -> None:
         if self.block_threshold < self.review_threshold:
@@ -488,16 +601,23 @@ class Settings(_Section):
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+_INDEXED = re.compile(r"^(?P<name>[^\[\]]+)(?P<indexes>(?:\[\d+\])*)$")
 
 
-def _section_type(path: str) -> Any:
-    """The struct type at a dotted path below Settings (None when not a struct)."""
-    current: Any = Settings
+def _section_type(path: str, root: Any = Settings) -> Any:
+    """The struct type at a dotted path below ``root`` (``scoring.rules[0]``: an element; None when not a struct)."""
+    current: Any = root
     for part in [p for p in path.split(".") if p]:
+        match = _INDEXED.match(part)
         fields = {f.name: f.type for f in msgspec.structs.fields(current)} if _is_struct(current) else {}
-        if part not in fields:
+        if match is None or match.group("name") not in fields:
             return None
-        current = _unwrap(fields[part])
+        current = _unwrap(fields[match.group("name")])
+        for _ in range(match.group("indexes").count("[")):
+            args = typing.get_args(current)
+            if typing.get_origin(current) not in (tuple, list) or not args:
+                return None
+            current = _unwrap(args[0])
     return current if _is_struct(current) else None
 
 
@@ -512,9 +632,9 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _allowed_values(path: str) -> str | None:
+def _allowed_values(path: str, root: Any = Settings) -> str | None:
     parent, _, leaf = path.rpartition(".")
-    section = _section_type(parent)
+    section = _section_type(parent, root)
     if section is None:
         return None
     tp = {f.name: f.type for f in msgspec.structs.fields(section)}.get(leaf)
@@ -526,7 +646,8 @@ def _allowed_values(path: str) -> str | None:
     return None
 
 
-def _format(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, root: Any = Settings) -> tuple[str, str]:
+    """(dotted key below ``root``, problem and fix) of a validation error."""
     match = _AT_PATH.match(str(exc))
     assert match is not None
     problem, path = match.group("problem"), (match.group("path") or "").lstrip(".")
@@ -535,27 +656,119 @@ def _format(exc: msgspec.ValidationError) -> str:
         key = unknown.group("field")
         full = f"{path}.{key}".lstrip(".")
         if key in _SECRET_KEYS:
-            return (
-                f"config error: {full}: secrets are not read from YAML; put the value in the "
-                f"environment variable named by {_SECRET_KEYS[key]}"
+            return full, (
+                "secrets are not read from YAML; put the value in the environment variable named by "
+                f"{_SECRET_KEYS[key]}"
             )
-        section = _section_type(path)
+        section = _section_type(path, root)
         allowed = ", ".join(f.name for f in msgspec.structs.fields(section)) if section else "see configs/local.yaml"
-        return f"config error: {full}: unknown key (allowed: {allowed})"
+        return full, f"unknown key (allowed: {allowed})"
     missing = _MISSING.search(problem)
     if missing:
-        return f"config error: {path + '.' if path else ''}{missing.group('field')}: required key is missing"
-    allowed = _allowed_values(path) if "enum" in problem.lower() else None
-    suffix = f" (allowed: {allowed})" if allowed else ""
-    return f"config error: {path or '(top level)'}: {problem}{suffix}"
+        return f"{path + '.' if path else ''}{missing.group('field')}", "required key is missing"
+    choices = _allowed_values(path, root) if "enum" in problem.lower() else None
+    suffix = f" (allowed: {choices})" if choices else ""
+    return path, f"{problem}{suffix}"
 
 
-def settings_from_dict(data: dict[str, Any] | None) -> Settings:
-    """Validate a parsed YAML mapping into :class:`Settings`; raises :class:`ConfigError`."""
+def _format(exc: msgspec.ValidationError) -> str:
+    key, problem = _describe(exc)
+    return f"config error: {key or '(top level)'}: {problem}"
+
+
+def settings_from_dict(data: dict[str, Any] | None, base_dir: str | os.PathLike[str] | None = None) -> Settings:
+    """Validate a parsed YAML mapping into :class:`Settings`; raises :class:`ConfigError`.
+
+    With ``scoring.rules_file`` set, the file's rules replace ``scoring.rules``
+    (checked and compiled first) and ``rules_file`` becomes an absolute path (a
+    relative one resolves against ``base_dir``, default the working directory).
+    """
     try:
-        return msgspec.convert(data or {}, Settings)
+        settings = msgspec.convert(data or {}, Settings)
     except msgspec.ValidationError as exc:
         raise ConfigError(_format(exc)) from None
+    if settings.scoring.rules_file:
+        inline = ((data or {}).get("scoring") or {}).get("rules")
+        if inline is not None:
+            raise ConfigError(
+                "config error: scoring.rules_file: set together with scoring.rules, whose rules it would replace; "
+                "remove scoring.rules (or set rules_file: \"\" to use them)"
+            )
+        settings = _with_rules_file(settings, Path(base_dir) if base_dir is not None else Path.cwd())
+    return settings
+
+
+def read_rules_file(path: str | os.PathLike[str]) -> tuple[RuleSettings, ...]:
+    """The rules of a rules file (``scoring.rules_file``), checked like ``scoring.rules``.
+
+    The file is YAML, ``rules: [{name, when, action, score}, ...]`` (``rules: []``
+    = no rules). Checked here: the shape, each rule's keys and values, unique
+    names; every problem is a one-line ConfigError naming the file, the rule
+    (``rules[i]``, its name) and the key. Conditions are compiled against the
+    features by :func:`models.rules.load_rules_file`.
+    """
+    file = Path(path)
+    example = "rules: [{name: big_amount, when: 'amount > 5000', action: review, score: 0.97}]"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config error: scoring.rules_file: file {str(file)!r} not found; create it ({example}) "
+            "or set scoring.rules_file: \"\" to use scoring.rules"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"config error: scoring.rules_file: cannot read {str(file)!r} ({reason}); "
+                          "make it a readable UTF-8 YAML file") from None  # fmt: skip
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config error: {file}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {file}: expected a mapping with a list of rules, e.g. {example}")
+    unknown = sorted(str(key) for key in data if key != "rules")
+    if unknown:
+        raise ConfigError(f"config error: {file}: {unknown[0]}: unknown key (allowed: rules)")
+    if "rules" not in data:
+        raise ConfigError(f"config error: {file}: rules: required key is missing; e.g. {example}")
+    raw_rules = data["rules"] if data["rules"] is not None else []
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"config error: {file}: rules: expected a list of rules, got {type(raw_rules).__name__}; "
+                          f"e.g. {example}")  # fmt: skip
+    rules: list[RuleSettings] = []
+    first: dict[str, int] = {}
+    for i, raw in enumerate(raw_rules):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        rule_part = f"rule {name!r}: " if isinstance(name, str) else ""
+        try:
+            rule = msgspec.convert(raw, RuleSettings)
+        except msgspec.ValidationError as exc:
+            key, problem = _describe(exc, RuleSettings)
+            at = f"rules[{i}].{key}" if key else f"rules[{i}]"
+            raise ConfigError(f"config error: {file}: {at}: {rule_part}{problem}") from None
+        if rule.name in first:
+            raise ConfigError(f"config error: {file}: rules[{i}].name: rule {rule.name!r} is also "
+                              f"rules[{first[rule.name]}]; give each rule its own name")  # fmt: skip
+        first[rule.name] = i
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _with_rules_file(settings: Settings, base_dir: Path) -> Settings:
+    """``settings`` with the rules of ``scoring.rules_file`` (checked and compiled) and its absolute path."""
+    # imported here: configs sits below features and models, which import it
+    from features.registry import FeatureRegistry
+    from models.rules import load_rules_file
+
+    scoring = settings.scoring
+    path = Path(scoring.rules_file).expanduser()
+    path = (path if path.is_absolute() else base_dir / path).resolve()
+    names = FeatureRegistry.from_settings(settings.features).names
+    rules = load_rules_file(path, names, block_threshold=scoring.block_threshold)
+    scoring = msgspec.structs.replace(scoring, rules=rules, rules_file=str(path))
+    return msgspec.structs.replace(settings, scoring=scoring)
 
 
 def default_config_path() -> Path:
@@ -567,7 +780,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, overrides: dict[st
     """Read, validate and return the settings in ``path`` (default: configs/local.yaml).
 
     ``overrides`` maps dotted keys (``kafka.bootstrap_servers``) to values applied
-    before validation, as command-line options do.
+    before validation, as command-line options do. ``scoring.rules_file`` is read
+    here (relative to the config file's folder), so a bad rules file stops
+    start-up with one line.
     """
     config_path = Path(path) if path is not None else default_config_path()
     if not config_path.is_file():
@@ -588,6 +803,6 @@ def load_settings(path: str | os.PathLike[str] | None = None, overrides: dict[st
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        return settings_from_dict(data)
+        return settings_from_dict(data, base_dir=config_path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{exc} [in {config_path}]") from None

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from configs import ScoringSettings, TrainingSettings
 from features import FeatureBatch, FeatureRegistry
-from models.rules import BLOCK, REVIEW
+from models.calibration import ProbabilityScale
 from models.sources import SourceScores, SourceState
 
 FloatArray = npt.NDArray[np.float64]
@@ -355,15 +355,8 @@ class ClassifierSource:
         self.version = model.version
         self.columns: IntArray = np.array([registry.index(n) for n in model.feature_names], dtype=np.int64)
         settings = scoring.classifier
-        points = [(0.0, 0.0), (settings.review_probability, scoring.review_threshold),
-                  (settings.block_probability, scoring.block_threshold), (1.0, 1.0)]  # fmt: skip
-        kept: list[tuple[float, float]] = []
-        for x, y in points:
-            if not kept or x > kept[-1][0]:
-                kept.append((x, max(y, kept[-1][1]) if kept else y))
-        self._xp = np.array([x for x, _ in kept])
-        self._fp = np.array([y for _, y in kept])
-        self._review, self._block = settings.review_probability, settings.block_probability
+        self._scale = ProbabilityScale(settings.review_probability, settings.block_probability,
+                                       scoring.review_threshold, scoring.block_threshold)  # fmt: skip
 
     def probability(self, batch: FeatureBatch) -> FloatArray:
         """The model's fraud probability per row."""
@@ -371,8 +364,7 @@ class ClassifierSource:
 
     def process(self, batch: FeatureBatch) -> SourceScores:
         p = self.probability(batch)
-        action = np.where(p >= self._block, BLOCK, np.where(p >= self._review, REVIEW, 0)).astype(np.int8)
-        return SourceScores(np.interp(p, self._xp, self._fp), action)
+        return SourceScores(self._scale.score(p), self._scale.action(p))
 
     def state(self) -> SourceState:
         return {}  # the classifier does not learn while scoring

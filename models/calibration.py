@@ -14,6 +14,9 @@ stay cheap.
 >>> calibration.learn(np.linspace(0.0, 1.0, 100))
 >>> calibration.rank(np.array([-1.0, 0.5, 0.995, 2.0])).round(2).tolist()
 [0.0, 0.5, 0.99, 1.0]
+
+Classifiers give probabilities instead; :class:`ProbabilityScale` puts them on
+the fused scale (shared by the batch classifier and the online classifier).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from models.rules import BLOCK, NO_ACTION, REVIEW
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -75,3 +80,42 @@ class PercentileCalibration:
         self.filled_ = int(state["filled"])
         self.position_ = int(state["position"])
         self.since_sort_ = int(state["since_sort"])
+
+
+class ProbabilityScale:
+    """A fraud probability ``p`` on the fused scale, and the action it demands.
+
+    Piecewise linear through (0, 0), (``review_probability``, ``review_threshold``),
+    (``block_probability``, ``block_threshold``) and (1, 1) (points that do not move
+    right are dropped, the map never decreases), so a probability at or above
+    ``review_probability`` reaches the review threshold and demands a review, one
+    at or above ``block_probability`` a block, whatever the other sources say.
+
+    >>> scale = ProbabilityScale(0.5, 0.9, review_threshold=0.995, block_threshold=0.9995)
+    >>> p = np.array([0.0, 0.25, 0.5, 0.7, 0.9, 1.0])
+    >>> scale.score(p).round(6).tolist(), scale.action(p).tolist()
+    ([0.0, 0.4975, 0.995, 0.99725, 0.9995, 1.0], [0, 0, 1, 1, 2, 2])
+    """
+
+    def __init__(
+        self, review_probability: float, block_probability: float, review_threshold: float, block_threshold: float
+    ) -> None:
+        points = [(0.0, 0.0), (review_probability, review_threshold), (block_probability, block_threshold), (1.0, 1.0)]
+        kept: list[tuple[float, float]] = []
+        for x, y in points:
+            if not kept or x > kept[-1][0]:
+                kept.append((x, max(y, kept[-1][1]) if kept else y))
+        self._xp = np.array([x for x, _ in kept])
+        self._fp = np.array([y for _, y in kept])
+        self.review_probability = review_probability
+        self.block_probability = block_probability
+
+    def score(self, p: FloatArray) -> FloatArray:
+        """``p`` mapped onto the fused scale."""
+        result: FloatArray = np.interp(p, self._xp, self._fp)
+        return result
+
+    def action(self, p: FloatArray) -> npt.NDArray[np.int8]:
+        """``NO_ACTION``, ``REVIEW`` or ``BLOCK`` (of ``models.rules``) per probability."""
+        level = np.where(p >= self.block_probability, BLOCK, np.where(p >= self.review_probability, REVIEW, NO_ACTION))
+        return level.astype(np.int8)

@@ -4,7 +4,8 @@ A condition compares feature names with numbers (``<  <=  >  >=  ==  !=``),
 joined by ``and`` / ``or`` / ``not`` and parentheses. It is parsed with Python's
 ``ast`` module and checked against that whitelist (nothing is ever evaluated),
 then compiled into a function of the micro-batch matrix that returns one boolean
-per row.
+per row. Rules come from ``scoring.rules`` or a rules file (``scoring.rules_file``,
+:func:`load_rules_file`); :func:`rules_fingerprint` tells a watcher the file changed.
 
 >>> import numpy as np
 >>> match = compile_condition("speed_kmh > 900 and (distance_km >= 300 or not amount < 10)",
@@ -21,14 +22,18 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import operator
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from configs import ConfigError, RuleSettings
+from configs.settings import read_rules_file
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -143,8 +148,18 @@ class Rule:
     predicate: Predicate
 
 
-def compile_rules(rules: tuple[RuleSettings, ...], features: tuple[str, ...]) -> tuple[Rule, ...]:
-    """Every configured rule compiled; the first bad one stops start-up with a ConfigError naming it.
+def compile_rules(
+    rules: tuple[RuleSettings, ...],
+    features: tuple[str, ...],
+    where: str = "scoring.rules",
+    block_threshold: float | None = None,
+) -> tuple[Rule, ...]:
+    """Every rule checked and compiled; the first bad one is a ConfigError (one line) naming ``where[i]``, the rule,
+    the problem and the fix.
+
+    ``where`` names the rules in messages (``scoring.rules``, or ``<file>: rules`` for a rules file). Checked:
+    unique names, the action, the score in [0, 1], with ``block_threshold`` a review rule scoring below it, and the
+    condition.
 
     >>> compile_rules((RuleSettings(name="tiny", when="amount < 1 and", action="block"),), ("amount",))
     Traceback (most recent call last):
@@ -152,10 +167,68 @@ def compile_rules(rules: tuple[RuleSettings, ...], features: tuple[str, ...]) ->
     configs.settings.ConfigError: config error: scoring.rules[0].when: rule 'tiny': not a valid condition (invalid syntax); write comparisons, e.g. `speed_kmh > 900 and distance_km > 300`
     """
     compiled = []
+    first: dict[str, int] = {}
     for i, rule in enumerate(rules):
+        key = f"config error: {where}[{i}]"
+        if rule.name in first:
+            raise ConfigError(f"{key}.name: rule {rule.name!r} is also {where}[{first[rule.name]}]; "
+                              "give each rule its own name")  # fmt: skip
+        first[rule.name] = i
+        if rule.action not in ACTION_LEVEL:
+            raise ConfigError(f"{key}.action: rule {rule.name!r}: {rule.action!r} is not an action "
+                              "(allowed: 'review', 'block')")  # fmt: skip
+        if not 0.0 <= rule.score <= 1.0:
+            raise ConfigError(f"{key}.score: rule {rule.name!r}: {rule.score} is outside [0, 1]; "
+                              "give a score in [0, 1]")  # fmt: skip
+        if block_threshold is not None and rule.action == "review" and rule.score >= block_threshold:
+            raise ConfigError(
+                f"{key}.score: review rule {rule.name!r} has score {rule.score} >= block_threshold {block_threshold}, "
+                "so its matches would be blocked; lower its score or set action: block"
+            )
         try:
             predicate = compile_condition(rule.when, features)
         except ValueError as exc:
-            raise ConfigError(f"config error: scoring.rules[{i}].when: rule {rule.name!r}: {exc}") from None
+            raise ConfigError(f"{key}.when: rule {rule.name!r}: {exc}") from None
         compiled.append(Rule(rule.name, rule.when, ACTION_LEVEL[rule.action], rule.score, predicate))
     return tuple(compiled)
+
+
+def load_rules_file(
+    path: str | os.PathLike[str], feature_names: Sequence[str], block_threshold: float | None = None
+) -> tuple[RuleSettings, ...]:
+    """The rules of a rules file (``scoring.rules_file``), parsed, checked and compiled against ``feature_names``.
+
+    The file is YAML, ``rules: [{name, when, action, score}, ...]``, each rule as
+    in ``scoring.rules``. Any problem (unreadable file, bad YAML, unknown key,
+    bad action or score, duplicate name, a condition that does not compile, an
+    unknown feature) is a ConfigError of one line naming the file, ``rules[i]``,
+    the rule and the fix; nothing is returned then, so a caller keeps its old rules.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+    ...     _ = f.write("rules:\\n  - {name: fast, when: 'speed > 900', action: block, score: 0.99}\\n")
+    >>> load_rules_file(f.name, ("amount", "speed_kmh"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    configs.settings.ConfigError: config error: /...yaml: rules[0].when: rule 'fast': unknown feature 'speed' (did you mean: speed_kmh?)
+    """
+    rules = read_rules_file(path)
+    compile_rules(rules, tuple(feature_names), where=f"{Path(path)}: rules", block_threshold=block_threshold)
+    return rules
+
+
+def rules_fingerprint(path: str | os.PathLike[str]) -> str:
+    """What changes when the file at ``path`` changes: modification time, size and a BLAKE2b hash of the content.
+
+    Cheap enough to call every second (one ``stat`` and one read of a small
+    file). Never raises: a missing or unreadable file has a fingerprint of its
+    own (``missing: ...``), so a watcher sees the change and
+    :func:`load_rules_file` reports it.
+    """
+    try:
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            digest = hashlib.blake2b(file.read(), digest_size=16).hexdigest()
+    except OSError as exc:
+        return f"missing: {exc.strerror or exc}"
+    return f"{stat.st_mtime_ns}-{stat.st_size}-{digest}"

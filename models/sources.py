@@ -9,19 +9,19 @@ sources' answers. Today's sources:
 - :class:`AnomalySource`: River Half-Space Trees, batched, calibrated to a
   percentile rank; explains its score per feature;
 - :class:`RuleSource`: the configured rules; matched rules lift the score and
-  the decision and are named in the alert.
-
-Batch-trained classifiers (MLflow) and online classifiers learned from delayed
-labels are meant to be further sources of the same shape.
+  the decision and are named in the alert;
+- :class:`models.online.OnlineClassifierSource`: a River logistic regression
+  learned from delayed labels (a :class:`LabelLearner`);
+- :class:`models.batch.ClassifierSource`: a batch-trained classifier (MLflow).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -56,7 +56,7 @@ STD_FLOOR = 0.1
 class SourceScores:
     """What one source says about each row of a micro-batch."""
 
-    #: Suspicion in [0, 1]; the fused score is the maximum over sources.
+    #: Suspicion in [0, 1]; fused per ``scoring.fusion`` (default: the maximum over sources).
     score: FloatArray
     #: Least decision the source demands per row (0 none, 1 review, 2 block; int8).
     action: npt.NDArray[np.int8]
@@ -83,11 +83,24 @@ class ScoreSource(Protocol):
         ...
 
     def state(self) -> SourceState:
-        """Everything learned so far, to continue exactly after :meth:`restore`."""
+        """Everything learned so far, to continue exactly after :meth:`restore`.
+
+        Empty for a source that learns nothing (rules, the batch classifier):
+        checkpoints then do not pin its ``version`` (``Scorer.from_state``).
+        """
         ...
 
     def restore(self, state: SourceState) -> None:
         """Continue from a :meth:`state` of a source with the same ``version``."""
+        ...
+
+
+@runtime_checkable
+class LabelLearner(Protocol):
+    """A source that also learns from delayed labels (:meth:`models.Scorer.observe_labels` forwards to it)."""
+
+    def observe_labels(self, transaction_ids: Sequence[str], is_fraud: Sequence[bool]) -> int:
+        """Learn the labels of transactions this source scored, in the order given; how many were learned."""
         ...
 
 
@@ -188,8 +201,15 @@ class RuleSource:
 
     name = "rules"
 
-    def __init__(self, rules: tuple[RuleSettings, ...], registry: FeatureRegistry) -> None:
-        self.rules = compile_rules(rules, registry.names)
+    def __init__(
+        self,
+        rules: tuple[RuleSettings, ...],
+        registry: FeatureRegistry,
+        where: str = "scoring.rules",
+        block_threshold: float | None = None,
+    ) -> None:
+        """ConfigError (one line naming ``where[i]``, see :func:`~models.rules.compile_rules`) for a bad rule."""
+        self.rules = compile_rules(rules, registry.names, where, block_threshold)
         text = "\n".join(f"{r.name}|{r.when}|{r.action}|{r.score!r}" for r in rules)
         self.version = f"rules-{zlib.crc32(text.encode()):08x}"
 

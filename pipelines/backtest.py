@@ -6,7 +6,10 @@ per partition of the transactions topic, labels joining at their
 the scoring actors build it (anomaly model, rules) plus, when one is given,
 the registered batch classifier (:class:`models.batch.ClassifierSource`), and
 is fed that partition's rows in event-time order, ``backtest.micro_batch_records``
-at a time, through :meth:`Scorer.process` as the actors call it. Rows before
+at a time, through :meth:`Scorer.process` as the actors call it; after each
+micro-batch the labels whose ``label_time`` the partition's event-time clock has
+reached go to :meth:`Scorer.observe_labels` (the online classifier learns them),
+as the actors apply them. Rows before
 ``--from`` go through features and models (warming their state up) but are not
 reported; rows after ``--until`` are not replayed.
 
@@ -41,6 +44,7 @@ from models.batch import (
     recall_by_scenario,
     roc_auc,
 )
+from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed
 from pipelines.history import History, HistoryError
 from pipelines.train import FeatureTable
 
@@ -79,6 +83,11 @@ def score_features(
     values = features.matrix(names)
     late = features.table.column("late").to_numpy(zero_copy_only=False).astype(bool)
     partition = features.table.column("partition").to_numpy()
+    ids = np.array(features.table.column("transaction_id").to_pylist(), dtype=object)
+    label = features.table.column("label")
+    labelled = label.is_valid().to_numpy(zero_copy_only=False)
+    is_fraud = label.fill_null(0).to_numpy().astype(bool)
+    label_ms = features.table.column("label_time").cast(pa.int64()).fill_null(0).to_numpy()
     rows = len(values)
     score, level = np.zeros(rows), np.zeros(rows, dtype=np.int8)
     per_source: dict[str, np.ndarray] = {}
@@ -91,9 +100,16 @@ def score_features(
         scorer = Scorer(settings.scoring, registry, [*base.sources, *([classifier] if classifier else [])])
         versions = scorer.model_versions
         mine = np.flatnonzero(partition == p)
+        # the partition's labels join when its event-time clock reaches their label_time, as in the stream
+        known = mine[labelled[mine]]
+        feed = LabelFeed(ids[known].tolist(), is_fraud[known].tolist(), label_ms[known])
+        clock = np.iinfo(np.int64).min
         for start in range(0, len(mine), size):
             chunk = mine[start : start + size]
-            scored = scorer.process(FeatureBatch(values[chunk], late[chunk], names, registry.version))
+            extra = {TRANSACTION_ID: ids[chunk], EVENT_TIME: features.times[chunk]}
+            scored = scorer.process(FeatureBatch(values[chunk], late[chunk], names, registry.version, extra))
+            clock = max(clock, int(features.times[chunk].max()))
+            scorer.observe_labels(*feed.due(clock))
             score[chunk] = scored.score
             level[chunk] = [0 if d is None else (1 if d == "review" else 2) for d in scored.decision]
             for name, source_score in scored.sources.items():

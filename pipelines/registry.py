@@ -169,6 +169,55 @@ def log_training(
         return _version(client, client.get_model_version(registered_model, version))
 
 
+def log_online_snapshot(
+    client: Any,
+    settings: MlflowSettings,
+    *,
+    experiment: str,
+    registered_model: str,
+    snapshots: Mapping[int, bytes],
+    online_version: str,
+    feature_version: str,
+    metrics: Mapping[str, float],
+) -> RegisteredVersion:
+    """Log the online classifiers of a running job (one snapshot per Kafka partition) as one run and register
+    it as a new version of ``registered_model`` (``fraud-online``); read a partition back with
+    ``models.online.OnlineClassifierSource.from_snapshot`` on ``snapshots/partition-<p>.bin``."""
+    import json
+    import tempfile
+
+    with _quiet():
+        import mlflow
+
+        run_experiment = experiment_id(client, settings, experiment)
+        with tempfile.TemporaryDirectory(prefix="fraudstream-online-") as folder:
+            root = Path(folder) / "snapshots"
+            root.mkdir()
+            for partition, data in sorted(snapshots.items()):
+                (root / f"partition-{partition}.bin").write_bytes(data)
+            (root / "snapshot.json").write_text(json.dumps(
+                {"online_version": online_version, "feature_version": feature_version,
+                 "partitions": sorted(snapshots)}, indent=1))
+            with mlflow.start_run(experiment_id=run_experiment) as run:
+                mlflow.set_tags({"feature_version": feature_version, "online_version": online_version,
+                                 "fraudstream.command": "stream"})
+                mlflow.log_params({"partitions": len(snapshots), "online_version": online_version})
+                mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
+                mlflow.log_artifacts(str(root), artifact_path="snapshots")
+                source = f"{run.info.artifact_uri}/snapshots"
+        try:
+            client.get_registered_model(registered_model)
+        except Exception as exc:  # noqa: BLE001
+            if not _not_found(exc):
+                raise
+            client.create_registered_model(registered_model)
+        created = client.create_model_version(
+            registered_model, source, run_id=run.info.run_id,
+            tags={"feature_version": feature_version, "online_version": online_version},
+        )
+        return _version(client, created)
+
+
 def _param(value: Any) -> str:
     text = str(list(value)) if isinstance(value, tuple) else str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."

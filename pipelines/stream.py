@@ -26,7 +26,8 @@ from typing import Any
 
 import msgspec
 
-from configs import ConfigError, Settings, load_settings
+from configs import ConfigError, RuleSettings, Settings, load_settings
+from models.rules import load_rules_file, rules_fingerprint
 from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
 
 
@@ -68,9 +69,40 @@ def write_status(path: str | Path, status: dict[str, Any]) -> None:
     """Write the status JSON atomically (readers never see half a file)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_suffix(".tmp")
+    temp = target.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
     temp.write_text(json.dumps(status, default=str))
     temp.replace(target)
+
+
+class RulesWatcher:
+    """Notices when ``scoring.rules_file`` changes (size, mtime, content) and reads the new rules."""
+
+    def __init__(self, settings: Settings) -> None:
+        from features import FeatureRegistry
+
+        self.path = settings.scoring.rules_file
+        self.names = FeatureRegistry.from_settings(settings.features).names
+        self.block_threshold = settings.scoring.block_threshold
+        self.fingerprint = rules_fingerprint(self.path) if self.path else None
+        #: The last change that could not be loaded (the actors keep deciding with the rules before it).
+        self.error: str | None = None
+
+    def changed(self) -> tuple[RuleSettings, ...] | None:
+        """The file's rules when it changed since the last call, else None; ConfigError (one line) when
+        the changed file is invalid (reported once per change)."""
+        if not self.path:
+            return None
+        fingerprint = rules_fingerprint(self.path)
+        if fingerprint == self.fingerprint:
+            return None
+        self.fingerprint = fingerprint
+        try:
+            rules = load_rules_file(self.path, self.names, self.block_threshold)
+        except ConfigError as exc:
+            self.error = str(exc)
+            raise
+        self.error = None
+        return rules
 
 
 class StreamJob:
@@ -82,6 +114,8 @@ class StreamJob:
         self.controller: Any = None
         #: What the job serves from the registry, as checked at start (None before).
         self.serving: dict[str, Any] | None = None
+        self.rules_watcher = RulesWatcher(self.settings)
+        self._last_online_log = time.monotonic()
 
     def start(self, actors: int | None = None) -> dict[str, Any]:
         import ray
@@ -110,8 +144,58 @@ class StreamJob:
         import ray
 
         status: dict[str, Any] = ray.get(self.controller.status.remote())
+        status["rules_file"] = {"path": self.rules_watcher.path or None, "error": self.rules_watcher.error}
         write_status(self.settings.stream.status_path, status)
         return status
+
+    def reload_rules_if_changed(self) -> list[str] | None:
+        """When the rules file changed: every actor decides with the new rules from its next micro-batch
+        (their versions). An invalid file is reported (stderr, status) and changes nothing."""
+        import ray
+
+        try:
+            rules = self.rules_watcher.changed()
+        except ConfigError as exc:
+            print(f"warning: rules not reloaded, still deciding with the previous ones: {exc}", file=sys.stderr)
+            return None
+        if rules is None:
+            return None
+        versions: list[str] = ray.get(self.controller.reload_rules.remote(rules))
+        print(f"rules reloaded from {self.rules_watcher.path}: {len(rules)} rules ({versions[0]})", file=sys.stderr)
+        return versions
+
+    def log_online_models(self) -> Any:
+        """Log every partition's online classifier to MLflow as a new version of ``scoring.online.registered_model``
+        (None when there is none); a failing store is reported, never stops the job."""
+        import ray
+
+        from features import FeatureRegistry
+        from models.state import unpack
+        from pipelines.registry import connect, log_online_snapshot
+
+        online = self.settings.scoring.online
+        snapshots: dict[int, bytes] = {}
+        for part in ray.get(self.controller.call_all.remote("online_snapshots")):
+            snapshots.update(part)
+        status = self.status()
+        if not snapshots:
+            return None
+        partitions = status["partitions"].values()
+        try:
+            version = log_online_snapshot(
+                connect(self.settings.mlflow), self.settings.mlflow,
+                experiment=self.settings.training.experiment, registered_model=online.registered_model,
+                snapshots=snapshots,
+                online_version=unpack(next(iter(snapshots.values())))[0]["version"],
+                feature_version=FeatureRegistry.from_settings(self.settings.features).version,
+                metrics={"scored": float(sum(p.get("scored", 0) for p in partitions)),
+                         "labels_learned": float(sum(p.get("labels_learned", 0) for p in partitions))},
+            )
+        except Exception as exc:  # noqa: BLE001 - the stream matters more than its snapshot
+            print(f"warning: online models not logged to MLflow: {exc}", file=sys.stderr)
+            return None
+        self._last_online_log = time.monotonic()
+        return version
 
     def rescale(self, actors: int) -> dict[str, Any]:
         import ray
@@ -149,8 +233,12 @@ class StreamJob:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         deadline = None if duration_s is None else time.monotonic() + duration_s
+        interval = self.settings.scoring.online.snapshot_interval_s
         try:
             while not stop.is_set():
+                self.reload_rules_if_changed()
+                if interval and time.monotonic() - self._last_online_log >= interval:
+                    self.log_online_models()
                 status = self.status()
                 if on_status is not None:
                     on_status(status)
@@ -162,6 +250,8 @@ class StreamJob:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if interval and self.settings.scoring.online.enabled:
+                self.log_online_models()  # what the online models learned, before the actors stop
             final = self.drain()
         return final
 

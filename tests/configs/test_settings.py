@@ -50,6 +50,10 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
         ({"producer": {"compression": "brotli"}}, "producer.compression: Invalid enum value 'brotli' (allowed: 'none', 'gzip'"),
         ({"producer": {"rate": -5}}, "producer.rate: Expected `float` >= 0.0"),
         ({"kafka": []}, "kafka: Expected `object`, got `array`"),
+        ({"scoring": {"rules": [{"name": "a", "when": "amount > 1", "acton": "block"}]}},
+         "scoring.rules[0].acton: unknown key (allowed: name, when, action, score)"),
+        ({"scoring": {"rules": [{"name": "a", "when": "amount > 1", "action": "alert"}]}},
+         "scoring.rules[0].action: Invalid enum value 'alert' (allowed: 'review', 'block')"),
     ],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(data: dict, expected: str) -> None:

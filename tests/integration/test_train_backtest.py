@@ -164,7 +164,7 @@ def test_backtest_writes_scores_and_metrics(workspace, first_version, monkeypatc
                 "recall_by_scenario", "sources", "model_versions"):  # fmt: skip
         assert key in metrics, key
     assert metrics["model_versions"]["classifier"] == "fraud-classifier/1"
-    assert set(metrics["sources"]) == {"anomaly", "rules", "classifier"}
+    assert set(metrics["sources"]) == {"anomaly", "online", "rules", "classifier"}
     assert set(metrics["recall_by_scenario"]) <= {"card_testing", "account_takeover", "impossible_travel",
                                                   "compromised_terminal", "bust_out"}  # fmt: skip
     assert metrics["recall_by_scenario"] and all(0.0 <= r <= 1.0 for r in metrics["recall_by_scenario"].values())

@@ -34,9 +34,10 @@ def _same(a: list[ScoredBatch], b: list[ScoredBatch]) -> None:
 
 def test_model_versions_name_every_source(registry: FeatureRegistry) -> None:
     versions = Scorer.from_settings(ScoringSettings(), registry).model_versions
-    assert set(versions) == {"anomaly", "rules"}
+    assert set(versions) == {"anomaly", "online", "rules"}
     assert versions["anomaly"].startswith("river.HalfSpaceTrees:25x8w250s1:f15-")
-    assert Scorer.from_settings(ScoringSettings(rules=()), registry).model_versions.keys() == {"anomaly"}
+    assert versions["online"].startswith("river.LogisticRegression:sgd0.01fw1m50b200000t45:f15-")
+    assert Scorer.from_settings(ScoringSettings(rules=()), registry).model_versions.keys() == {"anomaly", "online"}
 
 
 def test_decisions_follow_thresholds_and_rule_actions(
@@ -131,7 +132,8 @@ def test_restore_then_continue_equals_an_uninterrupted_run(
     ("change", "message"),
     [
         ({"anomaly": {"n_trees": 7}}, "scorer state was saved for models"),
-        ({"rules": []}, "scorer state was saved for models"),
+        ({"online": {"learning_rate": 0.2}}, "scorer state was saved for models"),
+        ({"online": {"enabled": False}}, "scorer state was saved for models"),
         ({"anomaly": {"features": ["amount", "count_1h"]}}, "scorer state was saved for models"),
     ],
 )
@@ -183,9 +185,12 @@ def test_fused_scores_rank_generated_fraud_far_above_genuine(
     assert roc_auc_score(fraud[warm][visible], score[warm][visible]) > 0.90
     assert 0.002 < alerted.mean() < 0.02
     assert fraud[alerted].mean() > 0.5 and alerted[fraud].mean() > 0.35
+    # bust-out has no precise signature: its rule is a review rule at about one fraud in two (docs/architecture.md)
+    least_precision = {"bust_out": 0.4}
     for rule in settings.rules:
         hits = np.array([rule.name in names for names in rules])
-        assert hits.sum() >= 10 and fraud[hits].mean() > 0.75, (rule.name, hits.sum(), fraud[hits].mean())
+        assert hits.sum() >= 10 and fraud[hits].mean() > least_precision.get(rule.name, 0.75), (
+            rule.name, hits.sum(), fraud[hits].mean())
 
 
 def test_an_empty_batch_changes_nothing(
@@ -200,4 +205,11 @@ def test_an_empty_batch_changes_nothing(
 
 
 def test_bundled_config_scores_with_the_code_defaults() -> None:
-    assert load_settings().scoring == ScoringSettings()
+    from configs import ClassifierSettings, default_config_path
+
+    scoring = load_settings().scoring
+    assert scoring.rules_file == str(default_config_path().with_name("rules.yaml"))  # made absolute
+    assert scoring.rules == ScoringSettings().rules  # configs/rules.yaml holds the default rules
+    # the bundled file waits for a registered classifier (when_missing: wait) instead of stopping
+    assert scoring.classifier == msgspec.structs.replace(ClassifierSettings(), when_missing="wait")
+    assert msgspec.structs.replace(scoring, rules_file="", classifier=ClassifierSettings()) == ScoringSettings()
