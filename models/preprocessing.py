@@ -49,8 +49,8 @@ class RunningMinMax:
         span = self.high_ - self.low_
         known = span > 0  # False for inf - inf (nothing learned) and for constant columns
         low = np.where(known, self.low_, 0.0)
-        scale = np.where(known, 1.0 / np.where(known, span, 1.0), 0.0)
-        scaled: FloatArray = np.clip((x - low) * scale + np.where(known, 0.0, 0.5), 0.0, 1.0)
+        # a division, not a multiplication by 1 / span: a subnormal span would make that inf and 0 * inf nan
+        scaled: FloatArray = np.clip(np.where(known, (x - low) / np.where(known, span, 1.0), 0.5), 0.0, 1.0)
         return scaled
 
     def learn(self, x: FloatArray) -> None:
