@@ -61,18 +61,17 @@ import math
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from river import linear_model, optim, utils
 
-from configs import ConfigError, OnlineSettings
+from configs import OnlineSettings
 from features import FeatureBatch, FeatureRegistry
 from models.calibration import ProbabilityScale
 from models.preprocessing import RecentMoments, signed_log1p
-from models.sources import STD_FLOOR, SourceScores, SourceState
+from models.sources import STD_FLOOR, SourceScores, SourceState, source_features
 from models.state import pack, unpack
 
 FloatArray = npt.NDArray[np.float64]
@@ -285,15 +284,7 @@ class OnlineClassifierSource:
     def __init__(
         self, settings: OnlineSettings, registry: FeatureRegistry, review_threshold: float, block_threshold: float
     ) -> None:
-        names = settings.features or registry.names
-        for feature in names:
-            if feature not in registry.names:
-                close = get_close_matches(feature, registry.names, n=3)
-                hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-                raise ConfigError(
-                    f"config error: scoring.online.features: unknown feature {feature!r}{hint}; "
-                    f"allowed: {', '.join(registry.names)}"
-                )
+        names = source_features(settings.features, registry, "scoring.online.features")
         self.settings = settings
         self.features = tuple(names)
         self.columns: IntArray = np.array([registry.index(n) for n in names], dtype=np.int64)

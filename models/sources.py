@@ -52,6 +52,19 @@ TYPICAL_HALF_LIFE = 20_000
 STD_FLOOR = 0.1
 
 
+def source_features(names: tuple[str, ...], registry: FeatureRegistry, key: str) -> tuple[str, ...]:
+    """The features a source is configured with (empty = every registered one); ConfigError (one line
+    naming ``key``, close matches and what is allowed) for a name the registry does not have."""
+    for feature in names:
+        if feature not in registry.names:
+            close = get_close_matches(feature, registry.names, n=3)
+            hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"config error: {key}: unknown feature {feature!r}{hint}; allowed: {', '.join(registry.names)}"
+            )
+    return names or registry.names
+
+
 @dataclass(frozen=True)
 class SourceScores:
     """What one source says about each row of a micro-batch."""
@@ -126,15 +139,7 @@ class AnomalySource:
     name = "anomaly"
 
     def __init__(self, settings: AnomalySettings, registry: FeatureRegistry) -> None:
-        names = settings.features or registry.names
-        for feature in names:
-            if feature not in registry.names:
-                close = get_close_matches(feature, registry.names, n=3)
-                hint = f" (did you mean: {', '.join(close)}?)" if close else ""
-                raise ConfigError(
-                    f"config error: scoring.anomaly.features: unknown feature {feature!r}{hint}; "
-                    f"allowed: {', '.join(registry.names)}"
-                )
+        names = source_features(settings.features, registry, "scoring.anomaly.features")
         self.features = tuple(names)
         self.columns: IntArray = np.array([registry.index(n) for n in names], dtype=np.int64)
         shape = f"{settings.n_trees}x{settings.height}w{settings.window_size}s{settings.seed}"
