@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -44,6 +45,7 @@ from models.batch import (
     recall_by_scenario,
     roc_auc,
 )
+from models.fusion import fit_stacking
 from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed
 from pipelines.history import History, HistoryError
 from pipelines.train import FeatureTable
@@ -208,6 +210,10 @@ def _metrics(
             for name, values in per_source.items()
         },
     }
+    if has_truth and 0 < truth.sum() < len(truth):
+        # what `scoring.fusion: {method: stacking, stacking: ...}` would use, fitted on this period's scores
+        fitted = fit_stacking({name: values[reported] for name, values in per_source.items()}, truth)
+        result["stacking_fitted"] = msgspec.to_builtins(fitted)
     scenario = features.scenario
     if scenario is not None and has_truth:
         scenario = scenario[reported]

@@ -165,6 +165,13 @@ def test_backtest_writes_scores_and_metrics(workspace, first_version, monkeypatc
         assert key in metrics, key
     assert metrics["model_versions"]["classifier"] == "fraud-classifier/1"
     assert set(metrics["sources"]) == {"anomaly", "online", "rules", "classifier"}
+    # the fitted stacking is a ready scoring.fusion.stacking section over the fused sources (rules are floors)
+    fitted = metrics["stacking_fitted"]
+    assert set(fitted["coefficients"]) == {"anomaly", "online", "classifier"}
+    from configs.settings import settings_from_dict
+
+    fusion = settings_from_dict({"scoring": {"fusion": {"method": "stacking", "stacking": fitted}}}).scoring.fusion
+    assert fusion.stacking.coefficients["classifier"] == fitted["coefficients"]["classifier"] > 0
     assert set(metrics["recall_by_scenario"]) <= {"card_testing", "account_takeover", "impossible_travel",
                                                   "compromised_terminal", "bust_out"}  # fmt: skip
     assert metrics["recall_by_scenario"] and all(0.0 <= r <= 1.0 for r in metrics["recall_by_scenario"].values())
