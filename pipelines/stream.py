@@ -84,18 +84,28 @@ class RulesWatcher:
         self.names = FeatureRegistry.from_settings(settings.features).names
         self.block_threshold = settings.scoring.block_threshold
         self.fingerprint = rules_fingerprint(self.path) if self.path else None
+        #: A change seen once: read only when the next poll finds the file the same (not half-written).
+        self._settling: str | None = None
         #: The last change that could not be loaded (the actors keep deciding with the rules before it).
         self.error: str | None = None
 
     def changed(self) -> tuple[RuleSettings, ...] | None:
-        """The file's rules when it changed since the last call, else None; ConfigError (one line) when
-        the changed file is invalid (reported once per change)."""
+        """The file's rules when it changed and then stayed the same for one poll, else None; ConfigError
+        (one line) when the changed file is invalid (reported once per change).
+
+        Waiting for one unchanged poll means an editor or a copy that writes the file in pieces is
+        never read halfway: a truncated file could parse as a shorter, valid rule set.
+        """
         if not self.path:
             return None
         fingerprint = rules_fingerprint(self.path)
         if fingerprint == self.fingerprint:
+            self._settling = None
             return None
-        self.fingerprint = fingerprint
+        if fingerprint != self._settling:
+            self._settling = fingerprint
+            return None
+        self.fingerprint, self._settling = fingerprint, None
         try:
             rules = load_rules_file(self.path, self.names, self.block_threshold)
         except ConfigError as exc:
