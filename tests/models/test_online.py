@@ -60,6 +60,13 @@ def _stream(
         yield first, rows, (ids, fraud)
 
 
+def _learn(source: OnlineClassifierSource, generated: Generated, registry: FeatureRegistry, stop: int) -> None:
+    """Score rows 0..stop in micro-batches, the labels following two batches behind (as :func:`_stream`)."""
+    for first, rows, labels in _stream(generated, 0, stop):
+        source.process(_batch(registry, rows, first))
+        source.observe_labels(*labels)
+
+
 def _pattern(registry: FeatureRegistry, rows: np.ndarray) -> np.ndarray:
     """A fraud pattern the generated frauds do not show: a large payment after a day of silence, at a terminal
     with reported fraud (ordinary rows otherwise)."""
@@ -83,9 +90,7 @@ def test_labels_of_a_repeated_fraud_pattern_raise_its_score_and_genuine_rows_sta
     (99th percentile 0.36 before, 0.43 after; none at the review threshold)."""
     source = _source(registry, min_fraud_labels=0)
     # 20k events of the generated stream: its frauds and one genuine row in ten labelled, two batches late
-    for first, rows, labels in _stream(generated, 0, 20_000):
-        source.process(_batch(registry, rows, first))
-        source.observe_labels(*labels)
+    _learn(source, generated, registry, 20_000)
     genuine = np.flatnonzero(~generated.is_fraud)
     probe_genuine = generated.values[genuine[36_000:38_000]]
     now = 20_000 * STEP_MS
@@ -174,9 +179,7 @@ def test_explanation_is_each_features_share_of_the_log_odds_at_the_batch_start(
     generated: Generated, registry: FeatureRegistry
 ) -> None:
     source = _source(registry, min_fraud_labels=0)
-    for first, rows, labels in _stream(generated, 0, 8_000):
-        source.process(_batch(registry, rows, first))
-        source.observe_labels(*labels)
+    _learn(source, generated, registry, 8_000)
     rows = generated.values[8_000:8_200]
     x, weights, intercept = source.transform(rows), source.weights_.copy(), source.intercept_
     probability = source.probability(x)
@@ -312,9 +315,7 @@ def test_state_is_arrays_and_scalars_and_holds_only_the_buffered_rows(
     generated: Generated, registry: FeatureRegistry
 ) -> None:
     source = _source(registry, min_fraud_labels=0)
-    for first, rows, labels in _stream(generated, 0, 3_000):
-        source.process(_batch(registry, rows, first))
-        source.observe_labels(*labels)
+    _learn(source, generated, registry, 3_000)
     state = source.state()
     assert all(isinstance(v, (np.ndarray, int, float, bool)) for v in state.values())
     held = len(source.buffer)
