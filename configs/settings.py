@@ -210,6 +210,9 @@ class FeatureSettings(_Section):
     terminal_window_days: Annotated[float, msgspec.Meta(gt=0.0)] = 7.0
     terminal_bucket_s: PositiveInt = 3_600
     terminal_freshness_s: NonNegativeInt = 60
+    #: Short window of ``terminal_recent_frauds``: frauds paid at the terminal this recently (an episode under way;
+    #: one bucket at least, the terminal window at most).
+    terminal_recent_s: PositiveInt = 86_400
     #: Scored transactions awaiting their label (bounded by count and event-time age).
     pending_labels_max: PositiveInt = 1_000_000
     pending_labels_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
@@ -284,6 +287,8 @@ class TrainingSettings(_Section):
     ``history.label_delay_days`` (so the labels of the last training days have
     arrived when the model goes live) and a test period. The latest
     ``calibration_fraction`` of the train period calibrates the probabilities.
+    With ``refit`` the version registered is the same recipe fitted again on
+    the latest labelled data (the test metrics measure the recipe).
     """
 
     #: MLflow experiment the training runs go to.
@@ -302,10 +307,13 @@ class TrainingSettings(_Section):
     #: scikit-learn HistGradientBoostingClassifier parameters.
     max_iter: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
     learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
-    max_leaf_nodes: Annotated[int, msgspec.Meta(ge=2, le=4096)] = 31
-    min_samples_leaf: PositiveInt = 20
+    max_leaf_nodes: Annotated[int, msgspec.Meta(ge=2, le=4096)] = 15
+    min_samples_leaf: PositiveInt = 100
     l2_regularization: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     seed: int = 0
+    #: Register the recipe refitted on the whole span up to ``history.label_delay_days`` before its end (labels
+    #: known at its end, the latest ``calibration_fraction`` calibrating), not the model fitted for the test period.
+    refit: bool = True
 
     def __post_init__(self) -> None:
         repeated = sorted({name for name in self.features if self.features.count(name) > 1})

@@ -119,6 +119,7 @@ class FeatureEngine:
         self.stats = EngineStats()
         self._last_sweep: int = _NO_WATERMARK
         self._neutral_prev_s: float = float(settings.windows_s[-1])
+        self._neutral_fraud_age_h: float = settings.terminal_window_days * 24.0
         self._night_start: int = int(settings.night_hours[0])
         self._night_end: int = int(settings.night_hours[1])
 
@@ -129,6 +130,7 @@ class FeatureEngine:
             window_ms=int(settings.terminal_window_days * _DAY_MS),
             bucket_ms=settings.terminal_bucket_s * 1000,
             freshness_ms=settings.terminal_freshness_s * 1000,
+            recent_ms=settings.terminal_recent_s * 1000,
         )
 
     @property
@@ -256,16 +258,26 @@ class FeatureEngine:
         # terminal risk (global table, complete buckets, labels known by event time)
         terminal = tx.terminal_id
         if terminal is not None:
-            tx_count, fraud_count = self.terminal_risk.stats(terminal, t)
+            risk = self.terminal_risk
+            tx_count, fraud_count = risk.stats(terminal, t)
             out.append(float(tx_count))
             out.append(float(fraud_count))
             out.append(fraud_count / tx_count if tx_count else 0.0)
+            if fraud_count:
+                recent_frauds, since_ms = risk.recent_frauds(terminal, t)
+                out.append(float(recent_frauds))
+                out.append(since_ms / _HOUR_MS if since_ms is not None else self._neutral_fraud_age_h)
+            else:
+                out.append(0.0)
+                out.append(self._neutral_fraud_age_h)
             if not late:
-                self.terminal_risk.record_transaction(terminal, t)
+                risk.record_transaction(terminal, t)
         else:
             out.append(0.0)
             out.append(0.0)
             out.append(0.0)
+            out.append(0.0)
+            out.append(self._neutral_fraud_age_h)
 
         # calendar (UTC)
         hour = (t // _HOUR_MS) % 24

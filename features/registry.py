@@ -9,7 +9,7 @@ on one feature layout refuses to score another.
 >>> registry.names[:5]
 ('amount', 'log_amount', 'count_10m', 'sum_10m', 'mean_10m')
 >>> registry.index("count_24h"), len(registry)
-(8, 37)
+(8, 39)
 >>> registry.version.startswith("fs1-")
 True
 """
@@ -109,6 +109,15 @@ class FeatureRegistry:
             ),
             FeatureSpec("terminal_fraud_count", "of those, frauds whose label had arrived by event time"),
             FeatureSpec("terminal_fraud_rate", "terminal_fraud_count / terminal_tx_count"),
+            FeatureSpec(
+                "terminal_recent_frauds",
+                f"of those, frauds paid in the last {window_name(settings.terminal_recent_s)} (complete buckets)",
+            ),
+            FeatureSpec(
+                "terminal_hours_since_fraud",
+                "hours since the bucket of the terminal's latest known fraud closed (the window when none)",
+                neutral=settings.terminal_window_days * 24.0,
+            ),
             FeatureSpec("hour_of_day", "hour of the event time (UTC)"),
             FeatureSpec("is_weekend", "1 on Saturday and Sunday (UTC)"),
             FeatureSpec("is_night", f"1 between {settings.night_hours[0]}:00 and {settings.night_hours[1]}:00 UTC"),
@@ -122,6 +131,7 @@ class FeatureRegistry:
                 repr(settings.terminal_window_days),
                 str(settings.terminal_bucket_s),
                 str(settings.terminal_freshness_s),
+                str(settings.terminal_recent_s),
                 str(settings.novelty_bits),
                 str(settings.location_trail),
                 str(settings.max_events_per_account),

@@ -45,11 +45,13 @@ class _TerminalCounts:
 class TerminalRisk:
     """Per-terminal transaction counts in event-time buckets and known frauds."""
 
-    def __init__(self, window_ms: int, bucket_ms: int, freshness_ms: int) -> None:
+    def __init__(self, window_ms: int, bucket_ms: int, freshness_ms: int, recent_ms: int | None = None) -> None:
         self.window_ms = window_ms
         self.bucket_ms = bucket_ms
         self.freshness_ms = freshness_ms
         self.window_buckets = max(1, window_ms // bucket_ms)
+        #: The short window of :meth:`recent_frauds` (at most the whole window).
+        self.recent_buckets = min(self.window_buckets, max(1, (recent_ms or window_ms) // bucket_ms))
         self.terminals: dict[str, _TerminalCounts] = {}
         self._expired_through = -(2**62)
         #: Publishing mode (see :meth:`publish_updates`): (terminal, bucket, count) and
@@ -177,6 +179,38 @@ class TerminalRisk:
                 if first < bucket <= head and known_at <= visible_at:
                     frauds += 1
         return counts.cache_total, frauds
+
+    def recent_frauds(self, terminal_id: str, event_time_ms: int) -> tuple[int, int | None]:
+        """(known frauds in the last ``recent_buckets`` visible buckets, ms since the latest one's bucket closed).
+
+        The same visibility as :meth:`stats` (complete buckets, labels arrived
+        by ``t - freshness``), over the short window; the age looks at the whole
+        window and is None when no fraud there is known. A label arriving long
+        after its transaction counts only while that transaction's bucket is in
+        the window: a chargeback weeks later does not mark the terminal today.
+
+        >>> risk = TerminalRisk(window_ms=48 * 3_600_000, bucket_ms=3_600_000, freshness_ms=0, recent_ms=6 * 3_600_000)
+        >>> risk.record_fraud("T1", 30 * 60_000, known_at_ms=2 * 3_600_000)   # bucket 0, known at 2 h
+        >>> risk.recent_frauds("T1", 3 * 3_600_000), risk.recent_frauds("T1", 10 * 3_600_000)
+        ((1, 7200000), (0, 32400000))
+        """
+        counts = self.terminals.get(terminal_id)
+        if counts is None or not counts.frauds:
+            return 0, None
+        head = self._head(event_time_ms)
+        first, recent_first = head - self.window_buckets, head - self.recent_buckets
+        visible_at = event_time_ms - self.freshness_ms
+        recent = 0
+        latest = _NO_HEAD
+        for bucket, known_at in counts.frauds:
+            if first < bucket <= head and known_at <= visible_at:
+                if bucket > recent_first:
+                    recent += 1
+                if bucket > latest:
+                    latest = bucket
+        if latest == _NO_HEAD:
+            return 0, None
+        return recent, event_time_ms - (latest + 1) * self.bucket_ms
 
     def expire(self, through_ms: int) -> int:
         """Forget buckets and frauds no window after ``through_ms`` can see; drop empty terminals.

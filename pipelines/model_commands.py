@@ -81,7 +81,8 @@ def train_command(
     loaded, from_ms, _ = _load(settings, history, labels, from_, until)
     client = connect(settings.mlflow)  # a bad store fails before the feature replay
     features = _features(settings, loaded)
-    with console.status("fitting and calibrating the classifier"):
+    fits = "fitting for the test period, then refitting on the latest labelled data" if settings.training.refit else "fitting"
+    with console.status(f"{fits} (calibrated classifier)"):
         trained = train_model(settings, features, from_ms)
     with console.status("logging to MLflow and registering"):
         version = register(settings, trained, str(history), client)

@@ -15,7 +15,7 @@ Five fraud scenarios are injected, budgeted so the fraud share of all
 transactions is close to ``settings.fraud_rate`` and split by
 ``settings.scenario_weights``: ``card_testing``, ``account_takeover``,
 ``impossible_travel``, ``compromised_terminal`` and ``bust_out``. Every
-fraudulent row gets a delayed ``fraud`` label (one report time per episode);
+fraudulent row gets a delayed ``fraud`` label (each victim reports a day's fraud at once);
 a share of genuine rows get a delayed ``genuine`` label.
 
 >>> from configs.settings import GeneratorSettings
@@ -967,7 +967,14 @@ def _bust_out(
 def _compromised_terminal(
     rng: np.random.Generator, world: _World, clock: _Clock, rows: _Rows, target: float
 ) -> tuple[IntArray, IntArray]:
-    """Busy terminals compromised for 2–7 days: every payment there in the window is fraud.
+    """Terminals compromised for 7–28 days: every payment there in the window is fraud.
+
+    As in Le Borgne et al.'s simulator (*Reproducible Machine Learning for
+    Credit Card Fraud Detection*, scenario 2: 28 days), a compromise lasts
+    weeks, so the reports of its first victims can mark the terminal while it is
+    still compromised. Candidates are ordinary shops (terminals between the
+    median and the 80th percentile of traffic, a few payments a day), so one
+    scenario budget spreads over several episodes.
 
     Converts genuine rows in place (amounts inflated); returns the converted
     row indices and their episode (0-based within this scenario).
@@ -976,11 +983,12 @@ def _compromised_terminal(
     active = np.flatnonzero(traffic > 0)
     if active.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    busy = active[traffic[active] >= np.quantile(traffic[active], 0.8)]
-    per_window = traffic[busy].mean() / (clock.period_ms / DAY_MS) * 4.5
+    low, high = np.quantile(traffic[active], [0.5, 0.8])
+    busy = active[(traffic[active] >= low) & (traffic[active] <= high)]
+    per_window = traffic[busy].mean() / (clock.period_ms / DAY_MS) * 17.5
     n_cand = min(busy.size, int(target / max(per_window, 1.0) * 4) + 16)
     candidates = rng.permutation(busy)[:n_cand]
-    length = np.minimum(((2.0 + 5.0 * rng.random(n_cand)) * DAY_MS).astype(np.int64), clock.period_ms)
+    length = np.minimum(((7.0 + 21.0 * rng.random(n_cand)) * DAY_MS).astype(np.int64), clock.period_ms)
     span = np.maximum(clock.period_ms - length - clock.history_ms, 1)
     start = np.where(
         clock.period_ms - length > clock.history_ms,
@@ -1128,17 +1136,25 @@ def _inject_fraud(
 def _label_times(rng: np.random.Generator, rows: _Rows, genuine_label_rate: float) -> IntArray:
     """Label time of every row (relative ms), -1 for unlabelled rows.
 
-    Every fraud row is reported at its episode's report time (last event +
-    delay); a ``genuine_label_rate`` share of genuine rows is confirmed 1-30 days later.
+    Every victim reports on their own, what was taken from them in one day at
+    once: the fraud rows of one account in one episode on one day are reported
+    together, at the last of them plus a delay. A burst (card testing, a
+    takeover) is one report; a compromised terminal's cardholders call or
+    charge back one by one, each visit on its own. A ``genuine_label_rate``
+    share of genuine rows is confirmed 1-30 days later.
     """
     n = rows.size
     is_fraud = rows.scenario >= 0
-    n_episodes = int(rows.episode.max(initial=-1)) + 1
-    last_event = np.zeros(n_episodes, dtype=np.int64)
-    np.maximum.at(last_event, rows.episode[is_fraud], rows.time_ms[is_fraud])
-    report_ms = last_event + _label_delays(rng, n_episodes)
+    fraud = np.flatnonzero(is_fraud)
+    key = np.stack([rows.episode[fraud], rows.account[fraud], rows.time_ms[fraud] // DAY_MS])
+    _, report = np.unique(key, axis=1, return_inverse=True)
+    report = report.reshape(-1)
+    n_reports = int(report.max(initial=-1)) + 1
+    last_event = np.zeros(n_reports, dtype=np.int64)
+    np.maximum.at(last_event, report, rows.time_ms[fraud])
+    report_ms = last_event + _label_delays(rng, n_reports)
     label_ms = np.full(n, -1, dtype=np.int64)
-    label_ms[is_fraud] = report_ms[rows.episode[is_fraud]]
+    label_ms[fraud] = report_ms[report]
     confirm = np.flatnonzero(~is_fraud & (rng.random(n) < genuine_label_rate))
     label_ms[confirm] = rows.time_ms[confirm] + ((1.0 + 29.0 * rng.random(confirm.size)) * DAY_MS).astype(np.int64)
     return label_ms

@@ -228,9 +228,11 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction]) -> 
                 row.bounds["terminal_tx_count"] = (0.0, float(count))
             put["terminal_fraud_count"] = (0.0, 0.0, 0.0)
             put["terminal_fraud_rate"] = (0.0, 0.0, 0.0)
+            put["terminal_recent_frauds"] = (0.0, 0.0, 0.0)
         else:
-            for name in ("terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate"):
+            for name in ("terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate", "terminal_recent_frauds"):
                 put[name] = (0.0, 0.0, 0.0)
+        put["terminal_hours_since_fraud"] = (settings.terminal_window_days * 24.0, 0.0, 0.0)
 
         # calendar (UTC)
         moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=t)

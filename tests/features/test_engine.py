@@ -420,7 +420,7 @@ def test_is_night_with_plain_and_wrapping_ranges(impl, night_hours: tuple[int, i
 def test_registry_names_unique_and_vector_length_matches(impl, windows: list[int]) -> None:
     config = FeatureSettings(windows_s=tuple(sorted(windows)))
     registry = FeatureRegistry.from_settings(config)
-    assert len(set(registry.names)) == len(registry.names) == len(registry) == 20 + 2 + 3 * len(windows)
+    assert len(set(registry.names)) == len(registry.names) == len(registry) == 22 + 2 + 3 * len(windows)
     assert [registry.index(name) for name in registry.names] == list(range(len(registry)))
     vector, _ = impl.engine.FeatureEngine(config).transform_one(
         Transaction(transaction_id="t", account_id="A", event_time=T0, amount=2.0)

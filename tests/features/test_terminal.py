@@ -115,6 +115,52 @@ def test_expire_drops_nothing_a_later_query_can_see(impl, layout, updates, throu
     assert dropped == len(kept.terminals) - len(expired.terminals)
 
 
+def _reference_recent(updates, terminal: str, t: int, layout, recent_ms: int) -> tuple[int, int | None]:
+    """Definition: known frauds (as in :func:`_reference`) whose bucket is among the last
+    ``recent_ms`` of the visible ones (at least one bucket, at most the window); the age is
+    t minus the close time of the latest visible fraud's bucket."""
+    window_ms, bucket_ms, freshness_ms = layout
+    window_buckets = max(1, window_ms // bucket_ms)
+    recent_buckets = min(window_buckets, max(1, recent_ms // bucket_ms))
+    edge = t - freshness_ms
+    closes = [
+        (time // bucket_ms + 1) * bucket_ms
+        for kind, term, time, delay in updates
+        if kind == "fraud" and term == terminal and time + delay <= edge
+    ]
+    visible = [c for c in closes if edge - window_buckets * bucket_ms < c <= edge]
+    if not visible:
+        return 0, None
+    recent = sum(1 for c in visible if edge - recent_buckets * bucket_ms < c)
+    return recent, t - max(visible)
+
+
+@given(
+    layout=_layouts,
+    recent_ms=st.sampled_from((SECOND, 10 * MINUTE, HOUR, DAY, 30 * DAY)),
+    updates=st.lists(_update, max_size=60),
+    queries=st.lists(st.tuples(_terminal, st.integers(T0, T0 + 3 * DAY)), min_size=1, max_size=10),
+)
+@settings(max_examples=150, deadline=None)
+def test_recent_frauds_count_the_short_window_and_age_the_latest(impl, layout, recent_ms, updates, queries) -> None:
+    risk = impl.terminal.TerminalRisk(*layout, recent_ms=recent_ms)
+    for update in updates:
+        _apply(risk, update)
+    for terminal, t in queries:
+        assert risk.recent_frauds(terminal, t) == _reference_recent(updates, terminal, t, layout, recent_ms)
+        # the short window is part of the long one
+        assert risk.recent_frauds(terminal, t)[0] <= risk.stats(terminal, t)[1]
+
+
+def test_late_chargeback_does_not_mark_the_terminal_now(impl) -> None:
+    risk = impl.terminal.TerminalRisk(window_ms=7 * DAY, bucket_ms=HOUR, freshness_ms=MINUTE, recent_ms=DAY)
+    risk.record_fraud("T1", T0, known_at_ms=T0 + 3 * DAY)  # charged back three days later
+    assert risk.recent_frauds("T1", T0 + 3 * DAY + HOUR) == (0, 3 * DAY)  # known, but paid three days ago
+    assert risk.stats("T1", T0 + 3 * DAY + HOUR) == (0, 1)
+    risk.record_fraud("T1", T0 + 3 * DAY, known_at_ms=T0 + 3 * DAY + 2 * HOUR)  # a call the same morning
+    assert risk.recent_frauds("T1", T0 + 3 * DAY + 3 * HOUR) == (1, 2 * HOUR)
+
+
 def test_expire_forgets_old_frauds_whatever_their_label_order(impl) -> None:
     risk = impl.terminal.TerminalRisk(window_ms=4 * HOUR, bucket_ms=HOUR, freshness_ms=MINUTE)
     risk.record_fraud("T1", T0 + 10 * HOUR, known_at_ms=T0 + 10 * HOUR + MINUTE)  # a quick report

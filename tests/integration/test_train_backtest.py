@@ -113,6 +113,9 @@ def test_train_registers_a_version_with_metrics_artifacts_and_tags(workspace, fi
     assert 0.0 < run.data.metrics["test_ap"] <= 1.0
     assert run.data.params["feature_version"] == registry.version
     assert run.data.params["training.class_weight"] == "balanced"
+    # the version registered is the recipe refitted on the latest labelled data (training.refit, the default)
+    assert run.data.params["refit.train_end"] > run.data.params["split.train_end"]
+    assert run.data.metrics["refit_fit_rows"] > run.data.metrics["fit_rows"]
     split = first_version["split"]
     assert split["train_end"] < split["test_start"]  # the label-delay gap
     artifacts = {a.path for a in mlflow_client.list_artifacts(version.run_id)}

@@ -22,7 +22,8 @@ OPTIONAL = ("currency", "merchant_id", "merchant_category", "terminal_id", "devi
             "channel")  # fmt: skip
 #: Features that need an optional field, and so are neutral without it.
 DEPENDENT = ("distance_km", "speed_kmh", "new_merchant", "new_country", "new_device", "distinct_merchants_24h",
-             "distinct_countries_24h", "terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate")  # fmt: skip
+             "distinct_countries_24h", "terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate",
+             "terminal_recent_frauds", "terminal_hours_since_fraud")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
