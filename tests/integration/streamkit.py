@@ -54,3 +54,17 @@ def wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> dict
         time.sleep(0.5)
 
 
+
+
+def wait_labels_read(job: StreamJob, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until every partition read its labels to the end (those not due yet are held): the label
+    consumer runs beside the transaction one, so scoring every transaction does not mean every label is in."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = job.status()
+        partitions = status["partitions"].values()
+        if partitions and all(p["label_lag"] is not None and p["label_lag"] == p["held_labels"] for p in partitions):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"labels not read to the end in {timeout_s}s: {json.dumps(status)[:2000]}")
+        time.sleep(0.5)

@@ -24,7 +24,10 @@ from features import FeatureEngine
 from pipelines.kafka import cluster_id, make_producer
 from pipelines.stream import StreamJob
 from pipelines.synthetic import generate
-from tests.integration.streamkit import consume_all as _consume_all, produce as _produce, wait_scored as _wait_scored
+from tests.integration.streamkit import consume_all as _consume_all
+from tests.integration.streamkit import produce as _produce
+from tests.integration.streamkit import wait_labels_read
+from tests.integration.streamkit import wait_scored as _wait_scored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -154,6 +157,7 @@ def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings
              "partitions": status["partitions"], "events": status["events"]})[:3000]
         time.sleep(0.5)
         status = job.status()
+    wait_labels_read(job)  # the digests cover the pending labels
     assert _digests(job) == _reference_digests(settings, kafka_broker)
 
     # a replayed alert is the same alert
@@ -237,6 +241,7 @@ def test_rescale_one_to_two_actors_moves_state_with_partitions(stream_settings, 
     status = _wait_scored(job, table.num_rows)
     assert status["totals"]["scored"] == table.num_rows  # nothing lost, nothing scored twice
     assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-1-1"}
+    wait_labels_read(job)  # the digests cover the pending labels
     assert _digests(job) == _reference_digests(settings, kafka_broker)
 
 
@@ -255,6 +260,7 @@ def test_partial_checkpoint_is_never_loaded(stream_settings, kafka_broker, histo
     status = _wait_scored(job, table.num_rows, timeout_s=180)
     partitions = status["partitions"].values()
     assert sum(p["next_offset"] for p in partitions) == table.num_rows
+    wait_labels_read(job)  # the digests cover the pending labels
     assert _digests(job) == _reference_digests(settings, kafka_broker)
     store = _store(settings, kafka_broker)
     for partition in range(4):
