@@ -42,6 +42,7 @@ DAY_MS = 86_400_000
 #: scikit-learn classes a trained classifier holds that skops must be told to trust when it is saved and loaded.
 TRUSTED_TYPES = (
     "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",  # training.calibration: sigmoid
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 

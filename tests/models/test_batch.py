@@ -164,3 +164,20 @@ def test_classifier_scores_a_feature_batch_like_the_model(registry, trained, gen
     batch = FeatureBatch(rows, np.zeros(len(rows), bool), registry.names, registry.version)
     expected = model.predict_proba(pd.DataFrame(rows, columns=list(registry.names)))[:, 1]
     assert np.array_equal(source.probability(batch), expected)
+
+
+@pytest.mark.parametrize("calibration", ["isotonic", "sigmoid"])
+def test_skops_is_told_to_trust_every_type_a_trained_classifier_holds(calibration: str) -> None:
+    """MLflow saves the classifier with skops, which refuses types not listed as trusted: both calibrations."""
+    import skops.io
+
+    from models.batch import TRUSTED_TYPES
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(2_000, 3))
+    target = values[:, 0] + rng.normal(size=2_000) > 2.0
+    fit = np.arange(2_000) < 1_200
+    settings = TrainingSettings(calibration=calibration, max_iter=10, min_samples_leaf=20)  # type: ignore[arg-type]
+    model = fit_classifier(values, target, fit, ~fit, ["a", "b", "c"], settings)
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    assert untrusted and set(untrusted) <= set(TRUSTED_TYPES)
