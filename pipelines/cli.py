@@ -384,6 +384,11 @@ app.command("train")(train_command)
 app.command("promote")(promote_command)
 app.command("backtest")(backtest_command)
 
+# `fraudstream alerts tail` (defined in pipelines/alerts.py).
+from pipelines.alerts import alerts_app
+
+app.add_typer(alerts_app, name="alerts")
+
 
 def main() -> None:
     """Console entry point: bad input ends with one clear line, not a traceback."""
