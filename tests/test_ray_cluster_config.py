@@ -47,15 +47,19 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-def ray_up_checks(config: dict[str, Any]) -> None:
-    """Ray's schema on the file as written, then what ``ray up`` validates: the prepared config."""
+def ray_up_checks(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray's schema on the file as written, then what ``ray up`` validates: the prepared config (returned)."""
     jsonschema.validate(config, _schema())
-    validate_config(prepare_config(copy.deepcopy(config)))
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_ray_accepts_the_cluster_config(name: str) -> None:
-    ray_up_checks(_load(name))
+    prepared = ray_up_checks(_load(name))  # raises when Ray refuses the file
+    assert prepared["provider"]["type"] in {"aws", "local"}
+    assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
 def _misspell_top_level(config: dict[str, Any]) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from aiokafka import TopicPartition
 
 from configs import Settings
@@ -68,3 +70,20 @@ def wait_labels_read(job: StreamJob, timeout_s: float = 60.0) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise AssertionError(f"labels not read to the end in {timeout_s}s: {json.dumps(status)[:2000]}")
         time.sleep(0.5)
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `fraudstream ARGS` in this process; (exit code, stdout, stderr)."""
+    from pipelines.cli import main
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["fraudstream", *args])
+    capsys.readouterr()
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

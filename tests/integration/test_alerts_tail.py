@@ -18,8 +18,8 @@ import pytest
 
 from configs import Settings
 from contracts import Alert, FeatureContribution, Reasons, SourcePosition, encode
-from pipelines.cli import main
 from pipelines.kafka import make_producer
+from tests.integration.streamkit import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -103,20 +103,6 @@ def alerts_topic(isolated_settings, kafka_broker: str, tmp_path: Path) -> Alerts
         per_partition[partition] += 1
     assert len(per_partition) >= 2 and max(per_partition.values()) >= 2, per_partition
     return AlertsTopic(settings, kafka_broker, config, topic, by_line, bad)
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `fraudstream ARGS` in this process; (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["fraudstream", *args])
-    capsys.readouterr()
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def tail(

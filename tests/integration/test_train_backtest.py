@@ -15,6 +15,7 @@ from configs import load_settings
 from features import FeatureRegistry
 from pipelines.cli import main
 from pipelines.synthetic import generate, write_history
+from tests.integration.streamkit import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +42,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "other_features.yaml").write_text(common + "features: {ewma_alpha: 0.2}\n")
     return {"root": root, "history": root / "history", "store": store, "config": root / "config.yaml",
             "weak": root / "weak.yaml", "other_features": root / "other_features.yaml"}  # fmt: skip
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `fraudstream ARGS` in this process; (exit code, stdout, stderr)."""
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["fraudstream", *args])
-    capsys.readouterr()
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def client(store: Path):  # type: ignore[no-untyped-def]
