@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,15 +37,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def ray_head() -> Iterator[ScoringJobs]:
     """A Ray head of its own (not the tests' in-process Ray), started the way a cluster node is: `ray start`
     with the project's environment first on PATH. `--block` keeps it in the foreground, so stopping that one
-    process stops every Ray process it started (no `ray stop`, which would take the tests' Ray with it)."""
+    process stops every Ray process it started (no `ray stop`, which would take the tests' Ray with it). Its own
+    temp dir keeps its address out of /tmp/ray/ray_current_cluster, where a later `ray.init()` of the tests would
+    find it and try to join a cluster that is gone."""
     venv = Path(sys.executable).parent
+    temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "PATH": f"{venv}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "disabled"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     dashboard = free_port()
     head = subprocess.Popen(
         [str(venv / "ray"), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -64,6 +70,7 @@ def ray_head() -> Iterator[ScoringJobs]:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, 9)
             head.wait(10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _job_config(settings: Settings, tmp_path: Path, kafka_broker: str) -> Path:
