@@ -378,11 +378,16 @@ def status(
 
 
 # Batch model commands (defined in pipelines/model_commands.py).
-from pipelines.model_commands import backtest_command, promote_command, train_command  # noqa: E402
+from pipelines.model_commands import backtest_command, promote_command, train_command
 
 app.command("train")(train_command)
 app.command("promote")(promote_command)
 app.command("backtest")(backtest_command)
+
+# `fraudstream demo` (defined in pipelines/demo.py).
+from pipelines.demo import demo_command
+
+app.command("demo")(demo_command)
 
 # `fraudstream alerts tail` (defined in pipelines/alerts.py).
 from pipelines.alerts import alerts_app
@@ -393,7 +398,7 @@ app.add_typer(alerts_app, name="alerts")
 def main() -> None:
     """Console entry point: bad input ends with one clear line, not a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except (ConfigError, BrokerUnavailable, KafkaSetupError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -403,13 +408,16 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
+    except Exception as exc:  # click usage errors (typer raises those of the click it bundles)
         import click
+        from typer import _click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException | _click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

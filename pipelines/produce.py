@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,11 +83,15 @@ async def produce_history(
     limit: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = 2_000,
+    pace: Callable[[int], Awaitable[None]] | None = None,
 ) -> ProduceReport:
     """Send a history; returns once every send is acknowledged.
 
     ``rate`` (transactions/s, 0 = unlimited) overrides ``producer_settings.rate``;
-    ``on_progress(transactions, labels)`` is called after each chunk.
+    ``on_progress(transactions, labels)`` is called after each chunk. ``pace``,
+    when given, replaces the rate: it is awaited after each chunk with the
+    transactions sent so far and returns when the next chunk may go (a rate
+    that changes, a pause until consumers catch up).
     """
     target_rate = producer_settings.rate if rate is None else rate
     if limit is not None:
@@ -133,7 +137,9 @@ async def produce_history(
             report.transactions += len(values)
             if len(pending) >= producer_settings.max_in_flight:
                 await settle()
-            if target_rate > 0:
+            if pace is not None:
+                await pace(report.transactions)
+            elif target_rate > 0:
                 ahead = report.transactions / target_rate - (time.perf_counter() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)

@@ -235,8 +235,12 @@ class StreamJob:
         duration_s: float | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
         until: Callable[[dict[str, Any]], bool] | None = None,
+        before_drain: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Report status until ``duration_s`` passes, ``until(status)`` holds or a signal arrives; drain."""
+        """Report status until ``duration_s`` passes, ``until(status)`` holds or a signal arrives; drain.
+
+        ``before_drain`` runs while the actors still run (e.g. to collect their latency samples).
+        """
         stop = threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -262,6 +266,8 @@ class StreamJob:
                 signal.signal(sig, handler)
             if interval and self.settings.scoring.online.enabled:
                 self.log_online_models()  # what the online models learned, before the actors stop
+            if before_drain is not None:
+                before_drain()
             final = self.drain()
         return final
 
