@@ -105,7 +105,7 @@ def test_the_project_is_installed_into_its_venv_and_the_start_commands_put_it_fi
     assert config["file_mounts"] == {PROJECT: "."}
     setup = config["setup_commands"]
     assert setup[0].startswith(f"python3.11 -m venv {VENV}")
-    assert setup[-1] == f"{VENV}/bin/pip install --quiet -e {PROJECT}"
+    assert f"{VENV}/bin/pip install --quiet -e {PROJECT}" in setup
     head, workers = config["head_start_ray_commands"], config["worker_start_ray_commands"]
     for command in head + workers:
         assert command.startswith(ON_PATH), command
@@ -139,3 +139,19 @@ def test_the_local_variant_marks_every_value_to_change() -> None:
     for key in ("head_ip:", "worker_ips:", "ssh_user:", "ssh_private_key:"):
         (at,) = [i for i, line in enumerate(lines) if line.strip().startswith(key)]
         assert "CHANGE ME" in lines[at] or "CHANGE ME" in lines[at - 1], key
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_setup_puts_the_venv_on_the_login_path_once(name: str, tmp_path: Path) -> None:
+    """`ray down` runs a plain `ray stop` through `bash -i` (and `ray exec` any command): `ray` must be on the
+    login PATH, or Ray keeps running on every on-premises node after `ray down`."""
+    import subprocess
+
+    command = _load(name)["setup_commands"][-1]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for _ in range(2):  # setup runs again on every `ray up`: the line is added once
+        subprocess.run(["bash", "-c", command], env=env, check=True)
+    assert (tmp_path / ".bashrc").read_text().count("fraudstream-venv") == 1
+    path = subprocess.run(["bash", "-c", "source ~/.bashrc; echo $PATH"], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    assert path.split(":")[0] == f"{tmp_path}/fraudstream-venv/bin"

@@ -6,13 +6,16 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
+import yaml
 from aiokafka import TopicPartition
 
-from configs import Settings
+from configs import Settings, load_settings
 from pipelines.kafka import make_consumer
 from pipelines.produce import produce_history
 from pipelines.stream import StreamJob
@@ -87,3 +90,23 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def job_config(
+    settings: Settings, kafka_broker: str, path: Path, *, checkpoint_uri: str, status_path: str, tracking_uri: str
+) -> Path:
+    """The settings as a YAML file a submitted job reads: the test's broker and topics, the given checkpoints,
+    status file and MLflow store (relative ones resolve in the job's working directory), no registry model,
+    inline rules, half a CPU per actor."""
+    kafka = msgspec.structs.replace(settings.kafka, embedded=False, bootstrap_servers=(kafka_broker,))
+    stream = msgspec.structs.replace(
+        settings.stream, checkpoint_uri=checkpoint_uri, status_path=status_path, status_interval_s=0.5,
+        checkpoint_interval_s=2.0, actor_num_cpus=0.5, ray_address="",
+    )  # fmt: skip
+    classifier = msgspec.structs.replace(settings.scoring.classifier, model_uri="")  # no registry needed here
+    scoring = msgspec.structs.replace(settings.scoring, classifier=classifier, rules_file="")  # rules inline
+    mlflow = msgspec.structs.replace(settings.mlflow, tracking_uri=tracking_uri)
+    settings = msgspec.structs.replace(settings, kafka=kafka, stream=stream, scoring=scoring, mlflow=mlflow)
+    path.write_text(yaml.safe_dump(msgspec.to_builtins(settings), sort_keys=False))
+    load_settings(path)  # what the job will read must load
+    return path

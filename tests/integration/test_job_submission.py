@@ -16,17 +16,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import yaml
 
 from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.worker import checkpoint_key
-from configs import Settings, load_settings
+from configs import Settings
 from contracts.records import decode_alert
 from pipelines.broker import free_port
 from pipelines.jobs import ScoringJobs
 from pipelines.kafka import cluster_id
 from pipelines.synthetic import generate
-from tests.integration.streamkit import consume_all, produce
+from tests.integration.streamkit import consume_all, job_config, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -74,20 +73,10 @@ def ray_head() -> Iterator[ScoringJobs]:
 
 
 def _job_config(settings: Settings, tmp_path: Path, kafka_broker: str) -> Path:
-    """The settings as a YAML file the job reads: the test's broker and topics, private checkpoints and store."""
-    kafka = msgspec.structs.replace(settings.kafka, embedded=False, bootstrap_servers=(kafka_broker,))
-    stream = msgspec.structs.replace(
-        settings.stream, checkpoint_uri=str(tmp_path / "checkpoints"), status_path=str(tmp_path / "status.json"),
-        status_interval_s=0.5, checkpoint_interval_s=2.0, actor_num_cpus=0.5, ray_address="",
-    )  # fmt: skip
-    classifier = msgspec.structs.replace(settings.scoring.classifier, model_uri="")  # no registry needed here
-    scoring = msgspec.structs.replace(settings.scoring, classifier=classifier, rules_file="")  # rules inline
-    mlflow = msgspec.structs.replace(settings.mlflow, tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    settings = msgspec.structs.replace(settings, kafka=kafka, stream=stream, scoring=scoring, mlflow=mlflow)
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(msgspec.to_builtins(settings), sort_keys=False))
-    load_settings(path)  # what the job will read must load
-    return path
+    """The job's settings: the test's broker and topics, private checkpoints, status and store."""
+    return job_config(settings, kafka_broker, tmp_path / "job.yaml", checkpoint_uri=str(tmp_path / "checkpoints"),
+                      status_path=str(tmp_path / "status.json"),
+                      tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")  # fmt: skip
 
 
 def _status(path: Path) -> dict:
