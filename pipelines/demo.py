@@ -52,6 +52,8 @@ console = Console(stderr=True)
 REPORTS = Path("reports")
 #: Days of history before the live days: training splits them into fit, calibration, a label-delay gap, test.
 MIN_TRAINING_DAYS = 10
+#: A stream that scores nothing this long while events wait is stuck: the demo stops and says so.
+STALL_S = 120.0
 #: Rows per producer chunk: small, so that the live rate is smooth.
 CHUNK_ROWS = 100
 
@@ -101,6 +103,32 @@ def demo_settings(options: DemoOptions, run_dir: Path) -> Settings:
 
 
 # ----------------------------------------------------------------------------------------------- streaming
+class DemoError(ConfigError):
+    """The demo could not finish (the CLI prints it as one line and exits 2)."""
+
+
+class Stall:
+    """Notices a stream that stopped moving: events waiting (lag) and nothing scored for ``limit_s``."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._scored = -1
+        self._since = time.monotonic()
+
+    def check(self, status: dict[str, Any], now: float | None = None) -> str | None:
+        now = time.monotonic() if now is None else now
+        totals = status.get("totals", {})
+        scored, lag = int(totals.get("scored") or 0), int(totals.get("lag") or 0)
+        if scored != self._scored or lag == 0:
+            self._scored, self._since = scored, now
+            return None
+        if now - self._since < self.limit_s:
+            return None
+        errors = [f"{a.get('actor')}: {a['error']}" for a in status.get("actors", []) if a.get("error")]
+        return f"nothing scored for {self.limit_s:.0f} s with {lag:,} events waiting" + (
+            f" ({'; '.join(errors)})" if errors else "")
+
+
 class Traffic:
     """The producer and a live reader of the alerts topic, on one event loop in a background thread.
 
@@ -232,8 +260,9 @@ class Dashboard:
     alerts_per_s: float = 0.0
     _last: tuple[float, int, int] | None = None  # (time, scored, alerts)
 
-    def update(self, status: dict[str, Any]) -> None:
-        now = time.monotonic() - self.started
+    def update(self, status: dict[str, Any], now: float | None = None) -> None:
+        """Take a job status; ``now`` is seconds since the stream started (default: the clock)."""
+        now = time.monotonic() - self.started if now is None else now
         totals = status.get("totals", {})
         scored, alerts = int(totals.get("scored", 0)), int(totals.get("alerts", 0))
         rate = 0.0
@@ -411,6 +440,8 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     interrupted = False
     live_started: float | None = None
     final: dict[str, Any] = {}
+    failure: str | None = None
+    stall = Stall(STALL_S)
     with contextlib.ExitStack() as stack:
         mark = time.monotonic()
         with console.status("starting the embedded broker, a local Ray and the scoring actors"):
@@ -443,6 +474,11 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
             return traffic.produced is not None and all(p.get("lag") == 0 for p in parts) and sum(
                 p.get("next_offset", 0) for p in parts) >= traffic.produced
 
+        def done(status: dict[str, Any]) -> bool:
+            nonlocal failure
+            failure = traffic.error or stall.check(status)
+            return failure is not None or finished(status)
+
         def collect_latency() -> None:
             import ray
 
@@ -456,10 +492,12 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
         dash.started = mark
         traffic.start()
         with Live(dash.render(), console=console, refresh_per_second=4, transient=False) as live:
-            final = job.run(None, on_status=on_status, until=finished, before_drain=collect_latency)
+            final = job.run(None, on_status=on_status, until=done, before_drain=collect_latency)
         stream_end = time.monotonic() - dash.started
         interrupted = not finished(dash.status)
         traffic.stop()
+        if failure is not None:
+            raise DemoError(f"the demo stopped: {failure}; the run's files are in {run_dir}")
         timings["stream"] = time.monotonic() - mark
         phases.append(("warm-up", 0.0, live_started if live_started is not None else stream_end))
         if live_started is not None:
