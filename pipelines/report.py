@@ -26,7 +26,7 @@ PLOTS = {
     "micro-batch's alerts acknowledged by the broker; 50th, 95th and 99th percentiles.",
     "pr_curve.png": "Precision-recall of the fused score over the live days (every event's score, from replaying them "
     "through the same features and models in event time), with the alerts' operating points: the stream's and "
-    "the replay's.",
+    "the replay's. Rules raise alerts whatever the score, so the points can sit off the curve.",
     "alerts_by_scenario.png": "Fraudulent transactions alerted and missed per scenario; false alerts on genuine ones.",
 }
 
