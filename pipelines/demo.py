@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import tempfile
 import threading
@@ -235,6 +236,8 @@ def local_ray(settings: Settings) -> Iterator[str]:
     from actors.controller import NAMESPACE
 
     temp_dir = tempfile.mkdtemp(prefix="fsdemo-ray-")  # short: Ray's socket paths must stay < 108 bytes
+    # Ray turns token authentication on for a new local cluster and says so; it stays on, the line stays out
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(address="local", namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False,
              include_dashboard=False, configure_logging=True, _temp_dir=temp_dir)
     try:
@@ -273,7 +276,8 @@ class Dashboard:
         self.status = status
         self.throughput.append((round(now, 2), round(rate, 1), int(totals.get("lag") or 0)))
 
-    def render(self, note: str = "") -> Group:
+    def render(self, note: str = "", width: int = 100) -> Group:
+        """The dashboard for a terminal ``width`` columns wide."""
         status, totals = self.status, self.status.get("totals", {})
         elapsed = time.monotonic() - self.started
         rate = self.throughput[-1][1] if self.throughput else 0.0
@@ -290,31 +294,37 @@ class Dashboard:
         stream.add_row("alerts", f"{totals.get('alerts', 0):,}")
         stream.add_row("latency p50/p99", f"{p50:,.0f} / {p99:,.0f} ms")
         stream.add_row("dead letters", f"{totals.get('dead_letters', 0):,}")
-        truth = Table("period", "scored", "frauds", "alerts", "precision", "recall", box=None, header_style="bold")
+        truth = Table("period", "scored", "frauds", "alerts", "precision", "recall", box=None, header_style="bold",
+                      caption="warm-up: trained on · live: never seen")
         for phase in ("warm-up", "live"):
             m = self.board.phase(phase)
-            truth.add_row(
-                phase + (" (trained on)" if phase == "warm-up" else " (unseen)"), f"{m.scored:,}", f"{m.frauds:,}",
-                f"{m.alerts:,}", _pct(m.precision), _pct(m.recall),
-            )  # fmt: skip
+            truth.add_row(phase, f"{m.scored:,}", f"{m.frauds:,}", f"{m.alerts:,}", _pct(m.precision), _pct(m.recall))
         latest = Table(box=None, header_style="bold")
-        for name, width in (("event time", 11), ("account", 8), ("score", 6), ("decision", 8), ("truth", 12)):
-            latest.add_column(name, no_wrap=True, min_width=width, max_width=max(width, 20), overflow="ellipsis")
-        latest.add_column("why", no_wrap=True, overflow="ellipsis")
+        # fixed widths and reasons cut to what is left: rich would rather drop whole columns than cut a long cell
+        fixed = (("event time", 11), ("account", 9), ("score", 6), ("decision", 8), ("truth", 14))
+        for name, size in fixed:
+            latest.add_column(name, no_wrap=True, width=size, overflow="ellipsis")
+        latest.add_column("why", no_wrap=True)
+        room = max(8, width - sum(size for _, size in fixed) - 2 * (len(fixed) + 1) - 4)
         for alert, row in reversed(self.board.latest()):
             scenario = self.board.truth.scenario[row]
             verdict = f"[red]{scenario}[/red]" if self.board.truth.fraud[row] else "[dim]genuine[/dim]"
+            why = _why(alert)
             latest.add_row(
                 _iso(alert.event_time)[5:16].replace("T", " "), alert.account_id, f"{alert.score:.4f}",
-                alert.decision, verdict, _why(alert),
+                alert.decision, verdict, why if len(why) <= room else why[: room - 1] + "…",
             )  # fmt: skip
         header = Text.assemble(
             ("fraudstream demo", "bold"), f" · {self.phase} · {elapsed:,.0f}s · model {self.model}",
             (f" · {note}" if note else "", "yellow"),
         )
-        top = Table.grid(padding=(0, 2))
-        top.add_row(Panel(stream, title="stream"), Panel(truth, title="alerts against the ground truth"))
-        return Group(header, top, Panel(latest, title="latest alerts"))
+        panels = [Panel(stream, title="stream", expand=False),
+                  Panel(truth, title="alerts against the ground truth", expand=False)]  # fmt: skip
+        if width >= 110:  # side by side
+            top = Table.grid(padding=(0, 2))
+            top.add_row(*panels)
+            return Group(header, top, Panel(latest, title="latest alerts"))
+        return Group(header, *panels, Panel(latest, title="latest alerts"))
 
 
 def _pct(value: float | None) -> str:
@@ -467,7 +477,7 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
                 live_started = time.monotonic() - dash.started
                 dash.phase = f"live at {options.rate:,.0f} tx/s" if options.rate else "live"
                 traffic.gate.set()
-            live.update(dash.render(traffic.error or ""))
+            live.update(dash.render(traffic.error or "", console.width))
 
         def finished(status: dict[str, Any]) -> bool:
             parts = status.get("partitions", {}).values()
@@ -491,8 +501,10 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
         mark = time.monotonic()
         dash.started = mark
         traffic.start()
-        with Live(dash.render(), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(dash.render(width=console.width), console=console, refresh_per_second=4, transient=False) as live:
             final = job.run(None, on_status=on_status, until=done, before_drain=collect_latency)
+        if not console.is_terminal:
+            console.print()  # the last frame ends without a line break when it is not drawn on a terminal
         stream_end = time.monotonic() - dash.started
         interrupted = not finished(dash.status)
         traffic.stop()
