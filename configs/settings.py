@@ -45,12 +45,27 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
+TopicConfigValue: TypeAlias = str | int | float | bool
+
+
 class TopicSettings(_Section):
     """One Kafka topic and how to create it."""
 
     name: TopicName
     partitions: PositiveInt = 4
     replication_factor: PositiveInt = 1
+    #: Kafka topic configs set when the job creates the topic (``cleanup.policy``, ``retention.ms``, ...);
+    #: a topic that already exists keeps its own (the job warns when they differ).
+    configs: dict[str, TopicConfigValue] = msgspec.field(default_factory=dict)
+
+    def kafka_configs(self) -> dict[str, str]:
+        """The configs as Kafka takes them: strings, booleans lower-case.
+
+        >>> TopicSettings(name="t", configs={"cleanup.policy": "compact", "retention.ms": 3600000,
+        ...                                   "unclean.leader.election.enable": False}).kafka_configs()
+        {'cleanup.policy': 'compact', 'retention.ms': '3600000', 'unclean.leader.election.enable': 'false'}
+        """
+        return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in self.configs.items()}
 
 
 class TopicsSettings(_Section):
@@ -62,8 +77,10 @@ class TopicsSettings(_Section):
     dead_letters: TopicSettings = TopicSettings(name="transactions.dlq", partitions=1)
     #: Per-terminal updates from every scoring partition, routed by terminal (the keyed stage's input).
     terminal_deltas: TopicSettings = TopicSettings(name="terminal.deltas", partitions=4)
-    #: The stage's current per-terminal state, read whole by every scoring actor (compact it in production).
-    terminal_risk: TopicSettings = TopicSettings(name="terminal.risk", partitions=4)
+    #: The stage's current per-terminal state, read whole by every scoring actor: compacted (latest per terminal).
+    terminal_risk: TopicSettings = TopicSettings(
+        name="terminal.risk", partitions=4, configs={"cleanup.policy": "compact"}
+    )
 
     def all(self) -> list[TopicSettings]:
         return [self.transactions, self.labels, self.alerts, self.dead_letters, self.terminal_deltas, self.terminal_risk]

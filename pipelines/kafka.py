@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
@@ -109,10 +111,11 @@ async def cluster_id(kafka: KafkaSettings, bootstrap_servers: str | None = None)
 async def ensure_topics(
     kafka: KafkaSettings, bootstrap_servers: str | None = None, topics: list[TopicSettings] | None = None
 ) -> dict[str, int]:
-    """Create the configured topics when missing; return name -> partition count.
+    """Create the configured topics when missing (with their configs); return name -> partition count.
 
     An existing topic with a different partition count is an error: keys would
-    land on other partitions than the state that belongs to them.
+    land on other partitions than the state that belongs to them. An existing
+    topic whose configs differ is left alone, with a warning on stderr.
     """
     wanted = topics if topics is not None else kafka.topics.all()
     admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
@@ -122,12 +125,16 @@ async def ensure_topics(
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:
-                await admin.create_topics(
-                    [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor) for t in missing]
-                )
+                await admin.create_topics([
+                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor,
+                             topic_configs=t.kafka_configs())
+                    for t in missing
+                ])  # fmt: skip
             except TopicAlreadyExistsError:
                 pass
         counts = await partition_counts(kafka, bootstrap_servers, [t.name for t in wanted])
+        for message in await _config_differences(admin, [t for t in wanted if t.configs and t.name in existing]):
+            print(f"warning: {message}", file=sys.stderr)
     finally:
         await admin.close()
     for topic in wanted:
@@ -137,6 +144,34 @@ async def ensure_topics(
                 f"{topic.partitions}; change kafka.topics to match or recreate the topic"
             )
     return counts
+
+
+async def _config_differences(admin: AIOKafkaAdminClient, topics: list[TopicSettings]) -> list[str]:
+    """One line per existing topic whose configs differ from the settings (the job never alters a topic)."""
+    if not topics:
+        return []
+    try:
+        answers = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in topics]  # all: Tansu drops named lookups
+        )
+    except (KafkaError, OSError) as exc:  # a broker that cannot describe configs: say so, do not stop
+        return [f"could not read the configs of {', '.join(t.name for t in topics)} ({exc!r})"]
+    actual: dict[str, dict[str, str]] = {}
+    for answer in answers:
+        for resource in answer.resources:
+            name, entries = resource[3], resource[4]
+            actual[name] = {entry[0]: entry[1] for entry in entries}
+    lines = []
+    for topic in topics:
+        found = actual.get(topic.name, {})
+        for key, value in topic.kafka_configs().items():
+            if found.get(key) != value:
+                lines.append(
+                    f"topic {topic.name!r} exists with {key}={found.get(key, 'unset')}, the config says {value}; "
+                    f"the job does not change existing topics: kafka-configs.sh --alter --entity-type topics "
+                    f"--entity-name {topic.name} --add-config {key}={value}"
+                )
+    return lines
 
 
 async def partition_counts(

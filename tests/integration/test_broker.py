@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from configs import Settings
+from configs import Settings, TopicSettings
 from pipelines.broker import BrokerUnavailable, EmbeddedBroker, port_answers, free_port
 from pipelines.kafka import KafkaSetupError, ensure_topics, partition_counts, wait_until_ready
 
@@ -38,6 +38,44 @@ def test_topic_with_other_partition_count_is_refused(isolated_settings, kafka_br
     kafka = msgspec.structs.replace(settings.kafka, topics=wrong)
     with pytest.raises(KafkaSetupError, match="has 2 partitions but the config says 3"):
         asyncio.run(ensure_topics(kafka, kafka_broker))
+
+
+async def _topic_configs(kafka_broker: str, name: str) -> dict[str, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker)
+    await admin.start()
+    try:
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    return {entry[0]: entry[1] for answer in answers for resource in answer.resources for entry in resource[4]}
+
+
+def test_the_terminal_table_is_created_compacted(kafka_broker: str, local_settings: Settings) -> None:
+    name = local_settings.kafka.topics.terminal_risk.name
+    assert asyncio.run(_topic_configs(kafka_broker, name)).get("cleanup.policy") == "compact"
+
+
+def test_topic_configs_are_set_at_creation_and_differences_reported_not_changed(
+    isolated_settings, kafka_broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import msgspec
+
+    settings = isolated_settings(partitions=2)
+    topic = TopicSettings(name=f"{settings.kafka.topics.alerts.name}.kept", partitions=2,
+                          configs={"retention.ms": 3_600_000, "cleanup.policy": "delete"})  # fmt: skip
+    asyncio.run(ensure_topics(settings.kafka, kafka_broker, [topic]))
+    assert asyncio.run(_topic_configs(kafka_broker, topic.name)) == {"retention.ms": "3600000", "cleanup.policy": "delete"}
+    assert "warning" not in capsys.readouterr().err  # as configured: nothing to say
+
+    changed = msgspec.structs.replace(topic, configs={"retention.ms": 7_200_000, "cleanup.policy": "delete"})
+    asyncio.run(ensure_topics(settings.kafka, kafka_broker, [changed]))
+    err = capsys.readouterr().err
+    assert f"topic {topic.name!r} exists with retention.ms=3600000, the config says 7200000" in err
+    assert "--add-config retention.ms=7200000" in err
+    assert asyncio.run(_topic_configs(kafka_broker, topic.name))["retention.ms"] == "3600000"  # left as it was
 
 
 def test_given_port_in_use_is_a_clear_error(kafka_broker: str) -> None:
