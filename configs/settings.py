@@ -140,7 +140,10 @@ class KafkaSettings(_Section):
         for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():
-                raise ValueError(f"{key}: file {path!r} does not exist")
+                raise ValueError(
+                    f"{key}: file {path!r} does not exist (a relative path starts at the working directory: "
+                    "in a Ray job, the uploaded project on every node)"
+                )
 
     def sasl_password(self) -> str | None:
         """The SASL password from the environment (never from YAML)."""
@@ -625,6 +628,7 @@ class Settings(_Section):
 
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_NAMED = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*): (?P<rest>.*)$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)(?P<indexes>(?:\[\d+\])*)$")
 
@@ -693,6 +697,11 @@ def _describe(exc: msgspec.ValidationError, root: Any = Settings) -> tuple[str, 
         return f"{path + '.' if path else ''}{missing.group('field')}", "required key is missing"
     choices = _allowed_values(path, root) if "enum" in problem.lower() else None
     suffix = f" (allowed: {choices})" if choices else ""
+    # a section's own check (__post_init__) names its key first: "ssl_ca_file: ..." below "kafka" is kafka.ssl_ca_file
+    section = _section_type(path, root)
+    named = _NAMED.match(problem)
+    if section is not None and named and named.group("key") in {f.name for f in msgspec.structs.fields(section)}:
+        return f"{path}.{named.group('key')}".lstrip("."), f"{named.group('rest')}{suffix}"
     return path, f"{problem}{suffix}"
 
 

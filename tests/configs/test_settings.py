@@ -43,7 +43,7 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
         ({"kafka": {"topics": {"alerts": {"name": "transactions"}}}}, "topic names must differ"),
         ({"kafka": {"topics": {"alerts": {"name": "bad name!"}}}}, "kafka.topics.alerts.name"),
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "sasl_mechanism and sasl_username are required"),
-        ({"kafka": {"ssl_ca_file": "/nonexistent/ca.pem", "security_protocol": "SSL"}}, "ssl_ca_file: file '/nonexistent/ca.pem' does not exist"),
+        ({"kafka": {"ssl_ca_file": "/nonexistent/ca.pem", "security_protocol": "SSL"}}, "kafka.ssl_ca_file: file '/nonexistent/ca.pem' does not exist"),
         ({"kafka": {"sasl_mechanism": "PLAIN", "sasl_username": "u"}}, "security_protocol is PLAINTEXT but TLS/SASL"),
         ({"kafka": {"sasl_password": "hunter2"}}, "kafka.sasl_password: secrets are not read from YAML"),
         ({"mlflow": {"token": "abc"}}, "mlflow.token: secrets are not read from YAML"),
