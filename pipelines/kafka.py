@@ -7,6 +7,7 @@ only the settings differ.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import sys
 from typing import Any
@@ -75,8 +76,26 @@ def make_consumer(kafka: KafkaSettings, bootstrap_servers: str | None = None, **
     return AIOKafkaConsumer(**client_kwargs(kafka, bootstrap_servers), **options)
 
 
+class _NoConnectErrors(logging.Filter):
+    """Drops aiokafka's "Unable connect" lines (one every try, every 0.2 s) while we wait for a broker:
+    the wait ends in one message of its own when no broker answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect")
+
+
 async def wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None = None, timeout_s: float = 30.0) -> None:
     """Return once a broker answers a metadata request; raise KafkaSetupError on timeout."""
+    quiet = _NoConnectErrors()
+    logger = logging.getLogger("aiokafka")
+    logger.addFilter(quiet)
+    try:
+        await _wait_until_ready(kafka, bootstrap_servers, timeout_s)
+    finally:
+        logger.removeFilter(quiet)
+
+
+async def _wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None, timeout_s: float) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: BaseException | None = None
     while asyncio.get_running_loop().time() < deadline:
