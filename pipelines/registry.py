@@ -98,7 +98,7 @@ def connect(settings: MlflowSettings) -> Any:
 
         mlflow.set_tracking_uri(settings.tracking_uri)
         try:
-            client = MlflowClient(settings.tracking_uri)
+            client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
             client.search_experiments(max_results=1)  # opens (and on first use creates) the store
         except Exception as exc:  # noqa: BLE001 - any store failure is a configuration problem here
             raise RegistryError(
@@ -291,6 +291,31 @@ def resolve(client: Any, uri: str, option: str = "--model") -> RegisteredVersion
         return _version(client, found)
 
 
+@contextmanager
+def _stores_of(client: Any) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to ``client``'s for the block (``load_model`` of a
+    ``models:/`` URI reads those, not the client's), then put back exactly as they were: unset stays unset, so
+    a later ``MlflowClient(uri)`` still defaults its registry to its own store."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # the setters export them for subprocesses
+    saved = (tracking_state._tracking_uri, registry_state._registry_uri, {v: os.environ.get(v) for v in variables})
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(getattr(client, "_registry_uri", None) or client.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_state._registry_uri = saved[1]
+        for name, value in saved[2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def load_batch_model(client: Any, uri: str, option: str = "--model") -> BatchModel:
     """The classifier a model URI names, with the feature layout its version tags record."""
     version = resolve(client, uri, option)
@@ -301,7 +326,7 @@ def load_batch_model(client: Any, uri: str, option: str = "--model") -> BatchMod
             f"{option}: {uri} (version {version.version}) has no feature_version/feature_names tags; "
             "register classifiers with `fraudstream train`"
         )
-    with _quiet():
+    with _quiet(), _stores_of(client):
         import mlflow.sklearn
 
         try:

@@ -224,3 +224,25 @@ def test_a_model_trained_on_other_features_is_refused(workspace, first_version, 
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
     assert "was trained on features" in lines[0] and "retrain it with `fraudstream train`" in lines[0]
+
+
+def test_a_model_loads_from_the_store_of_the_client_given(workspace, first_version, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not from whatever store MLflow's global URIs point at since (another connect, a notebook's store)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from configs import MlflowSettings
+    from pipelines.registry import connect, load_batch_model
+
+    client = connect(MlflowSettings(tracking_uri=f"sqlite:///{workspace['store']}"))
+    elsewhere = f"sqlite:///{tmp_path / 'other.db'}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(elsewhere)  # e.g. another connect(): the registry follows the tracking URI
+    try:
+        model = load_batch_model(client, "models:/fraud-classifier/1")
+        assert model.version == "fraud-classifier/1" and model.feature_names
+        # put back as it was: the registry not pinned, still following the tracking URI
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (elsewhere, elsewhere)
+        assert MlflowClient(f"sqlite:///{workspace['store']}")._registry_uri == f"sqlite:///{workspace['store']}"
+    finally:
+        mlflow.set_tracking_uri(before)
