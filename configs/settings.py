@@ -628,7 +628,7 @@ class Settings(_Section):
 
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
-_NAMED = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*): (?P<rest>.*)$", re.DOTALL)
+_NAMED = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (?P<rest>.*)$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _INDEXED = re.compile(r"^(?P<name>[^\[\]]+)(?P<indexes>(?:\[\d+\])*)$")
 
@@ -700,7 +700,7 @@ def _describe(exc: msgspec.ValidationError, root: Any = Settings) -> tuple[str, 
     # a section's own check (__post_init__) names its key first: "ssl_ca_file: ..." below "kafka" is kafka.ssl_ca_file
     section = _section_type(path, root)
     named = _NAMED.match(problem)
-    if section is not None and named and named.group("key") in {f.name for f in msgspec.structs.fields(section)}:
+    if section is not None and named and named.group("key").split(".")[0] in {f.name for f in msgspec.structs.fields(section)}:
         return f"{path}.{named.group('key')}".lstrip("."), f"{named.group('rest')}{suffix}"
     return path, f"{problem}{suffix}"
 

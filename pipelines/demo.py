@@ -294,6 +294,7 @@ class Dashboard:
         stream.add_row("alerts", f"{totals.get('alerts', 0):,}")
         stream.add_row("latency p50/p99", f"{p50:,.0f} / {p99:,.0f} ms")
         stream.add_row("dead letters", f"{totals.get('dead_letters', 0):,}")
+        stream.add_row("terminal-stale", f"{totals.get('terminal_stale', 0) or 0:,}")
         truth = Table("period", "scored", "frauds", "alerts", "precision", "recall", box=None, header_style="bold",
                       caption="warm-up: trained on · live: never seen")
         for phase in ("warm-up", "live"):
@@ -583,6 +584,8 @@ def _summary(
             "actors": options.actors, "partitions": settings.kafka.topics.transactions.partitions,
             "scored": sum(p.get("scored", 0) for p in parts), "alerts": sum(p.get("alerts", 0) for p in parts),
             "dead_letters": sum(p.get("dead_letters", 0) for p in parts),
+            # scored before every partition's terminal updates for their buckets were in (catching up: many)
+            "terminal_stale": sum(p.get("terminal_stale", 0) for p in parts),
             "peak_events_per_s": round(max(rates, default=0.0), 1),
             "mean_events_per_s": round(float(np.mean(rates)), 1) if rates else 0.0,
             "live_rate": options.rate, "checkpoint_uri": settings.stream.checkpoint_uri,

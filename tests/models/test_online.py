@@ -361,7 +361,7 @@ def test_online_settings_errors_name_the_key(registry: FeatureRegistry) -> None:
         ({"buffer_ttl_days": 0}, "config error: scoring.online.buffer_ttl_days: Expected `float` > 0.0"),
         ({"fraud_weight": -1}, "config error: scoring.online.fraud_weight: Expected `float` > 0.0"),
         ({"review_probability": 0.99, "block_probability": 0.9}, "config error: scoring.online: review_probability"),
-        ({"features": ["amount", "amount"]}, "config error: scoring.online: features: amount listed more than once"),
+        ({"features": ["amount", "amount"]}, "config error: scoring.online.features: amount listed more than once"),
         ({"buffer": 3}, "config error: scoring.online.buffer: unknown key (allowed: enabled, features, buffer_max,"),
     ):
         with pytest.raises(ConfigError) as error:
