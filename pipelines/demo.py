@@ -144,7 +144,6 @@ class Traffic:
         self.live_row, self.rate = live_row, rate
         self.gate = threading.Event()
         self.alerts: deque[bytes] = deque()
-        self.sent = 0
         #: Transactions sent when the producer reached the live rows and began to wait (None before).
         self.waiting_at: int | None = None
         self.produced: int | None = None  # set once every send is acknowledged
@@ -174,7 +173,6 @@ class Traffic:
             self._stop.set()
 
     async def _pace(self, sent: int) -> None:
-        self.sent = sent
         if sent < self.live_row:
             return
         if self._live is None:
@@ -533,13 +531,13 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     return out / "index.html", summary
 
 
-def _read_alerts(board: Any, values: Any) -> None:
-    """Record alert values (raw JSON) taken from ``values`` (a deque being filled, or a list)."""
+def _read_alerts(board: Any, values: deque[bytes] | list[bytes]) -> None:
+    """Record alert values (raw JSON): all of a list, or what a deque being filled holds now (taken out)."""
     from contracts.errors import RecordError
     from pipelines.alerts import read_alert
 
-    while values:
-        value = values.popleft() if isinstance(values, deque) else values.pop(0)
+    taken = [values.popleft() for _ in range(len(values))] if isinstance(values, deque) else values
+    for value in taken:
         try:
             board.add(read_alert(value))
         except RecordError:
