@@ -593,7 +593,7 @@ def _summary(
         "scenarios_live": board.by_scenario("live"),
         "scenarios_all": board.by_scenario(),
         "false_alerts_live": board.false_alerts("live"),
-        "alerts_read": {"distinct": len(board.records), "repeats": board.repeats, "not_in_history": board.unknown},
+        "alerts_read": {"distinct": len(board.records), "not_in_history": board.unknown},
     }  # fmt: skip
     if replay is not None:
         m = replay.metrics

@@ -252,7 +252,7 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
 
 
 def render_html(data: ReportData) -> str:
-    """The report page: headline numbers, the plots, the per-scenario table and the alerts sample."""
+    """The report page: headline numbers, the plots, the per-scenario table, the alerts sample, then the details."""
     flat = {k: v for k, v in data.summary.items() if not _is_table(v)}
     nested = {k: v for k, v in data.summary.items() if _is_table(v)}
     stats = "".join(
@@ -284,7 +284,8 @@ def render_html(data: ReportData) -> str:
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
         f"<style>{_CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
-        f'<div class="headline">{stats}</div>\n<div class="details">{details}</div>\n<h2>Plots</h2>\n{figures}\n'
+        f'<div class="headline">{stats}</div>\n<h2>Plots</h2>\n{figures}\n'
         f"<h2>Fraud scenarios</h2>\n{scenarios}\n"
-        f"<h2>Sample of alerts</h2>\n{alerts if alert_rows else '<p>No alerts.</p>'}\n</body>\n</html>\n"
+        f"<h2>Sample of alerts</h2>\n{alerts if alert_rows else '<p>No alerts.</p>'}\n"
+        f'<h2>Details (summary.json)</h2>\n<div class="details">{details}</div>\n</body>\n</html>\n'
     )
