@@ -37,7 +37,6 @@ configs.settings.ConfigError: --min-score: expected a number between 0 and 1, go
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import math
 import os
 import re
@@ -104,21 +103,20 @@ def parse_since(value: str | None, option: str = "--since") -> int | None:
     ...
     configs.settings.ConfigError: --since: expected an RFC 3339 time such as 2026-01-15T12:00:00Z or 2026-01-15T13:00:00+01:00 (or a date, 2026-01-15, read as UTC midnight), got 'yesterday'
     """
+    from pipelines.history import parse_time  # the parser `train` and `backtest` use for --from / --until
+
     if value is None:
         return None
     text = value.strip()
     try:
-        if not text or not text[:4].isdigit():
-            raise ValueError(text)
-        moment = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
-    except ValueError:
+        if not text[:4].isdigit():  # a time here starts with its year (fromisoformat takes bare times too)
+            raise ConfigError(text)
+        return parse_time(text, option)
+    except ConfigError:
         raise ConfigError(
             f"{option}: expected an RFC 3339 time such as 2026-01-15T12:00:00Z or 2026-01-15T13:00:00+01:00 "
             f"(or a date, 2026-01-15, read as UTC midnight), got {value!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def parse_decision(value: str | None) -> str | None:

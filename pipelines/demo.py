@@ -46,6 +46,7 @@ from rich.text import Text
 
 from configs import ConfigError, Settings, load_settings
 from contracts.records import Alert
+from models.batch import iso_utc
 
 console = Console(stderr=True)
 
@@ -310,7 +311,7 @@ class Dashboard:
             verdict = f"[red]{scenario}[/red]" if self.board.truth.fraud[row] else "[dim]genuine[/dim]"
             why = _why(alert)
             latest.add_row(
-                _iso(alert.event_time)[5:16].replace("T", " "), alert.account_id, f"{alert.score:.4f}",
+                iso_utc(alert.event_time)[5:16].replace("T", " "), alert.account_id, f"{alert.score:.4f}",
                 alert.decision, verdict, why if len(why) <= room else why[: room - 1] + "…",
             )  # fmt: skip
         header = Text.assemble(
@@ -328,10 +329,6 @@ class Dashboard:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _why(alert: Alert) -> str:
@@ -383,7 +380,7 @@ def train_champion(settings: Settings, history_dir: Path, until_ms: int, client:
         "alias": "champion",
         "test_ap": trained.metrics.get("test_ap"),
         "test_roc_auc": trained.metrics.get("test_roc_auc"),
-        "trained_until": _iso(until_ms),
+        "trained_until": iso_utc(until_ms),
     }
 
 
@@ -433,7 +430,7 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     live_row = int(np.argmax(truth.live)) if truth.live.any() else len(truth)
     timings["generate"] = time.monotonic() - mark
     frauds = int(truth.fraud.sum())
-    console.print(f"  history: {len(truth):,} transactions, {frauds:,} fraudulent; live from {_iso(live_from_ms)}")
+    console.print(f"  history: {len(truth):,} transactions, {frauds:,} fraudulent; live from {iso_utc(live_from_ms)}")
 
     mark = time.monotonic()
     client = connect(settings.mlflow)
@@ -574,7 +571,7 @@ def _summary(
         "peak_events_per_s": round(max(rates, default=0.0), 1),
         "history": {
             "accounts": options.accounts, "days": options.days, "live_days": options.live_days, "seed": options.seed,
-            "transactions": len(truth), "frauds": int(truth.fraud.sum()), "live_from": _iso(live_from_ms),
+            "transactions": len(truth), "frauds": int(truth.fraud.sum()), "live_from": iso_utc(live_from_ms),
             "live_transactions": int(truth.live.sum()),
         },
         "model": {**model, "tracking_uri": settings.mlflow.tracking_uri},
@@ -624,7 +621,7 @@ def _write(
     live_alerts = [(alert, row) for alert, row in board.records if truth.live[row]]
     for alert, row in sorted(live_alerts, key=lambda item: item[0].event_time)[-20:]:
         sample.append({
-            "event_time": _iso(alert.event_time), "account_id": alert.account_id, "score": round(alert.score, 4),
+            "event_time": iso_utc(alert.event_time), "account_id": alert.account_id, "score": round(alert.score, 4),
             "decision": alert.decision, "truth": str(truth.scenario[row]) if truth.fraud[row] else "genuine",
             "reasons": _why(alert),
         })  # fmt: skip
