@@ -177,9 +177,11 @@ class Controller:
                 partitions[key] = {**value, "actor": status["actor"]}
         totals = {
             key: sum(p.get(key) or 0 for p in partitions.values())
-            for key in ("scored", "alerts", "dead_letters", "labels_applied", "lag", "offset_gaps", "late_events",
-                        "terminal_stale")
+            for key in ("scored", "alerts", "dead_letters", "rekeyed", "labels_applied", "lag", "offset_gaps",
+                        "late_events", "terminal_stale")
         }
+        if not partitions or any(p.get("lag") is None for p in partitions.values()):
+            totals["lag"] = None  # unknown somewhere (no fetch yet, or Kafka not answering): not 0
         return {
             "time": time.time(),
             "actors": results,

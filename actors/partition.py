@@ -28,12 +28,13 @@ import numpy as np
 
 from configs import RuleSettings, Settings
 from contracts.errors import RecordError
+from contracts.guards import DecodeLimits
 from contracts.records import (
     Alert,
     DeadLetter,
     Label,
     SourcePosition,
-    decode_label,
+    decode_labels,
     decode_transactions,
     encode,
 )
@@ -77,6 +78,8 @@ class Output:
 
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[bytes] = field(default_factory=list)
+    #: Records refused for their key, to produce again keyed by account_id: (topic, key, value).
+    rekeyed: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     #: Send timestamps to measure ingest -> alert latency: Kafka timestamp of each alerted record.
     alert_ingest_ms: list[int] = field(default_factory=list)
     scored: int = 0
@@ -91,6 +94,8 @@ class PartitionCounters:
     scored: int = 0
     alerts: int = 0
     dead_letters: int = 0
+    #: Records whose Kafka key was not their account_id, produced again keyed by it (stream.wrong_key: rekey).
+    rekeyed: int = 0
     labels_applied: int = 0
     labels_unmatched: int = 0
     #: Labels the scorer's label-learning sources (the online classifier) learned from.
@@ -116,20 +121,31 @@ def alert_id(transaction_id: str, feature_version: str, model_versions: dict[str
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-def dead_letter(topic: str, partition: int, record: Record, error: RecordError | str) -> bytes:
-    """A dead-letter value: the original bytes, where they came from and why they were refused."""
-    return encode(
-        DeadLetter(
-            key=record.key,
-            value=record.value,
-            topic=topic,
-            partition=partition,
-            offset=record.offset,
-            error=str(error),
-            field=error.field if isinstance(error, RecordError) else None,
-            failed_at=int(time.time() * 1000),
-        )
+def dead_letter(topic: str, partition: int, record: Record, error: RecordError | str, embed_max_bytes: int | None = None) -> bytes:
+    """A dead-letter value: the original bytes (referenced instead above ``embed_max_bytes``), where they came
+    from and why they were refused."""
+    letter = DeadLetter(
+        key=record.key,
+        value=record.value,
+        topic=topic,
+        partition=partition,
+        offset=record.offset,
+        error=str(error),
+        field=error.field if isinstance(error, RecordError) else None,
+        failed_at=int(time.time() * 1000),
+        value_size=None if record.value is None else len(record.value),
     )
+    if embed_max_bytes is not None and len(record.value or b"") + len(record.key or b"") > embed_max_bytes:
+        letter = letter.without_bytes(f"larger than stream.dead_letter_embed_max_bytes ({embed_max_bytes})")
+    return encode(letter)
+
+
+def wrong_key(record: str, key: bytes | None, account_id: str) -> RecordError:
+    """Why a record whose Kafka key is not its account_id is refused (it sits on another account's partition)."""
+    found = "missing (null)" if key is None else f"{key[:64]!r}, not the account_id {account_id!r}"
+    return RecordError(record, "key", f"the Kafka key is {found}",
+                       fix="key every record by its account_id (or set stream.wrong_key: rekey), so it reaches "
+                           "the partition that holds the account's state")
 
 
 @dataclass(frozen=True)
@@ -192,6 +208,9 @@ class PartitionProcessor:
         self.held_labels: deque[tuple[int, Label]] = deque()
         self.max_held_labels = settings.features.pending_labels_max
         self.counters = PartitionCounters()
+        stream = settings.stream
+        self._limits = DecodeLimits(max_record_bytes=stream.max_record_bytes, max_nesting_depth=stream.max_nesting_depth)
+        self._embed_max = stream.dead_letter_embed_max_bytes
         #: The batch classifier scoring in shadow (never deciding), when a challenger is served.
         self.challenger: ClassifierSource | None = None
 
@@ -224,16 +243,7 @@ class PartitionProcessor:
         out = Output()
         if not records:
             return out
-        values = [r.value or b"" for r in records]
-        good, bad = decode_transactions(values)
-        if bad:
-            bad_index = {index for index, _ in bad}
-            for index, error in bad:
-                out.dead_letters.append(dead_letter(self.transactions_topic, self.partition, records[index], error))
-            kept = [r for i, r in enumerate(records) if i not in bad_index]
-        else:
-            kept = records
-        self.counters.dead_letters += len(bad)
+        good, kept = self._accept(records, decode_transactions, "transaction", self.transactions_topic, out)
         self.next_offset = records[-1].offset + 1
         if not good:
             return out
@@ -299,22 +309,51 @@ class PartitionProcessor:
     def process_labels(self, records: list[Record]) -> Output:
         """Take a micro-batch of label records; apply those whose time the stream has reached."""
         out = Output()
-        for record in records:
-            try:
-                label = decode_label(record.value or b"")
-            except RecordError as error:
-                out.dead_letters.append(dead_letter(self.labels_topic, self.partition, record, error))
-                self.counters.dead_letters += 1
-                if not self.held_labels:
-                    self.next_label_offset = record.offset + 1
-                continue
+        if not records:
+            return out
+        labels, kept = self._accept(records, decode_labels, "label", self.labels_topic, out)
+        for record, label in zip(kept, labels):
             self.held_labels.append((record.offset, label))
             self.label_clock = max(self.label_clock, label.label_time)  # type: ignore[type-var]
-        if records and not self.held_labels:
+        if not self.held_labels:
             self.next_label_offset = records[-1].offset + 1
         self._apply_due_labels()
         self._collect_updates()
         return out
+
+    def _accept(self, records: list[Record], decode: Any, kind: str, topic: str, out: Output) -> tuple[list[Any], list[Record]]:
+        """Decode a micro-batch and keep the records keyed by their account: (decoded, their records).
+
+        Every other record becomes a dead letter in ``out`` (or, with ``stream.wrong_key: rekey``, a
+        record re-keyed by its account_id for ``out.rekeyed``); nothing a record holds raises here.
+        """
+        stream = self.settings.stream
+        decoded, bad = decode([r.value for r in records], self._limits)
+        if bad:
+            refused = {index for index, _ in bad}
+            kept = [r for i, r in enumerate(records) if i not in refused]
+            for index, error in bad:
+                out.dead_letters.append(dead_letter(topic, self.partition, records[index], error, self._embed_max))
+        else:
+            kept = records
+        misrouted = [i for i, (record, item) in enumerate(zip(kept, decoded)) if record.key != item.account_id.encode()]
+        if misrouted:
+            for i in misrouted:
+                record, account_id = kept[i], decoded[i].account_id
+                if stream.wrong_key == "rekey":
+                    out.rekeyed.append((topic, account_id.encode(), record.value))  # type: ignore[arg-type]
+                else:
+                    out.dead_letters.append(dead_letter(topic, self.partition, record,
+                                                        wrong_key(kind, record.key, account_id), self._embed_max))
+            drop = set(misrouted)
+            kept = [r for i, r in enumerate(kept) if i not in drop]
+            decoded = [d for i, d in enumerate(decoded) if i not in drop]
+        self.counters.dead_letters += len(bad)
+        if stream.wrong_key == "rekey":
+            self.counters.rekeyed += len(misrouted)
+        else:
+            self.counters.dead_letters += len(misrouted)
+        return decoded, kept
 
     @property
     def labels_full(self) -> bool:

@@ -29,9 +29,11 @@ from typing import Any
 import msgspec
 import numpy as np
 from aiokafka import TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from actors.checkpoint import CheckpointStore, cluster_namespace
+from actors.delivery import Delivery, Outgoing, Undelivered
+from actors.health import KafkaHealth
 from actors.metrics import ActorMetrics
 from actors.partition import PartitionProcessor
 from actors.serving import ClassifierServing, Served
@@ -180,7 +182,17 @@ class ScoringWorker:
         #: Wall times of the first non-empty poll and of the latest offset commit (benchmarks).
         self.first_poll_wall: float | None = None
         self.last_commit_wall: float | None = None
-        self.error: str | None = None
+        #: What is wrong now, by where it happened (loop, commit, checkpoint of ...); cleared once it works again.
+        self.errors: dict[str, str] = {}
+        #: The latest error ever seen, with its wall time (stays after it is cleared).
+        self.last_error: tuple[float, str] | None = None
+        stream = settings.stream
+        self.delivery = Delivery(self.dlq_topic, stream.delivery_backoff_ms, stream.delivery_backoff_max_ms)
+        self.health = KafkaHealth(stream.kafka_wait_grace_s, name)
+        #: True once outputs could not be delivered before a stop: nothing may be checkpointed after that.
+        self._undelivered = False
+        #: True while a step is changing partition state (an exception then rewinds the partitions).
+        self._mutating = False
         #: The batch classifier(s) served from the registry; a version loaded by the poll
         #: waits in ``_served_next`` until the loop installs it between two micro-batches.
         self.serving = ClassifierServing(settings)
@@ -196,6 +208,7 @@ class ScoringWorker:
         if self.consumer is not None:
             return
         configure_gc_for_streaming()
+        self.health.install()
         self.metrics = ActorMetrics.create()
         kafka = self.settings.kafka
         self.consumer = make_consumer(
@@ -282,16 +295,45 @@ class ScoringWorker:
             self._stopping.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def error(self) -> str | None:
+        """What is wrong now (None when healthy): loop, delivery, commit, checkpoint and Kafka errors."""
+        problems = dict(self.errors)
+        delivery = self.delivery.status()
+        if delivery["state"] != "ok":
+            problems["delivery"] = (f"{delivery['undelivered']} outputs of partitions {delivery['partitions']} not "
+                                    f"delivered for {delivery['since_s']} s ({delivery['error']}); those partitions "
+                                    "do not advance until they are")
+        waiting = self.health.waiting(self._fetch_times())
+        if waiting:
+            problems["kafka"] = waiting
+        return "; ".join(problems.values()) or None
+
+    def _set_error(self, where: str, message: str) -> None:
+        self.errors[where] = message
+        self.last_error = (time.time(), message)
+
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             try:
                 await self.step()
+                self.errors.pop("loop", None)
+                failures = 0
             except asyncio.CancelledError:
                 raise
+            except Undelivered as exc:  # only while stopping: stop() then writes no checkpoint
+                self._set_error("loop", f"stopped with {exc}; partitions {exc.owners} replay from their last checkpoint")
+                log.error("%s", self.errors["loop"])
+                return
             except Exception as exc:  # keep the loop alive; the error shows in status
-                self.error = f"{type(exc).__name__}: {exc}"
+                failures += 1
+                self._set_error("loop", f"{type(exc).__name__}: {exc}")
                 log.exception("scoring step failed")
-                await asyncio.sleep(0.5)
+                if self._mutating:  # the batch was half applied: take the partitions back to their checkpoints
+                    self._mutating = False
+                    await self._rewind()
+                await asyncio.sleep(min(0.5 * failures, 5.0))
 
     async def stop(self) -> None:
         """Finish the in-flight batch, checkpoint every partition, disconnect."""
@@ -303,10 +345,14 @@ class ScoringWorker:
             self._poller.cancel()
             self._poller = None
         async with self._lock:
-            for partition in sorted(self.processors):
-                await self._checkpoint(partition)
-            for stage in sorted(self.stages):
-                await self._checkpoint_stage(stage)
+            if self._undelivered:
+                log.error("not checkpointing partitions %s: outputs since their last checkpoint were not delivered; "
+                          "they replay from there", sorted(self.processors))
+            else:
+                for partition in sorted(self.processors):
+                    await self._checkpoint(partition)
+                for stage in sorted(self.stages):
+                    await self._checkpoint_stage(stage)
             if self.consumer is not None:
                 await self.consumer.stop()
                 await self.producer.stop()
@@ -404,6 +450,7 @@ class ScoringWorker:
                 await self._reset_out_of_range(beyond)
                 return 0
             phases.lap("poll")
+            self.health.observe(self._fetch_times())
             if not polled:
                 self._sample_rate()
                 await self._checkpoint_if_due()
@@ -412,11 +459,11 @@ class ScoringWorker:
             polled_ms = time.time() * 1000.0
             if self.first_poll_wall is None:
                 self.first_poll_wall = polled_ms / 1000.0
-            sends: list[asyncio.Future[Any]] = []
+            outgoing: list[Outgoing] = []
             oldest_ingest_ms: int | None = None
             scored = 0
             touched: list[int] = []
-            producer = self.producer
+            self._mutating = True
             # the broadcast table and the stage first, so the scoring below sees the latest
             for tp, records in polled.items():
                 if tp.topic == self.risk_topic and records:
@@ -447,16 +494,18 @@ class ScoringWorker:
                 else:
                     output = processor.process_labels(records)
                 self._unsaved.add(tp.partition)
-                for key, value in output.alerts:
-                    sends.append(await producer.send(self.alert_topic, value, key=key))
-                for value in output.dead_letters:
-                    sends.append(await producer.send(self.dlq_topic, value))
+                owner = tp.partition
+                outgoing.extend(Outgoing(self.alert_topic, value, key, owner=owner) for key, value in output.alerts)
+                outgoing.extend(Outgoing(self.dlq_topic, value, kind="dead_letter", owner=owner)
+                                for value in output.dead_letters)
+                outgoing.extend(Outgoing(topic, value, key, kind="rekeyed", owner=owner)
+                                for topic, key, value in output.rekeyed)
                 self._pause_or_resume_labels(tp.partition, processor)
             phases.lap("score")
-            sends += await self._publish_terminal_updates()
+            outgoing += self._publish_terminal_updates()
             phases.lap("terminal")
-            if sends:
-                await asyncio.gather(*sends)
+            await self._deliver(outgoing)
+            self._mutating = False
             phases.lap("ack")
             acked_ms = time.time() * 1000.0
             for tp, records in polled.items():
@@ -492,7 +541,47 @@ class ScoringWorker:
                     time.time() - self._stage_checkpoint.get(stage, 0.0) >= interval:
                 await self._checkpoint_stage(stage, wait=False)
 
-    async def _publish_terminal_updates(self, force: bool = False) -> list[asyncio.Future[Any]]:
+    async def _deliver(self, outgoing: list[Outgoing]) -> None:
+        """Every record acknowledged (retried, or replaced when too large) before anything moves on."""
+        if not outgoing:
+            return
+        try:
+            await self.delivery.deliver(self.producer, outgoing, self._stopping)
+        except Undelivered:
+            self._undelivered = True
+            raise
+
+    async def _rewind(self) -> None:
+        """Take every owned partition (and stage partition) back to its latest checkpoint and read on from there.
+
+        After a step failed halfway, partition state may hold part of a batch whose
+        outputs were not all sent: it is dropped, never checkpointed; the records
+        are read again (alerts keep their ids, so a re-sent alert is the same alert).
+        """
+        async with self._lock:
+            for task in [*self._saving.values(), *self._saving_stages.values()]:
+                await self._settle(task)
+            partitions, stages = sorted(self.processors), sorted(self.stages)
+            log.warning("rewinding partitions %s and stage partitions %s to their checkpoints", partitions, stages)
+            self.processors.clear()
+            self.stages.clear()
+            self.stage_offsets.clear()
+            for pending in (self._progress_sent, self._stage_sent):
+                pending.clear()
+            self._unsaved.clear()
+            self._stage_unsaved.clear()
+            self.broadcast.table.take_updates()  # what the failed batch left in the outbox
+        await self.assign(partitions, stages)
+
+    def _fetch_times(self) -> list[int | None]:
+        """Wall time (ms) of the latest fetch response of each owned transactions partition."""
+        if self.consumer is None:
+            return []
+        assigned = self.consumer.assignment()
+        tps = [TopicPartition(self.tx_topic, partition) for partition in self.processors]
+        return [self.consumer.last_poll_timestamp(tp) if tp in assigned else None for tp in tps]
+
+    def _publish_terminal_updates(self, force: bool = False) -> list[Outgoing]:
         """Send each owned partition's terminal deltas and each owned stage's changed terminals.
 
         At most every STAGE_FLUSH_S (updates accumulate meanwhile; the table only
@@ -513,13 +602,13 @@ class ScoringWorker:
             return []
         self._last_stage_flush = time.monotonic()
         sends = []
-        producer = self.producer
         for partition, processor in self.processors.items():
             through = progress[partition]
             progressed = self._progress_sent.get(partition) != through
             for destination, batch in enumerate(processor.terminal_deltas(through, self.stage_count)):
                 if batch.deltas or progressed:
-                    sends.append(await producer.send(self.deltas_topic, encode_stage_message(batch), partition=destination))
+                    sends.append(Outgoing(self.deltas_topic, encode_stage_message(batch), partition=destination,
+                                          kind="stage", owner=partition))
             self._progress_sent[partition] = through
         for number, stage in self.stages.items():
             complete = stage.complete_through_ms
@@ -529,7 +618,7 @@ class ScoringWorker:
                 stage.expire((complete - self._retention_ms - freshness_ms) // bucket_ms - 1 - self._window_buckets)
             if stage.dirty or self._stage_sent.get(number) != complete:
                 update = stage.flush(number)
-                sends.append(await producer.send(self.risk_topic, encode_stage_message(update), partition=number))
+                sends.append(Outgoing(self.risk_topic, encode_stage_message(update), partition=number, kind="stage"))
                 self._stage_sent[number] = complete
         if self.processors:
             oldest = min(p.engine.watermark_ms for p in self.processors.values())
@@ -574,7 +663,15 @@ class ScoringWorker:
             offsets[TopicPartition(self.tx_topic, partition)] = processor.next_offset
             offsets[TopicPartition(self.label_topic, partition)] = processor.next_label_offset
         if offsets:
-            await self.consumer.commit(offsets)
+            try:
+                await self.consumer.commit(offsets)
+            except (KafkaError, OSError) as exc:  # lag tooling only: the checkpoints hold the positions
+                self._commit_pending.update(partitions)
+                if "commit" not in self.errors:
+                    log.warning("offset commit failed (%r); retrying with the next one", exc)
+                self._set_error("commit", f"offset commit failed: {type(exc).__name__}: {exc}")
+                return
+            self.errors.pop("commit", None)
             self.last_commit_wall = time.time()
 
     def _position(self, tp: TopicPartition) -> int:
@@ -634,9 +731,7 @@ class ScoringWorker:
         await self._settle(self._saving.get(partition))
         started = time.perf_counter()
         processor = self.processors[partition]
-        sends = await self._publish_terminal_updates(force=True)
-        if sends:
-            await asyncio.gather(*sends)
+        await self._deliver(self._publish_terminal_updates(force=True))
         self._last_commit = 0.0
         await self._commit([partition])
         snapshot = processor.snapshot()
@@ -673,9 +768,13 @@ class ScoringWorker:
         def done(finished: asyncio.Task[None]) -> None:
             if running.get(key) is finished:
                 del running[key]
-            if not finished.cancelled() and finished.exception() is not None:
-                self.error = f"checkpoint of {what} failed: {finished.exception()!r}"
+            if finished.cancelled():
+                return
+            if finished.exception() is not None:
+                self._set_error(f"checkpoint {what}", f"checkpoint of {what} failed: {finished.exception()!r}")
                 log.error("checkpoint of %s failed", what, exc_info=finished.exception())
+            else:
+                self.errors.pop(f"checkpoint {what}", None)
 
         task.add_done_callback(done)
         return task
@@ -766,7 +865,16 @@ class ScoringWorker:
             if self.consumer is not None:
                 highwater = self.consumer.highwater(TopicPartition(self.tx_topic, partition))
                 label_highwater = self.consumer.highwater(TopicPartition(self.label_topic, partition))
+            fetched_ms = None
+            if self.consumer is not None and TopicPartition(self.tx_topic, partition) in self.consumer.assignment():
+                fetched_ms = self.consumer.last_poll_timestamp(TopicPartition(self.tx_topic, partition))
+            fetch_age_s = None if fetched_ms is None else round(max(0.0, now - fetched_ms / 1000.0), 3)
             lag = None if highwater is None else max(0, highwater - processor.next_offset)
+            # a lag read from a fetch older than the grace is not the lag now: unknown, and said so
+            stale = fetch_age_s is not None and fetch_age_s > self.settings.stream.kafka_wait_grace_s
+            last_known_lag = lag
+            if stale:
+                lag = None
             if lag is not None and self.metrics is not None:
                 self.metrics.lag.set(lag, tags={"actor": self.name, "partition": str(partition)})
             wall, _, seq = self.last_checkpoint.get(partition, (now, 0, -1))
@@ -774,6 +882,9 @@ class ScoringWorker:
                 "next_offset": processor.next_offset,
                 "highwater": highwater,
                 "lag": lag,
+                "last_known_lag": last_known_lag,
+                "undelivered": sum(1 for o in self.delivery.pending if o.owner == partition),
+                "fetch_age_s": fetch_age_s,
                 "next_label_offset": processor.next_label_offset,
                 "label_lag": None if label_highwater is None else max(0, label_highwater - processor.next_label_offset),
                 "held_labels": len(processor.held_labels),
@@ -796,6 +907,10 @@ class ScoringWorker:
             "phase_ms": self.phases.summary(),
             "running": self.running,
             "error": self.error,
+            "errors": dict(self.errors),
+            "last_error": None if self.last_error is None else {"time": self.last_error[0], "error": self.last_error[1]},
+            "kafka": self.health.status(self._fetch_times()),
+            "delivery": self.delivery.status(),
             "uptime_s": round(now - self.started_at, 1),
             "first_poll_wall": self.first_poll_wall,
             "last_commit_wall": self.last_commit_wall,

@@ -608,6 +608,21 @@ class StreamSettings(_Section):
     #: Where `fraudstream status` finds the running job's status file.
     status_path: str = ".fraudstream/status.json"
     status_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+    #: A record value larger than this (bytes) is dead-lettered without being parsed.
+    max_record_bytes: PositiveInt = 1_000_000
+    #: Deepest nesting of JSON arrays and objects a record may have, checked before parsing.
+    max_nesting_depth: Annotated[int, msgspec.Meta(ge=1, le=256)] = 32
+    #: A dead letter embeds the original key and value up to this size (bytes); larger ones are
+    #: referenced by topic, partition and offset, with their size and SHA-256.
+    dead_letter_embed_max_bytes: NonNegativeInt = 100_000
+    #: A record whose Kafka key is missing or not its account_id: dead_letter, or rekey (produced
+    #: again keyed by its account_id, so it reaches the partition holding that account's state).
+    wrong_key: Literal["dead_letter", "rekey"] = "dead_letter"
+    #: A send that fails is retried after this long, doubling up to delivery_backoff_max_ms.
+    delivery_backoff_ms: PositiveInt = 100
+    delivery_backoff_max_ms: PositiveInt = 5_000
+    #: No successful fetch from Kafka for this long: status says the actor is waiting for Kafka.
+    kafka_wait_grace_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
 
 
 class Settings(_Section):

@@ -4,6 +4,7 @@ Every package imports from here; this package imports nothing of the project.
 """
 
 from contracts.errors import RecordError
+from contracts.guards import DecodeLimits
 from contracts.records import (
     ALERT_SCHEMA_VERSION,
     Alert,
@@ -14,6 +15,7 @@ from contracts.records import (
     SourcePosition,
     Transaction,
     decode_label,
+    decode_labels,
     decode_transaction,
     decode_transactions,
     encode,
@@ -30,7 +32,9 @@ __all__ = [
     "RecordError",
     "SourcePosition",
     "Transaction",
+    "DecodeLimits",
     "decode_label",
+    "decode_labels",
     "decode_transaction",
     "decode_transactions",
     "encode",

@@ -43,11 +43,11 @@ class RecordError(ValueError):
     'amount'
     """
 
-    def __init__(self, record: str, field: str | None, problem: str) -> None:
+    def __init__(self, record: str, field: str | None, problem: str, fix: str | None = None) -> None:
         self.record = record
         self.field = field
         self.problem = problem
-        self.fix = FIELD_FIXES.get(field or "", "send valid UTF-8 JSON matching schemas/")
+        self.fix = fix or FIELD_FIXES.get(field or "", "send valid UTF-8 JSON matching schemas/")
         where = f"{record}.{field}" if field else record
         super().__init__(f"{where}: {problem} (fix: {self.fix})")
 

@@ -18,11 +18,13 @@ contracts.errors.RecordError: transaction.amount: Expected `float`, got `str` (f
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Any, Literal, TypeAlias
 
 import msgspec
 
 from contracts.errors import RecordError
+from contracts.guards import DEFAULT_LIMITS, DecodeLimits, check_raw
 
 #: Bumped when the alert record changes incompatibly.
 ALERT_SCHEMA_VERSION = 1
@@ -55,17 +57,18 @@ def _capital_letters(code: str) -> bool:
     return code.isascii() and code.isalpha() and code.isupper()
 
 
-def _to_epoch_ms(value: int | dt.datetime) -> int:
+def _to_epoch_ms(value: int | dt.datetime, field: str) -> int:
+    """Epoch ms of a decoded time; errors start with the field's name (RecordError names it)."""
     if isinstance(value, int):
         return value
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise TypeError(
-            f"time: expected epoch milliseconds (int) or a timezone-aware datetime, got {value!r}; "
+            f"{field}: expected epoch milliseconds (int) or a timezone-aware datetime, got {value!r}; "
             "decode strings with decode_transaction / decode_label"
         )
     ms = int(value.timestamp() * 1000)
     if not _MIN_TIME_MS <= ms <= _MAX_TIME_MS:
-        raise ValueError("time must lie between 2000-01-01 and 2100-01-01")
+        raise ValueError(f"{field}: {value.isoformat()} is not between 2000-01-01 and 2100-01-01")
     return ms
 
 
@@ -94,7 +97,7 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_time, int):
-            msgspec.structs.force_setattr(self, "event_time", _to_epoch_ms(self.event_time))
+            msgspec.structs.force_setattr(self, "event_time", _to_epoch_ms(self.event_time, "event_time"))
         if (self.lat is None) != (self.lon is None):
             raise ValueError("lat: lat and lon must be given together or both left out")
         if self.currency is not None and not _capital_letters(self.currency):
@@ -114,7 +117,7 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def __post_init__(self) -> None:
         if not isinstance(self.label_time, int):
-            msgspec.structs.force_setattr(self, "label_time", _to_epoch_ms(self.label_time))
+            msgspec.structs.force_setattr(self, "label_time", _to_epoch_ms(self.label_time, "label_time"))
 
 
 class FeatureContribution(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,9 +173,14 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """A record that could not be accepted, kept whole with the reason.
+    """A record that could not be accepted, with the reason and where it was read.
 
-    ``key`` and ``value`` are the original bytes (base64 in JSON).
+    ``key`` and ``value`` are the original bytes (base64 in JSON). Above a
+    configured size (``stream.dead_letter_embed_max_bytes``), or when the whole
+    dead letter would be too large to send, they are referenced instead of
+    embedded: ``bytes_omitted`` is true, ``key``/``value`` are null, and
+    ``topic``/``partition``/``offset`` with ``value_size`` and ``value_sha256``
+    find and check the original in the source topic.
     """
 
     key: bytes | None
@@ -186,7 +194,31 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     field: str | None = None
     #: When the record was rejected (epoch ms).
     failed_at: EpochMs
+    #: Size of the original value in bytes (null when it had none).
+    value_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: SHA-256 (hex) of the original value, set when the bytes are not embedded.
+    value_sha256: str | None = None
+    #: True when ``key`` and ``value`` are referenced by position, not embedded.
+    bytes_omitted: bool = False
     schema_version: int = DEAD_LETTER_SCHEMA_VERSION
+
+    def without_bytes(self, why: str) -> DeadLetter:
+        """This dead letter with the original bytes referenced (position, size, SHA-256), not embedded.
+
+        >>> letter = DeadLetter(key=b"A1", value=b"x" * 10, topic="t", partition=0, offset=7, error="e",
+        ...                     failed_at=_MIN_TIME_MS)
+        >>> small = letter.without_bytes("too large to embed")
+        >>> small.value, small.value_size, small.bytes_omitted, small.error
+        (None, 10, True, 'e; original bytes not embedded: too large to embed')
+        """
+        if self.bytes_omitted:
+            return self
+        digest = None if self.value is None else hashlib.sha256(self.value).hexdigest()
+        return msgspec.structs.replace(
+            self, key=None, value=None, value_sha256=digest, bytes_omitted=True,
+            value_size=None if self.value is None else len(self.value),
+            error=f"{self.error}; original bytes not embedded: {why}",
+        )
 
 
 _encoder = msgspec.json.Encoder()
@@ -236,27 +268,69 @@ def decode_dead_letter(raw: bytes | str) -> DeadLetter:
     return _decode(_dead_letter_decoder, "dead_letter", raw)  # type: ignore[no-any-return]
 
 
+def decode_batch(
+    decoder: msgspec.json.Decoder[Any],
+    record: str,
+    values: list[bytes | None],
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> tuple[list[Any], list[tuple[int, RecordError]]]:
+    """Decode a micro-batch with ``decoder``: the good records, and (index, error) for the rest.
+
+    Nothing a value holds makes this raise: ``limits`` are checked before parsing
+    (:func:`contracts.guards.check_raw`), and any other exception the parser
+    raises becomes that value's error too.
+    """
+    good: list[Any] = []
+    bad: list[tuple[int, RecordError]] = []
+    decode = decoder.decode
+    append = good.append
+    max_bytes, max_brackets = limits.max_record_bytes, limits.max_nesting_depth
+    for index, raw in enumerate(values):
+        # the common case (flat ASCII) costs a few memchr-speed calls (bytes.count is ~1 ns a byte:
+        # brackets are counted only when there is a second one); check_raw says which limit broke, and where
+        if raw is None or len(raw) > max_bytes or not raw.isascii() or (
+                (raw.find(b"[") >= 0 or raw.find(b"{", 1) >= 0)
+                and raw.count(b"[") + raw.count(b"{") > max_brackets):
+            refused = check_raw(record, raw, limits)
+            if refused is not None:
+                bad.append((index, refused))
+                continue
+        try:
+            append(decode(raw))  # type: ignore[arg-type]
+        except msgspec.MsgspecError as exc:
+            bad.append((index, RecordError.from_msgspec(record, exc)))
+        except Exception as exc:  # noqa: BLE001 - whatever a record can make the parser raise is that record's fault
+            bad.append((index, RecordError(record, None, f"could not be decoded ({type(exc).__name__}: {exc})")))
+    return good, bad
+
+
 def decode_transactions(
-    values: list[bytes],
+    values: list[bytes | None], limits: DecodeLimits = DEFAULT_LIMITS
 ) -> tuple[list[Transaction], list[tuple[int, RecordError]]]:
-    """Decode a micro-batch: the good records, and (index, error) for the rest.
+    """Decode a micro-batch: the good records, and (index, error) for the rest (never raises).
 
     >>> good, bad = decode_transactions([
     ...     b'{"transaction_id":"t1","account_id":"a","event_time":1767225600000,"amount":3}',
-    ...     b'{"transaction_id":"t2","account_id":"a","event_time":1767225600000}'])
+    ...     b'{"transaction_id":"t2","account_id":"a","event_time":1767225600000}',
+    ...     b'{"transaction_id":"t3","account_id":"a","event_time":1767225600000,"amount":1,"x":'
+    ...     + b'[' * 1000 + b']' * 1000 + b'}'])
     >>> [t.transaction_id for t in good], [(i, e.field) for i, e in bad]
-    (['t1'], [(1, 'amount')])
+    (['t1'], [(1, 'amount'), (2, 'x')])
     """
-    good: list[Transaction] = []
-    bad: list[tuple[int, RecordError]] = []
-    decode = _transaction_decoder.decode
-    append = good.append
-    for index, raw in enumerate(values):
-        try:
-            append(decode(raw))
-        except msgspec.MsgspecError as exc:
-            bad.append((index, RecordError.from_msgspec("transaction", exc)))
-    return good, bad
+    return decode_batch(_transaction_decoder, "transaction", values, limits)
+
+
+def decode_labels(
+    values: list[bytes | None], limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[list[Label], list[tuple[int, RecordError]]]:
+    """Decode a micro-batch of labels, like :func:`decode_transactions` (never raises).
+
+    >>> good, bad = decode_labels([b'{"transaction_id":"t1","account_id":"a","label":"fraud",'
+    ...                            b'"label_time":"9999-12-31T23:59:59Z"}'])
+    >>> bad[0][1].field
+    'label_time'
+    """
+    return decode_batch(_label_decoder, "label", values, limits)
 
 
 def extra_fields(raw: bytes | str, record_type: type[msgspec.Struct] = Transaction) -> dict[str, Any]:

@@ -41,12 +41,12 @@ def _run(labels_one_by_one: bool) -> PartitionProcessor:
     sent = 0
     for start in range(0, len(transactions), 500):
         chunk = transactions[start : start + 500]
-        records = [_Record(start + i, None, encode(tx), 0) for i, tx in enumerate(chunk)]
+        records = [_Record(start + i, tx.account_id.encode(), encode(tx), 0) for i, tx in enumerate(chunk)]
         processor.process_transactions(records, now_ms=0)  # type: ignore[arg-type]
         # labels arrive up to a day ahead of the stream's event time; the partition holds them until due
         horizon = chunk[-1].event_time + 86_400_000
         due = [lab for lab in labels[sent:] if lab.label_time <= horizon]  # type: ignore[operator]
-        records = [_Record(sent + i, None, encode(lab), 0) for i, lab in enumerate(due)]
+        records = [_Record(sent + i, lab.account_id.encode(), encode(lab), 0) for i, lab in enumerate(due)]
         for group in ([[r] for r in records] if labels_one_by_one else [records]):
             processor.process_labels(group)  # type: ignore[arg-type]
         sent += len(due)
