@@ -58,21 +58,35 @@ def port_answers(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port, alive for the ``with`` block.
 
+    ``advertised_port``: the broker still listens on ``port`` but tells clients, in its
+    metadata, to connect to ``host:advertised_port``; after bootstrap every client
+    connection then goes through whatever listens there (the tests' fault proxy).
+    None (the default): the broker advertises its own address.
+
     Examples (needs the binary, so not run as a doctest)::
 
         with EmbeddedBroker() as broker:
             print(broker.bootstrap_servers)   # 127.0.0.1:PORT
     """
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
+    def __init__(self, port: int = 0, host: str = LOOPBACK, advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
     @property
     def bootstrap_servers(self) -> str:
+        """The address the broker listens on (with an ``advertised_port``, clients bootstrapped
+        here still move to the advertised address after their first metadata request)."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def advertised_servers(self) -> str:
+        """The address the broker tells clients to use: ``host:advertised_port``, or
+        ``bootstrap_servers`` when no ``advertised_port`` was given."""
+        return f"{self.host}:{self.advertised_port}" if self.advertised_port is not None else self.bootstrap_servers
 
     def start(self, timeout_s: float = 30.0) -> str:
         """Start the broker and wait until its port accepts connections."""
@@ -82,11 +96,12 @@ class EmbeddedBroker:
         elif port_answers(self.host, self.port):
             raise BrokerUnavailable(f"port {self.port} on {self.host} is already in use; pick another with --port")
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised_servers}"
         fd, log_name = tempfile.mkstemp(prefix="fraudstream-broker-", suffix=".log")
         self.log_path = Path(log_name)
         self.process = subprocess.Popen(
             # in memory: every start is a new, empty cluster, and says so with a new id
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/", "--cluster-id", f"fraudstream-{uuid.uuid4().hex[:16]}"],
             stdout=fd,
             stderr=subprocess.STDOUT,
