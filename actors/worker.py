@@ -858,6 +858,10 @@ class ScoringWorker:
     def status(self) -> dict[str, Any]:
         """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
         now = time.time()
+        self.health.observe(self._fetch_times())  # also while the loop waits on a delivery
+        error = self.error
+        if error is not None:  # what was wrong stays visible (with its time) after it cleared
+            self.last_error = (now, error)
         partitions: dict[str, Any] = {}
         for partition, processor in sorted(self.processors.items()):
             highwater = None
@@ -906,7 +910,7 @@ class ScoringWorker:
             "fetch_delay_ms": _percentiles(self._fetch_delays),
             "phase_ms": self.phases.summary(),
             "running": self.running,
-            "error": self.error,
+            "error": error,
             "errors": dict(self.errors),
             "last_error": None if self.last_error is None else {"time": self.last_error[0], "error": self.last_error[1]},
             "kafka": self.health.status(self._fetch_times()),
