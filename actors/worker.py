@@ -354,9 +354,23 @@ class ScoringWorker:
                 for stage in sorted(self.stages):
                     await self._checkpoint_stage(stage)
             if self.consumer is not None:
-                await self.consumer.stop()
-                await self.producer.stop()
+                for client in (self.consumer, self.producer):
+                    await self._close(client)
                 self.consumer = self.producer = None
+
+    @staticmethod
+    async def _close(client: Any) -> None:
+        """Stop a Kafka client; with no broker answering, aiokafka's stop can fail (or leak a cancellation
+        of its own tasks): the actor's stop goes on, unless it is itself being cancelled."""
+        try:
+            await client.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("%s stopped with its own tasks cancelled (Kafka not answering)", type(client).__name__)
+        except Exception as exc:  # noqa: BLE001 - stopping anyway
+            log.warning("%s did not stop cleanly: %r", type(client).__name__, exc)
 
     # ---------------------------------------------------------------- assignment
     async def assign(self, partitions: list[int], stage_partitions: list[int]) -> None:

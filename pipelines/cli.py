@@ -296,7 +296,7 @@ def _status_table(status: dict[str, Any]) -> Table:
 def run(
     config: ConfigOption = None,
     duration: Annotated[float | None, typer.Option(help="Stop (drain and checkpoint) after this many seconds.")] = None,
-    actors: Annotated[int | None, typer.Option(help="Scoring actors K (default: stream.actors).")] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="Scoring actors K (default: stream.actors).")] = None,
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers host:port (overrides the config).")] = None,
     produce: Annotated[
         bool, typer.Option("--produce", help="Also generate a synthetic history and stream it in while scoring.")
@@ -313,9 +313,10 @@ def run(
 
     from rich.live import Live
 
-    from pipelines.stream import StreamJob
+    from pipelines.stream import StreamJob, check_start
 
     settings = _settings(config, {"generator.accounts": accounts, "generator.days": days})
+    check_start(settings, actors)  # before a broker, Kafka or Ray is started or waited for
     with kafka_for(settings, bootstrap) as servers:
         job = StreamJob(settings, servers)
         with console.status("starting Ray and the scoring actors"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -63,6 +64,44 @@ def absolute_local_store(settings: Settings) -> Settings:
     path = Path(uri.removeprefix(prefix)).resolve()
     mlflow = msgspec.structs.replace(settings.mlflow, tracking_uri=f"{prefix}{path}")
     return msgspec.structs.replace(settings, mlflow=mlflow)
+
+
+def check_start(settings: Settings, actors: int | None) -> None:
+    """What a job start can check before anything starts: ``--actors`` (None means stream.actors) and that
+    :func:`write_status` can write ``stream.status_path``; ConfigError, one line.
+
+    The status folder is created and a probe file written there and removed: the status file itself
+    appears only once the job runs (a reader takes it as the sign that scoring began).
+    """
+    if actors is not None and actors < 1:
+        raise ConfigError(f"config error: --actors must be at least 1, got {actors} (omit it to use stream.actors)")
+    path = settings.stream.status_path
+    try:
+        target = Path(path)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.probe")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        # mkdir(exist_ok=True) raises FileExistsError only where a file stands in the folder's way
+        reason = os.strerror(errno.ENOTDIR) if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise ConfigError(
+            f"config error: stream.status_path: cannot write {path} ({reason}); "
+            "fix: point stream.status_path at a writable file"
+        ) from None
+
+
+def at_least_one(text: str) -> int:
+    """argparse type of ``--actors``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def write_status(path: str | Path, status: dict[str, Any]) -> None:
@@ -122,12 +161,16 @@ class StreamJob:
         self.settings = absolute_local_store(settings)
         self.bootstrap_servers = bootstrap_servers
         self.controller: Any = None
+        #: Whether :meth:`start` started Ray itself (then the job shuts it down when it ends or fails to start).
+        self.started_ray = False
         #: What the job serves from the registry, as checked at start (None before).
         self.serving: dict[str, Any] | None = None
         self.rules_watcher = RulesWatcher(self.settings)
         self._last_online_log = time.monotonic()
 
     def start(self, actors: int | None = None) -> dict[str, Any]:
+        """Check the settings, Kafka and the topics, then start Ray (unless it runs) and the controller with
+        ``actors`` scoring actors (None: stream.actors); a failure after Ray started leaves nothing running."""
         import ray
 
         from actors.controller import NAMESPACE, Controller, controller_name
@@ -135,6 +178,7 @@ class StreamJob:
         from actors.checkpoint import CheckpointStore
 
         check_layout(self.settings)
+        check_start(self.settings, actors)
         CheckpointStore(self.settings.stream.checkpoint_uri)  # an unusable URI stops here, in one line
         if self.settings.scoring.classifier.model_uri:
             from actors.serving import check_serving
@@ -144,11 +188,36 @@ class StreamJob:
             self.serving = check_serving(self.settings)
         asyncio.run(wait_until_ready(self.settings.kafka, self.bootstrap_servers))
         asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers))
-        connect_ray(self.settings)
-        self.controller = Controller.options(  # type: ignore[attr-defined]
-            name=controller_name(self.settings), namespace=NAMESPACE
-        ).remote(self.settings, self.bootstrap_servers)
-        return ray.get(self.controller.start.remote(actors))  # type: ignore[no-any-return]
+        self.started_ray = not ray.is_initialized()
+        try:
+            connect_ray(self.settings)
+            self.controller = Controller.options(  # type: ignore[attr-defined]
+                name=controller_name(self.settings), namespace=NAMESPACE
+            ).remote(self.settings, self.bootstrap_servers)
+            return ray.get(self.controller.start.remote(actors))  # type: ignore[no-any-return]
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Kill the controller (its scoring actors go with it) and shut Ray down if this job started it."""
+        import ray
+
+        from actors.controller import NAMESPACE, controller_name
+
+        if self.controller is not None and ray.is_initialized():
+            controller, self.controller = self.controller, None
+            ray.kill(controller)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the name is free again once Ray has removed the actor
+                try:
+                    ray.get_actor(controller_name(self.settings), namespace=NAMESPACE)
+                except ValueError:
+                    break
+                time.sleep(0.1)
+        if self.started_ray:
+            self.started_ray = False
+            ray.shutdown()
 
     def status(self) -> dict[str, Any]:
         import ray
@@ -213,19 +282,13 @@ class StreamJob:
         return ray.get(self.controller.rescale.remote(actors))  # type: ignore[no-any-return]
 
     def drain(self) -> dict[str, Any]:
+        """Every actor finishes its batch and writes a final checkpoint; then :meth:`stop` (also on failure)."""
         import ray
 
-        from actors.controller import NAMESPACE, controller_name
-
-        final: dict[str, Any] = ray.get(self.controller.drain.remote())
-        ray.kill(self.controller)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the name is free again once Ray has removed the actor
-            try:
-                ray.get_actor(controller_name(self.settings), namespace=NAMESPACE)
-            except ValueError:
-                break
-            time.sleep(0.1)
+        try:
+            final: dict[str, Any] = ray.get(self.controller.drain.remote())
+        finally:
+            self.stop()
         status = {"time": time.time(), "stopped": True, "final": final}
         write_status(self.settings.stream.status_path, status)
         return final
@@ -264,11 +327,13 @@ class StreamJob:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if interval and self.settings.scoring.online.enabled:
-                self.log_online_models()  # what the online models learned, before the actors stop
-            if before_drain is not None:
-                before_drain()
-            final = self.drain()
+            try:
+                if interval and self.settings.scoring.online.enabled:
+                    self.log_online_models()  # what the online models learned, before the actors stop
+                if before_drain is not None:
+                    before_drain()
+            finally:
+                final = self.drain()
         return final
 
 
@@ -276,11 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.stream", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML settings (default: configs/local.yaml)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until signalled)")
-    parser.add_argument("--actors", type=int, default=None, help="scoring actors K (default: stream.actors)")
+    parser.add_argument("--actors", type=at_least_one, default=None, help="scoring actors K (default: stream.actors)")
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (overrides the config)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
+        check_start(settings, args.actors)  # before a broker, Kafka or Ray is started or waited for
         if settings.kafka.embedded and args.bootstrap is None:
             from pipelines.cli import kafka_for
 
