@@ -37,6 +37,21 @@ UPLOAD_EXCLUDES = (
 #: Job states after which nothing changes any more.
 TERMINAL = {"STOPPED", "SUCCEEDED", "FAILED"}
 
+#: What Ray's job server answers while the head's job agent has not registered yet (it waits 10 s for it, then
+#: gives up with HTTP 500): just after ``ray up`` or ``ray start --head`` on a slow machine. Worth a retry.
+AGENT_NOT_READY = ("No available agent to submit job", "Head node id has not yet been persisted")
+
+
+def agent_not_ready(error: BaseException) -> bool:
+    """Whether ``error`` is the job server saying its agent is not up yet (try again), not a refused job.
+
+    >>> agent_not_ready(RuntimeError("Request failed with status code 500: No available agent to submit job, ..."))
+    True
+    >>> agent_not_ready(RuntimeError("Request failed with status code 400: bad runtime_env"))
+    False
+    """
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in AGENT_NOT_READY)
+
 
 def stream_entrypoint(
     config: str, duration_s: float | None = None, actors: int | None = None, bootstrap: str | None = None
@@ -95,16 +110,27 @@ class ScoringJobs:
         drain_timeout_s: float = 120.0,
         env_vars: dict[str, str] | None = None,
         submission_id: str | None = None,
+        agent_timeout_s: float = 120.0,
     ) -> str:
-        """Start ``python -m pipelines.stream`` on the cluster; its submission id."""
-        return str(
-            self.client.submit_job(
-                entrypoint=stream_entrypoint(config, duration_s, actors, bootstrap),
-                runtime_env=runtime_env(working_dir, drain_timeout_s, env_vars),
-                submission_id=submission_id,
-                metadata={"job": "fraudstream-scoring", "config": config},
-            )
-        )
+        """Start ``python -m pipelines.stream`` on the cluster; its submission id.
+
+        A cluster that has just started may answer that its job agent is not available yet: the submission is
+        retried (every 2 s) for up to ``agent_timeout_s``, then Ray's error is raised as it came."""
+        deadline = time.monotonic() + agent_timeout_s
+        while True:
+            try:
+                return str(
+                    self.client.submit_job(
+                        entrypoint=stream_entrypoint(config, duration_s, actors, bootstrap),
+                        runtime_env=runtime_env(working_dir, drain_timeout_s, env_vars),
+                        submission_id=submission_id,
+                        metadata={"job": "fraudstream-scoring", "config": config},
+                    )
+                )
+            except RuntimeError as error:
+                if not agent_not_ready(error) or time.monotonic() + 2.0 > deadline:
+                    raise
+                time.sleep(2.0)
 
     def status(self, job_id: str) -> str:
         """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""

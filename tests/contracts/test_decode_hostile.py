@@ -22,7 +22,7 @@ LABEL = b'{"transaction_id":"t1","account_id":"A1","label":"fraud","label_time":
 LIMITS = DecodeLimits(max_record_bytes=20_000, max_nesting_depth=16)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=30,
 )

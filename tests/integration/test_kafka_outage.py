@@ -27,7 +27,7 @@ from pipelines.stream import StreamJob
 from pipelines.synthetic import generate
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.streamkit import consume_all, produce, wait_labels_read, wait_scored
-from tests.integration.test_stream import _digests, _reference_digests
+from tests.integration.test_stream import _digests, _reference_digests, _reference_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,6 +68,17 @@ def _settings(local_settings: Settings, address: str, tmp_path: Path) -> Setting
     return settings
 
 
+def _refuse_mid_stream(settings: Settings, proxy: FaultProxy, second_half) -> threading.Thread:
+    """Send ``second_half`` over a slow path and refuse connections a second in, records in flight;
+    returns the sending thread (it finishes once the proxy is restored)."""
+    proxy.latency(50)
+    sender = threading.Thread(target=produce, args=(settings, proxy.address, second_half, None, 2_000.0))
+    sender.start()
+    time.sleep(1.0)
+    proxy.refuse()
+    return sender
+
+
 def test_an_outage_mid_stream_is_reported_honestly_and_loses_nothing(
     local_settings: Settings, proxied, ray_session, tmp_path: Path
 ) -> None:
@@ -80,12 +91,7 @@ def test_an_outage_mid_stream_is_reported_honestly_and_loses_nothing(
     job = StreamJob(settings, proxy.address)
     job.start(2)
     try:
-        # the second half arrives while the path is slow; Kafka goes away with records in flight
-        proxy.latency(50)
-        sender = threading.Thread(target=produce, args=(settings, proxy.address, tx.slice(half), None, 2_000.0))
-        sender.start()
-        time.sleep(1.0)
-        proxy.refuse()
+        sender = _refuse_mid_stream(settings, proxy, tx.slice(half))
         deadline = time.monotonic() + GRACE_S + 20
         seen_waiting = None
         while time.monotonic() < deadline:
@@ -144,11 +150,7 @@ def test_a_drain_while_kafka_is_down_checkpoints_nothing_past_undelivered_output
     first.start(2)
     try:
         wait_scored(first, half, timeout_s=120)
-        proxy.latency(50)
-        sender = threading.Thread(target=produce, args=(settings, proxy.address, tx.slice(half), None, 2_000.0))
-        sender.start()
-        time.sleep(1.0)
-        proxy.refuse()
+        sender = _refuse_mid_stream(settings, proxy, tx.slice(half))
         time.sleep(2.0)
     finally:
         final = first.drain()  # with Kafka away: whatever was not delivered is not checkpointed
@@ -166,29 +168,8 @@ def test_a_drain_while_kafka_is_down_checkpoints_nothing_past_undelivered_output
     finally:
         second.drain()
     assert status["totals"]["scored"] >= tx.num_rows  # at least once: replayed records count again
-    assert digests == _reference_digests(settings, proxy.address)
-    reference = _reference_alert_ids(settings, proxy.address)
+    reference_digests, reference = _reference_run(settings, proxy.address)
+    assert digests == reference_digests
     assert reference <= alerts, f"{len(reference - alerts)} alerts missing"
     assert stopped or status["totals"]["scored"] == tx.num_rows, final
 
-
-def _reference_alert_ids(settings: Settings, bootstrap: str) -> set[str]:
-    """The alert ids an uninterrupted in-process run over the same records raises."""
-    from actors.partition import PartitionProcessor
-    from actors.terminal_stage import BroadcastRisk
-    from features import FeatureEngine
-
-    topics = settings.kafka.topics
-    records = asyncio.run(consume_all(settings, bootstrap, topics.transactions.name))
-    labels = asyncio.run(consume_all(settings, bootstrap, topics.labels.name))
-    table = FeatureEngine.terminal_risk_for(settings.features)
-    table.publish_updates()
-    broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
-    ids: set[str] = set()
-    for partition in range(topics.transactions.partitions):
-        processor = PartitionProcessor(settings, partition, broadcast)
-        mine = sorted((r for r in records if r.partition == partition), key=lambda r: r.offset)
-        out = processor.process_transactions(mine, now_ms=0)  # (times of 0: read the ids untyped)
-        processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
-        ids |= {msgspec.json.decode(value)["alert_id"] for _, value in out.alerts}
-    return ids

@@ -40,8 +40,8 @@ def history(local_settings: Settings):
     return generate(spec)
 
 
-def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
-    """Entity state of an uninterrupted, in-process run over the same records, per partition."""
+def _reference_run(settings: Settings, bootstrap: str) -> tuple[dict[int, str], set[str]]:
+    """An uninterrupted, in-process run over the same records: entity-state digest per partition, alert ids."""
     topics = settings.kafka.topics
     tx = asyncio.run(_consume_all(settings, bootstrap, topics.transactions.name))
     labels = asyncio.run(_consume_all(settings, bootstrap, topics.labels.name))
@@ -49,13 +49,20 @@ def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
     table.publish_updates()
     broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
     digests = {}
+    alert_ids: set[str] = set()
     for partition in range(topics.transactions.partitions):
         processor = PartitionProcessor(settings, partition, broadcast)
         mine = sorted((r for r in tx if r.partition == partition), key=lambda r: r.offset)
-        processor.process_transactions(mine, now_ms=0)
+        out = processor.process_transactions(mine, now_ms=0)  # times of 0: alert ids are read untyped
         processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
         digests[partition] = processor.entity_state_digest()
-    return digests
+        alert_ids |= {msgspec.json.decode(value)["alert_id"] for _, value in out.alerts}
+    return digests, alert_ids
+
+
+def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
+    """Entity state of an uninterrupted, in-process run over the same records, per partition."""
+    return _reference_run(settings, bootstrap)[0]
 
 
 def _digests(job: StreamJob) -> dict[int, str]:
