@@ -128,8 +128,14 @@ class ScoringJobs:
                     )
                 )
             except RuntimeError as error:
-                if not agent_not_ready(error) or time.monotonic() + 2.0 > deadline:
+                if not agent_not_ready(error):
                     raise
+                if time.monotonic() + 2.0 > deadline:
+                    raise RuntimeError(
+                        f"{error} (still after {agent_timeout_s:g} s: the head's job agent is not running; its log "
+                        "is dashboard_agent.log in the head's Ray session logs, e.g. its port 52365 taken by another "
+                        "Ray on that host)"
+                    ) from None
                 time.sleep(2.0)
 
     def status(self, job_id: str) -> str:

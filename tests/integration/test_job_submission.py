@@ -38,7 +38,9 @@ def ray_head() -> Iterator[ScoringJobs]:
     with the project's environment first on PATH. `--block` keeps it in the foreground, so stopping that one
     process stops every Ray process it started (no `ray stop`, which would take the tests' Ray with it). Its own
     temp dir keeps its address out of /tmp/ray/ray_current_cluster, where a later `ray.init()` of the tests would
-    find it and try to join a cluster that is gone."""
+    find it and try to join a cluster that is gone. Its job agent listens on a port of its own: the tests' in-process
+    Ray (ray_session) already holds Ray's default 52365 on this machine, and an agent that cannot bind it leaves the
+    job server with no agent to submit to."""
     venv = Path(sys.executable).parent
     temp_dir = tempfile.mkdtemp(prefix="rayhead-")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "PATH": f"{venv}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
@@ -48,7 +50,7 @@ def ray_head() -> Iterator[ScoringJobs]:
     head = subprocess.Popen(
         [str(venv / "ray"), "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard}",
          "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"],
+         f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:

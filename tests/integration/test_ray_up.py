@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from contracts.records import decode_alert
-from pipelines.broker import port_answers
+from pipelines.broker import free_port, port_answers
 from pipelines.jobs import ScoringJobs
 from pipelines.synthetic import generate
 from tests.integration.streamkit import consume_all, job_config, produce
@@ -123,11 +123,16 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _cluster_config(folder: Path, key: Path) -> Path:
-    """ray_cluster.local.yaml with this machine as the only host and the test login; nothing else changed."""
+    """ray_cluster.local.yaml with this machine as the only host and the test login, and the head's job agent on a
+    port of its own: the tests' in-process Ray (ray_session) holds Ray's default 52365 on this machine, and an agent
+    that cannot bind it leaves the job server with no agent to submit to. Nothing else changed."""
     config = yaml.safe_load((ROOT / "ray_cluster.local.yaml").read_text())
     config["cluster_name"] = CLUSTER
     config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
     config["auth"] = {"ssh_user": USER, "ssh_private_key": str(key)}
+    agent = f" --dashboard-agent-listen-port={free_port()}"
+    config["head_start_ray_commands"] = [c + agent if "ray start --head" in c else c
+                                         for c in config["head_start_ray_commands"]]  # fmt: skip
     path = folder / "ray_cluster.test.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
