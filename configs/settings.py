@@ -192,6 +192,12 @@ class GeneratorSettings(_Section):
     )
     #: Share of genuine transactions that also get a (delayed) "genuine" label.
     genuine_label_rate: Fraction = 0.1
+    #: When labels arrive: "mixed" (a fraud report is a customer call within 1-12 h 30 % of the time, else a
+    #: chargeback in 2-45 days; genuine labels 1-30 days), "fixed" (every label exactly label_delay_days after
+    #: its transaction) or "chargeback" (every report, fraud or genuine, 2-60 days later, median ~12 days).
+    label_delay: Literal["mixed", "fixed", "chargeback"] = "mixed"
+    #: Days from a transaction to its label with label_delay "fixed".
+    label_delay_days: Annotated[float, msgspec.Meta(gt=0.0, le=365.0)] = 7.0
     #: Share of events delivered out of order, by up to max_disorder_s seconds.
     out_of_order_rate: Fraction = 0.0
     max_disorder_s: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
@@ -334,6 +340,10 @@ class TrainingSettings(_Section):
     #: Register the recipe refitted on the whole span up to ``history.label_delay_days`` before its end (labels
     #: known at its end, the latest ``calibration_fraction`` calibrating), not the model fitted for the test period.
     refit: bool = True
+    #: Fit the score fusion registered with the version (``scoring.fusion.method: learned``): logistic stacking of
+    #: the sources' log-odds on the test period's scores (labels known at the span's end), kept only where it ranks
+    #: at least as well as the best single source on the period's later half; else that source alone.
+    learn_fusion: bool = True
 
     def __post_init__(self) -> None:
         repeated = sorted({name for name in self.features if self.features.count(name) > 1})
@@ -492,11 +502,14 @@ def _check_sources(key: str, values: dict[str, float]) -> None:
 
 
 class StackingSettings(_Section):
-    """Logistic stacking: fused score = sigmoid(intercept + sum over sources of coefficient x source score)."""
+    """Logistic stacking: fused score = sigmoid(intercept + sum over sources of coefficient x input), where a
+    source's input is its score in [0, 1] (``inputs: score``) or the score's log-odds (``inputs: logit``, what
+    `fraudstream train` fits: one source with coefficient 1 and intercept 0 is then exactly that source)."""
 
     intercept: float = 0.0
-    #: Source name -> coefficient on its score in [0, 1]; a source not listed has coefficient 0.
+    #: Source name -> coefficient on its input; a source not listed has coefficient 0.
     coefficients: dict[str, float] = msgspec.field(default_factory=dict)
+    inputs: Literal["score", "logit"] = "score"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.intercept):
@@ -507,12 +520,15 @@ class StackingSettings(_Section):
 class FusionSettings(_Section):
     """How the sources' scores become the fused score (models/fusion.py); rules and thresholds apply after.
 
-    ``max`` (default): the highest source score. ``weighted``: the weighted mean
-    of the sources' scores (``weights``; a source not listed weighs 1).
-    ``stacking``: a logistic model over the sources' scores (``stacking``).
+    ``learned`` (default): the fusion `fraudstream train` fitted and registered
+    with the served classifier version (it moves with the champion); ``max``
+    until a classifier that carries one is served. ``max``: the highest source
+    score. ``weighted``: the weighted mean of the sources' scores (``weights``;
+    a source not listed weighs 1). ``stacking``: a logistic model over the
+    sources' scores (``stacking``).
     """
 
-    method: Literal["max", "weighted", "stacking"] = "max"
+    method: Literal["learned", "max", "weighted", "stacking"] = "learned"
     #: Source name -> weight (>= 0) for ``weighted``; a source not listed weighs 1, 0 leaves it out.
     weights: dict[str, Annotated[float, msgspec.Meta(ge=0.0)]] = msgspec.field(default_factory=dict)
     stacking: StackingSettings = StackingSettings()

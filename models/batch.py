@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from configs import ScoringSettings, TrainingSettings
+from configs import ScoringSettings, StackingSettings, TrainingSettings
 from features import FeatureBatch, FeatureRegistry
 from models.calibration import ProbabilityScale
 from models.sources import SourceScores, SourceState
@@ -107,7 +107,7 @@ def iso_utc(ms: int) -> str:
     >>> iso_utc(1767225600000)
     '2026-01-01T00:00:00Z'
     """
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -316,6 +316,8 @@ class BatchModel:
     feature_version: str
     #: What alerts record, e.g. ``fraud-classifier/3``.
     version: str
+    #: The score fusion registered with this version (``scoring.fusion.method: learned``), if one was learned.
+    fusion: StackingSettings | None = None
 
 
 class ClassifierSource:
@@ -354,6 +356,8 @@ class ClassifierSource:
             raise ValueError(f"classifier {model.version} needs features the registry lacks: {', '.join(unknown)}")
         self.model = model
         self.version = model.version
+        #: The fusion learned with this version (the scorer fuses with it under ``scoring.fusion.method: learned``).
+        self.fusion = model.fusion
         self.columns: IntArray = np.array([registry.index(n) for n in model.feature_names], dtype=np.int64)
         settings = scoring.classifier
         self._scale = ProbabilityScale(settings.review_probability, settings.block_probability,

@@ -1,16 +1,20 @@
 """Score fusion: the sources' scores of a micro-batch combined into one fused score per row (``scoring.fusion``).
 
-Three methods, each vectorised over the batch:
+Four methods, each vectorised over the batch:
 
-- ``max`` (default): the highest score of any source, rules included; exactly
+- ``learned`` (default): the stacking `fraudstream train` fitted and registered
+  with the served classifier version (:func:`learn_fusion`), which moves with
+  the champion; ``max`` while no classifier carrying one is served;
+- ``max``: the highest score of any source, rules included; exactly
   the scorer's original fusion;
 - ``weighted``: the weighted mean of the fused sources' scores
   (``weights``; a source not listed weighs 1, weight 0 leaves it out; the
   weights of the sources the scorer has are renormalised to sum to 1);
 - ``stacking``: a logistic model over the fused sources' scores,
-  ``sigmoid(intercept + sum of coefficient x score)`` (a source not listed has
-  coefficient 0); :func:`fit_stacking` fits the coefficients on labelled
-  per-source scores (a backtest's).
+  ``sigmoid(intercept + sum of coefficient x input)`` (a source not listed has
+  coefficient 0; the input is the score, or its log-odds with ``inputs: logit``);
+  :func:`fit_stacking` fits the coefficients on labelled per-source scores (a
+  backtest's).
 
 Rules are not fused: a matched rule lifts the fused score to at least its
 ``score`` afterwards (under ``max`` the same thing), and the decision is then
@@ -28,11 +32,19 @@ taken as always (a source's demanded action, the thresholds).
 ...                                                                       coefficients={"anomaly": 5.0}))
 >>> Fusion(stacking, names).fuse([anomaly, classifier, rules]).round(4).tolist()  # sigmoid(-4 + 5 a), the rule
 [0.0474, 0.6225, 0.97]
+>>> learned = StackingSettings(coefficients={"classifier": 1.0}, inputs="logit")  # the classifier alone, as it is
+>>> fusion = Fusion(FusionSettings(), names, learned, "fraud-classifier/3")
+>>> fusion.fuse([anomaly, classifier, rules]).round(6).tolist(), fusion.version
+([0.6, 0.1, 0.97], 'learned:fraud-classifier/3:b=0,classifier=1,logit')
+>>> Fusion(FusionSettings(), names).version is None  # learned, but nothing learned served: max
+True
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -45,20 +57,47 @@ FloatArray = npt.NDArray[np.float64]
 FLOORS = frozenset({"rules"})
 #: Logits beyond this are clipped before the sigmoid (no overflow; the probability is 0 or 1 to float precision).
 _MAX_LOGIT = 40.0
+#: Scores are clipped to [_EPS, 1 - _EPS] before their log-odds are taken (``inputs: logit``).
+_EPS = 1e-9
+
+
+def log_odds(score: FloatArray) -> FloatArray:
+    """The log-odds of scores in [0, 1], clipped to +-20.7 (scores of exactly 0 or 1 stay finite).
+
+    >>> log_odds(np.array([0.5, 0.0, 1.0])).round(2).tolist()
+    [0.0, -20.72, 20.72]
+    """
+    clipped = np.clip(score, _EPS, 1.0 - _EPS)
+    return np.log(clipped / (1.0 - clipped))
 
 
 def _number(value: float) -> str:
     return repr(float(value)).removesuffix(".0")
 
 
+def _stacking_version(stacking: StackingSettings) -> str:
+    given = ",".join(f"{name}={_number(c)}" for name, c in sorted(stacking.coefficients.items()))
+    return f"b={_number(stacking.intercept)},{given}" + (",logit" if stacking.inputs == "logit" else "")
+
+
 class Fusion:
     """The fusion of one scorer: ``settings`` applied to the scores of the sources ``names`` (in that order).
 
-    ConfigError when ``weighted`` gives every fused source of this scorer weight 0.
+    ``learned`` is the stacking registered with the served classifier (``learned_from``, its version), used by
+    method ``learned``. ConfigError when ``weighted`` gives every fused source of this scorer weight 0.
     """
 
-    def __init__(self, settings: FusionSettings, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        settings: FusionSettings,
+        names: Sequence[str],
+        learned: StackingSettings | None = None,
+        learned_from: str = "",
+    ) -> None:
         self.method = settings.method
+        stacking = settings.stacking
+        if self.method == "learned":
+            self.method, stacking = ("stacking", learned) if learned is not None else ("max", stacking)
         self.names = tuple(names)
         fused = [i for i, name in enumerate(self.names) if name not in FLOORS]
         self._floors = [i for i, name in enumerate(self.names) if name in FLOORS]
@@ -73,17 +112,18 @@ class Fusion:
             self._coefficients = weights / weights.sum() if fused else weights
             self._intercept = 0.0
         elif self.method == "stacking":
-            coefficients = settings.stacking.coefficients
+            coefficients = stacking.coefficients
             self._coefficients = np.array([coefficients.get(self.names[i], 0.0) for i in fused], dtype=np.float64)
-            self._intercept = float(settings.stacking.intercept)
+            self._intercept = float(stacking.intercept)
+        self._logit = self.method == "stacking" and stacking.inputs == "logit"
         #: What alerts record as ``model_versions["fusion"]`` (None for ``max``, which records nothing).
         self.version: str | None = None
         if self.method == "weighted":
             given = ",".join(f"{name}={_number(w)}" for name, w in sorted(settings.weights.items()))
             self.version = f"weighted:{given or 'equal'}"
         elif self.method == "stacking":
-            given = ",".join(f"{name}={_number(c)}" for name, c in sorted(settings.stacking.coefficients.items()))
-            self.version = f"stacking:b={_number(settings.stacking.intercept)},{given}"
+            learned_here = settings.method == "learned"
+            self.version = (f"learned:{learned_from}:" if learned_here else "stacking:") + _stacking_version(stacking)
 
     def fuse(self, scores: Sequence[FloatArray]) -> FloatArray:
         """The fused score per row, from each source's score per row (sources in the order of ``names``)."""
@@ -104,7 +144,7 @@ class Fusion:
             logit = np.full(rows, self._intercept)
             for coefficient, i in zip(self._coefficients.tolist(), self._fused, strict=True):
                 if coefficient:
-                    logit += coefficient * scores[i]
+                    logit += coefficient * (log_odds(scores[i]) if self._logit else scores[i])
             fused = 1.0 / (1.0 + np.exp(-np.clip(logit, -_MAX_LOGIT, _MAX_LOGIT)))
         for i in self._floors:
             fused = np.maximum(fused, scores[i])
@@ -112,13 +152,17 @@ class Fusion:
 
 
 def fit_stacking(
-    scores: Mapping[str, FloatArray], is_fraud: npt.NDArray[np.bool_], regularization: float = 1.0
+    scores: Mapping[str, FloatArray],
+    is_fraud: npt.NDArray[np.bool_],
+    regularization: float = 1.0,
+    inputs: Literal["score", "logit"] = "score",
 ) -> StackingSettings:
     """Stacking coefficients fitted on per-source scores and their labels (e.g. a backtest's ``sources``).
 
     An L2-regularised logistic regression (scikit-learn, ``C = 1 / regularization``)
-    of the fraud label on the fused sources' scores (``rules`` is left out: it is a
-    floor); the result goes under ``scoring.fusion.stacking``.
+    of the fraud label on the fused sources' scores, or their log-odds with
+    ``inputs="logit"`` (``rules`` is left out: it is a floor); the result goes
+    under ``scoring.fusion.stacking``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -128,9 +172,89 @@ def fit_stacking(
     labels = np.asarray(is_fraud, dtype=bool)
     if labels.all() or not labels.any():
         raise ValueError("fit_stacking needs fraud and genuine rows; the labels given are all one class")
-    matrix = np.column_stack([np.asarray(scores[name], dtype=np.float64) for name in names])
+    columns = [np.asarray(scores[name], dtype=np.float64) for name in names]
+    matrix = np.column_stack([log_odds(c) for c in columns] if inputs == "logit" else columns)
     model = LogisticRegression(C=1.0 / regularization, max_iter=1_000).fit(matrix, labels)
     return StackingSettings(
         intercept=round(float(model.intercept_[0]), 6),
         coefficients={name: round(float(c), 6) for name, c in zip(names, model.coef_[0].tolist(), strict=True)},
+        inputs=inputs,
     )
+
+
+@dataclass(frozen=True)
+class LearnedFusion:
+    """What :func:`learn_fusion` chose, and why."""
+
+    #: The fusion to register (``scoring.fusion.method: learned`` uses it).
+    stacking: StackingSettings
+    #: ``stacking``, or the name of the single source that ranked better on its own.
+    chosen: str
+    #: Average precision of every candidate on the validation rows.
+    validation_ap: dict[str, float | None]
+    fit_rows: int
+    validation_rows: int
+
+
+def _ap(truth: npt.NDArray[np.bool_], score: FloatArray) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(truth, score)) if 0 < truth.sum() < len(truth) else None
+
+
+def alternate_days(event_time_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Rows of odd-numbered UTC days (since the epoch): a validation half spread over the whole period, so it holds
+    known frauds whenever the period does (a later half would hold the least-reported days under a label delay).
+
+    >>> alternate_days(np.array([0, 86_400_000, 2 * 86_400_000 + 5])).tolist()
+    [False, True, False]
+    """
+    return (np.asarray(event_time_ms) // 86_400_000) % 2 == 1
+
+
+def learn_fusion(
+    scores: Mapping[str, FloatArray],
+    is_fraud: npt.NDArray[np.bool_],
+    validation: npt.NDArray[np.bool_],
+    regularization: float = 1.0,
+) -> LearnedFusion | None:
+    """A fusion that ranks no worse than its best source: logistic stacking of the sources' log-odds, fitted on the
+    rows outside ``validation`` and kept only when its average precision on the ``validation`` rows is at least the
+    best single source's there; else that source alone (coefficient 1 on its log-odds: exactly its own score). A
+    kept stacking is refitted on every row. None when the validation rows hold no fraud or nothing else (nothing
+    to choose by).
+
+    >>> rng = np.random.default_rng(0)
+    >>> fraud = rng.random(20_000) < 0.02
+    >>> strong, noise = np.where(fraud, rng.beta(5, 2, 20_000), rng.beta(1, 8, 20_000)), rng.random(20_000)
+    >>> scores = {"classifier": strong, "anomaly": noise, "rules": np.zeros(20_000)}
+    >>> learned = learn_fusion(scores, fraud, np.arange(20_000) % 2 == 1)
+    >>> learned.chosen in ("stacking", "classifier"), sorted(learned.validation_ap)
+    (True, ['anomaly', 'classifier', 'stacking'])
+    >>> learned.validation_ap["stacking"] >= learned.validation_ap["classifier"] or learned.chosen == "classifier"
+    True
+    >>> learn_fusion(scores, np.zeros(20_000, bool), np.arange(20_000) % 2 == 1) is None
+    True
+    """
+    names = sorted(name for name in scores if name not in FLOORS)
+    labels = np.asarray(is_fraud, dtype=bool)
+    check = np.asarray(validation, dtype=bool)
+    fit = ~check
+    truth = labels[check]
+    if not 0 < truth.sum() < len(truth):
+        return None
+    singles = {name: StackingSettings(coefficients={name: 1.0}, inputs="logit") for name in names}
+    candidates: dict[str, StackingSettings] = dict(singles)
+    if 0 < labels[fit].sum() < fit.sum():
+        candidates["stacking"] = fit_stacking({n: scores[n][fit] for n in names}, labels[fit], regularization, "logit")
+    validation_ap: dict[str, float | None] = {}
+    for name, stacking in candidates.items():
+        fused = Fusion(FusionSettings(method="stacking", stacking=stacking), names)
+        validation_ap[name] = _ap(truth, fused.fuse([np.asarray(scores[n], dtype=np.float64)[check] for n in names]))
+    best_single = max(singles, key=lambda name: validation_ap[name] or -1.0)
+    chosen = best_single
+    stacked = validation_ap.get("stacking")
+    if stacked is not None and stacked >= (validation_ap[best_single] or 0.0):
+        chosen = "stacking"
+        candidates["stacking"] = fit_stacking({n: scores[n] for n in names}, labels, regularization, "logit")
+    return LearnedFusion(candidates[chosen], chosen, validation_ap, int(fit.sum()), int(check.sum()))

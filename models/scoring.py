@@ -88,9 +88,16 @@ class Scorer:
         self.sources = tuple(sources)
         self._names = registry.names
         #: How the sources' scores are fused (``settings.fusion``); ConfigError for weights that leave nothing.
-        self.fusion = Fusion(settings.fusion, [source.name for source in self.sources])
+        self.fusion = self._fusion(settings, self.sources)
         #: Source name -> version, recorded on every alert (and ``fusion`` when the method is not ``max``).
         self.model_versions = self._versions(self.sources, self.fusion)
+
+    @staticmethod
+    def _fusion(settings: ScoringSettings, sources: Sequence[ScoreSource]) -> Fusion:
+        """``settings.fusion``; under ``learned``, with the fusion the classifier source's version carries."""
+        carrier = next((s for s in sources if getattr(s, "fusion", None) is not None), None)
+        learned = getattr(carrier, "fusion", None)
+        return Fusion(settings.fusion, [source.name for source in sources], learned, getattr(carrier, "version", ""))
 
     @staticmethod
     def _versions(sources: Sequence[ScoreSource], fusion: Fusion) -> dict[str, str]:
@@ -133,7 +140,7 @@ class Scorer:
         if new is not None:
             at = next((i for i, s in enumerate(self.sources) if s.name == RuleSource.name), len(sources))
             sources.insert(at, new)
-        fusion = Fusion(settings.fusion, [source.name for source in sources])
+        fusion = self._fusion(settings, sources)
         self.settings, self.sources, self.fusion = settings, tuple(sources), fusion
         self.model_versions = self._versions(self.sources, fusion)
 

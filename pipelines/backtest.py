@@ -32,11 +32,8 @@ import numpy as np
 import pyarrow as pa
 
 from configs import Settings
-from features import FeatureBatch
-from models import Scorer
 from models.batch import (
     BatchModel,
-    ClassifierSource,
     average_precision,
     card_precision_at_k_per_day,
     iso_utc,
@@ -46,8 +43,8 @@ from models.batch import (
     roc_auc,
 )
 from models.fusion import fit_stacking
-from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed
 from pipelines.history import History, HistoryError
+from pipelines.replay import score_features
 from pipelines.train import FeatureTable
 
 SCORES_SCHEMA = pa.schema(
@@ -68,58 +65,6 @@ class BacktestResult:
 
     scores: pa.Table
     metrics: dict[str, Any]
-
-
-def score_features(
-    settings: Settings,
-    features: FeatureTable,
-    batch_model: BatchModel | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, str]]:
-    """(fused score, decision level 0/1/2, score per source, model versions) of every row, partition by partition."""
-    registry = features.registry
-    version = (features.table.schema.metadata or {}).get(b"feature_version", b"").decode()
-    if version != registry.version:
-        raise HistoryError(f"features were built as {version}, the scorer expects {registry.version}")
-    names = registry.names
-    values = features.matrix(names)
-    late = features.table.column("late").to_numpy(zero_copy_only=False).astype(bool)
-    partition = features.table.column("partition").to_numpy()
-    ids = np.array(features.table.column("transaction_id").to_pylist(), dtype=object)
-    label = features.table.column("label")
-    labelled = label.is_valid().to_numpy(zero_copy_only=False)
-    is_fraud = label.fill_null(0).to_numpy().astype(bool)
-    label_ms = features.table.column("label_time").cast(pa.int64()).fill_null(0).to_numpy()
-    rows = len(values)
-    score, level = np.zeros(rows), np.zeros(rows, dtype=np.int8)
-    per_source: dict[str, np.ndarray] = {}
-    classifier = ClassifierSource(batch_model, registry, settings.scoring) if batch_model is not None else None
-    size = settings.backtest.micro_batch_records
-    versions: dict[str, str] = {}
-    done = 0
-    for p in np.unique(partition).tolist():
-        base = Scorer.from_settings(settings.scoring, registry)
-        scorer = Scorer(settings.scoring, registry, [*base.sources, *([classifier] if classifier else [])])
-        versions = scorer.model_versions
-        mine = np.flatnonzero(partition == p)
-        # the partition's labels join when its event-time clock reaches their label_time, as in the stream
-        known = mine[labelled[mine]]
-        feed = LabelFeed(ids[known].tolist(), is_fraud[known].tolist(), label_ms[known])
-        clock = np.iinfo(np.int64).min
-        for start in range(0, len(mine), size):
-            chunk = mine[start : start + size]
-            extra = {TRANSACTION_ID: ids[chunk], EVENT_TIME: features.times[chunk]}
-            scored = scorer.process(FeatureBatch(values[chunk], late[chunk], names, registry.version, extra))
-            clock = max(clock, int(features.times[chunk].max()))
-            scorer.observe_labels(*feed.due(clock))
-            score[chunk] = scored.score
-            level[chunk] = [0 if d is None else (1 if d == "review" else 2) for d in scored.decision]
-            for name, source_score in scored.sources.items():
-                per_source.setdefault(name, np.zeros(rows))[chunk] = source_score
-            done += len(chunk)
-            if on_progress is not None:
-                on_progress(done)
-    return score, level, per_source, versions
 
 
 def backtest(
@@ -170,6 +115,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
+def _cards(times: np.ndarray, accounts: np.ndarray, truth: np.ndarray, score: np.ndarray, k: int) -> float | None:
+    """Card precision@k, the mean over the days."""
+    return mean_of(card_precision_at_k_per_day(times, accounts, truth, score, k))
+
+
 def _metrics(
     settings: Settings,
     features: FeatureTable,
@@ -206,6 +156,7 @@ def _metrics(
             name: {
                 "ap": _round(average_precision(truth, values[reported])) if has_truth else None,
                 "roc_auc": _round(roc_auc(truth, values[reported])) if has_truth else None,
+                "card_precision_at_k": _round(_cards(times, accounts, truth, values[reported], k)) if has_truth else None,
             }
             for name, values in per_source.items()
         },

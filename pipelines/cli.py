@@ -233,7 +233,10 @@ def produce(
 
 @app.command("features")
 def features_command(
-    history: Annotated[Path, typer.Option(help="History directory or transactions Parquet file.")],
+    history: Annotated[
+        Path,
+        typer.Option(help="Parquet history: a file, or a directory of files (columns mapped by history.columns)."),
+    ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Training table to write (Parquet).")],
     partitions: Annotated[
         int | None, typer.Option(help="Partitions to key by (default: the transactions topic's).")
@@ -244,30 +247,43 @@ def features_command(
     order: Annotated[str, typer.Option(help="Replay order: event_time or delivery.")] = "event_time",
     config: ConfigOption = None,
 ) -> None:
-    """Build the training table from a history with the same feature code the actors run."""
+    """Build the training table from a history with the same feature code the actors run.
+
+    The history is read as `train` and `backtest` read it (``history.columns``, labels beside or in a column).
+    """
+    import msgspec
     import pyarrow.parquet as pq
 
     from features.offline import build_feature_table
-    from pipelines.produce import read_history
+    from pipelines.history import HistoryError, Span, read_history
 
     if order not in ("event_time", "delivery"):
         raise ConfigError(f"--order: expected event_time or delivery, got {order!r}")
     settings = _settings(config)
-    transactions, labels = read_history(history)
+    with console.status(f"reading {history}"):
+        loaded = read_history(history, settings.history)
+    if loaded.dropped_rows:
+        console.print(f"[yellow]{loaded.dropped_rows:,} rows without id, time or amount left out[/yellow]")
+    console.print(Span().describe(loaded), highlight=False, soft_wrap=True)
     with Progress(
         TextColumn("[bold]features[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=console,
     ) as progress:
-        task = progress.add_task("features", total=transactions.num_rows)
-        table = build_feature_table(
-            transactions,
-            labels,
-            settings.features,
-            partitions=partitions or settings.kafka.topics.transactions.partitions,
-            label_delay_ms=None if label_delay_days is None else int(label_delay_days * 86_400_000),
-            order=order,  # type: ignore[arg-type]
-            on_progress=lambda done: progress.update(task, completed=done),
-        )
+        task = progress.add_task("features", total=loaded.transactions.num_rows)
+        try:
+            table = build_feature_table(
+                loaded.transactions,
+                loaded.labels,
+                settings.features,
+                partitions=partitions or settings.kafka.topics.transactions.partitions,
+                label_delay_ms=None if label_delay_days is None else int(label_delay_days * 86_400_000),
+                order=order,  # type: ignore[arg-type]
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+        except msgspec.ValidationError as exc:
+            raise HistoryError(
+                f"history: a row is not a valid transaction or label ({exc}); fix or map that column (history.columns)"
+            ) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out_path, compression="zstd")
     version = (table.schema.metadata or {}).get(b"feature_version", b"").decode()

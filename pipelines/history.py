@@ -14,6 +14,11 @@ times as ``timestamp[ms, UTC]``, amounts and coordinates as float64, so
 topic. Optional fields the history lacks are simply absent: the features that
 need them stay neutral. Anything that cannot be read stops with one line
 naming the field and the fix (:class:`HistoryError`).
+
+``--from`` / ``--until`` (:func:`parse_span`) bound the span in event time, both
+inclusive: a date alone is ``--from`` its UTC midnight, ``--until`` the end of
+that whole day; a time is exact. :meth:`Span.describe` is the line the commands
+print with the bounds they used.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ _TIMES = ("event_time", "label_time")
 _TRUTH = ("is_fraud", "fraud_scenario")
 _EPOCH_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 DAY_MS = 86_400_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 class HistoryError(ConfigError):
@@ -59,11 +65,16 @@ class History:
     labels_source: str = ""
 
 
-def parse_time(value: str | None, option: str) -> int | None:
+def parse_time(value: str | None, option: str, *, end_of_day: bool = False) -> int | None:
     """An ISO 8601 date or time (UTC when no offset is given) as epoch ms; None stays None.
+
+    A date alone is its UTC midnight, or with ``end_of_day`` its last millisecond
+    (23:59:59.999, so an inclusive bound takes the whole day); a time is exact.
 
     >>> parse_time("2026-01-15", "--from"), parse_time("2026-01-15T12:00:00+01:00", "--until")
     (1768435200000, 1768474800000)
+    >>> parse_time("2026-01-15", "--until", end_of_day=True) - parse_time("2026-01-16", "--from")
+    -1
     >>> parse_time("yesterday", "--from")
     Traceback (most recent call last):
     ...
@@ -79,7 +90,80 @@ def parse_time(value: str | None, option: str) -> int | None:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp() * 1000)
+    millis = int(moment.timestamp() * 1000)
+    return millis + DAY_MS - 1 if end_of_day and _date_only(value) else millis
+
+
+def _date_only(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Span:
+    """The event-time bounds a command reads, both inclusive (epoch ms; None: open)."""
+
+    from_ms: int | None = None
+    until_ms: int | None = None
+    #: ``--until`` was a date alone, so ``until_ms`` is that day's last millisecond.
+    whole_day: bool = False
+
+    def describe(self, history: History) -> str:
+        """The bounds used, open ends shown as the first / last row read.
+
+        >>> span = parse_span("2018-04-01", "2018-08-14")
+        >>> table = pa.table({"event_time": pa.array([1522540800000, 1534291199000], TIME)})
+        >>> span.describe(History(table, None, "h"))
+        'history: 2018-04-01T00:00:00Z .. 2018-08-14T23:59:59.999Z (until: whole day)'
+        >>> Span().describe(History(table, None, "h"))
+        'history: 2018-04-01T00:00:00Z .. 2018-08-14T23:59:59Z (whole history)'
+        """
+        times = history.transactions.column("event_time").cast(pa.int64())
+        first, last = (pc.min(times).as_py(), pc.max(times).as_py()) if len(times) else (None, None)
+        start = self.from_ms if self.from_ms is not None else first
+        end = self.until_ms if self.until_ms is not None else last
+        notes = ["from: first row"] if self.from_ms is None else []
+        if self.until_ms is None:
+            notes.append("until: last row")
+        elif self.whole_day:
+            notes.append("until: whole day")
+        note = "whole history" if self.from_ms is None and self.until_ms is None else ", ".join(notes)
+        text = f"history: {iso_ms(start)} .. {iso_ms(end)}"
+        return f"{text} ({note})" if note else text
+
+
+def parse_span(from_: str | None, until: str | None) -> Span:
+    """``--from`` / ``--until`` as a :class:`Span`: a date alone is from its midnight, until its end (whole day).
+
+    >>> parse_span("2026-01-15", "2026-01-15")
+    Span(from_ms=1768435200000, until_ms=1768521599999, whole_day=True)
+    >>> parse_span(None, "2026-01-15T12:00:00Z")
+    Span(from_ms=None, until_ms=1768478400000, whole_day=False)
+    >>> parse_span("2026-01-16", "2026-01-15")
+    Traceback (most recent call last):
+    ...
+    configs.settings.ConfigError: --from 2026-01-16 is after --until 2026-01-15; swap them
+    """
+    from_ms = parse_time(from_, "--from")
+    until_ms = parse_time(until, "--until", end_of_day=True)
+    if from_ms is not None and until_ms is not None and from_ms > until_ms:
+        raise ConfigError(f"--from {from_} is after --until {until}; swap them")
+    return Span(from_ms, until_ms, until is not None and _date_only(until))
+
+
+def iso_ms(ms: int | None) -> str:
+    """Epoch milliseconds as ISO 8601 UTC (``Z``), milliseconds shown when not zero; None as ``?``.
+
+    >>> iso_ms(1767225600000), iso_ms(1767311999999)
+    ('2026-01-01T00:00:00Z', '2026-01-01T23:59:59.999Z')
+    """
+    if ms is None:
+        return "?"
+    moment = _EPOCH + dt.timedelta(milliseconds=ms)  # exact, unlike a float of seconds
+    return moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds").replace("+00:00", "Z")
 
 
 def read_history(

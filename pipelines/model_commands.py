@@ -33,9 +33,13 @@ LabelsOption = Annotated[
     typer.Option(help="Labels Parquet (default: a label column, else labels.parquet beside the history)."),
 ]
 FromOption = Annotated[
-    str | None, typer.Option("--from", help="Start of the span (ISO 8601, UTC if no offset); earlier rows warm up.")
+    str | None,
+    typer.Option("--from", help="Start of the span (ISO 8601, UTC if no offset; a date: 00:00); earlier rows warm up."),
 ]
-UntilOption = Annotated[str | None, typer.Option("--until", help="End of the span (ISO 8601); later rows are ignored.")]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="End of the span, inclusive (ISO 8601; a date: the whole day); later rows ignored."),
+]
 
 
 def _progress() -> Progress:
@@ -46,16 +50,15 @@ def _progress() -> Progress:
 
 
 def _load(settings: Settings, history: Path, labels: Path | None, from_: str | None, until: str | None) -> Any:
-    from pipelines.history import parse_time, read_history
+    from pipelines.history import parse_span, read_history
 
-    from_ms, until_ms = parse_time(from_, "--from"), parse_time(until, "--until")
-    if from_ms is not None and until_ms is not None and from_ms > until_ms:
-        raise ConfigError(f"--from {from_} is after --until {until}; swap them")
+    span = parse_span(from_, until)
     with console.status(f"reading {history}"):
-        loaded = read_history(history, settings.history, labels, until_ms=until_ms)
+        loaded = read_history(history, settings.history, labels, until_ms=span.until_ms)
     if loaded.dropped_rows:
         console.print(f"[yellow]{loaded.dropped_rows:,} rows without id, time or amount left out[/yellow]")
-    return loaded, from_ms, until_ms
+    console.print(span.describe(loaded), highlight=False, soft_wrap=True)
+    return loaded, span.from_ms, span.until_ms
 
 
 def _features(settings: Settings, loaded: Any) -> Any:

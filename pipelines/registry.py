@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configs import ConfigError, MlflowSettings
+import msgspec
+
+from configs import ConfigError, MlflowSettings, StackingSettings
 from models.batch import TRUSTED_TYPES, BatchModel
 
 #: The run metric the promotion gate compares.
 GATE_METRIC = "test_ap"
+#: Model-version tag holding the fusion learned with the version (JSON of ``scoring.fusion.stacking``).
+FUSION_TAG = "fusion"
 ALIASES = ("champion", "challenger")
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
 
@@ -136,15 +140,17 @@ def log_training(
     metrics: Mapping[str, float | None],
     input_example: Any,
     artifacts: tuple[Path, ...] = (),
+    fusion: StackingSettings | None = None,
 ) -> RegisteredVersion:
-    """Log one training run (params, metrics, artifacts, the model) and register it as a new version."""
+    """Log one training run (params, metrics, artifacts, the model) and register it as a new version (with the
+    learned ``fusion`` in its ``fusion`` tag, when there is one)."""
     with _quiet():
         import mlflow
         import mlflow.sklearn
         from mlflow.models import infer_signature
 
         run_experiment = experiment_id(client, settings, experiment)
-        with mlflow.start_run(experiment_id=run_experiment) as run:
+        with mlflow.start_run(experiment_id=run_experiment):
             mlflow.log_params({key: _param(value) for key, value in params.items()})
             mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
             mlflow.set_tags({"feature_version": feature_version, "fraudstream.command": "train"})
@@ -162,6 +168,8 @@ def log_training(
             info = mlflow.sklearn.log_model(model, name="model", **options)
         version = str(info.registered_model_version)
         tags = {"feature_version": feature_version, "feature_names": ",".join(feature_names)}
+        if fusion is not None:
+            tags[FUSION_TAG] = msgspec.json.encode(fusion).decode()
         if metrics.get(GATE_METRIC) is not None:
             tags[GATE_METRIC] = f"{metrics[GATE_METRIC]:.6f}"
         for key, value in tags.items():
@@ -207,7 +215,7 @@ def log_online_snapshot(
                 source = f"{run.info.artifact_uri}/snapshots"
         try:
             client.get_registered_model(registered_model)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not _not_found(exc):
                 raise
             client.create_registered_model(registered_model)
@@ -333,7 +341,22 @@ def load_batch_model(client: Any, uri: str, option: str = "--model") -> BatchMod
             model = mlflow.sklearn.load_model(version.uri)
         except Exception as exc:  # noqa: BLE001
             raise RegistryError(f"{option}: cannot load {uri} (version {version.version}): {_first_line(exc)}") from None
-    return BatchModel(model, names, feature_version, f"{version.name}/{version.version}")
+    return BatchModel(model, names, feature_version, f"{version.name}/{version.version}",
+                      _fusion_tag(version, uri, option))  # fmt: skip
+
+
+def _fusion_tag(version: RegisteredVersion, uri: str, option: str) -> StackingSettings | None:
+    """The fusion registered with ``version`` (its ``fusion`` tag), None for a version registered without one."""
+    text = version.tags.get(FUSION_TAG)
+    if not text:
+        return None
+    try:
+        return msgspec.json.decode(text, type=StackingSettings)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        raise RegistryError(
+            f"{option}: {uri} (version {version.version}) has a malformed {FUSION_TAG!r} tag ({exc}); register it "
+            "again with `fraudstream train`, or delete the tag to fuse with max"
+        ) from None
 
 
 def promote(client: Any, name: str, version: str | None, alias: str, force: bool) -> str:

@@ -16,7 +16,10 @@ transactions is close to ``settings.fraud_rate`` and split by
 ``settings.scenario_weights``: ``card_testing``, ``account_takeover``,
 ``impossible_travel``, ``compromised_terminal`` and ``bust_out``. Every
 fraudulent row gets a delayed ``fraud`` label (each victim reports a day's fraud at once);
-a share of genuine rows get a delayed ``genuine`` label.
+a share of genuine rows get a delayed ``genuine`` label. How late follows
+``settings.label_delay``: ``mixed`` calls and chargebacks, a ``fixed`` delay per
+transaction, or ``chargeback`` reports only (see :func:`_label_times`); the
+transactions are the same whatever the profile.
 
 >>> from configs.settings import GeneratorSettings
 >>> history = generate(GeneratorSettings(accounts=300, days=7, seed=1))
@@ -780,6 +783,12 @@ def _card_testing(
     return rows, next_device + ring
 
 
+#: An account takeover: the takeover session, then the fraudster returns every 1–4 days while it lasts.
+_ATO_DAYS: Final = (10.0, 18.0)
+_ATO_RETURN_DAYS: Final = (1.0, 4.0)
+_ATO_SESSIONS: Final = 1 + math.ceil(_ATO_DAYS[1] / _ATO_RETURN_DAYS[0])
+
+
 def _account_takeover(
     rng: np.random.Generator,
     world: _World,
@@ -789,21 +798,40 @@ def _account_takeover(
     target: float,
     next_device: int,
 ) -> tuple[_Rows, int]:
-    """A new device abroad buys 2–6 expensive things online within hours."""
-    n_cand = int(target / 4.0 * 1.5) + 4
-    sizes = rng.integers(2, 7, n_cand)
-    k = _episode_count(sizes, target)
+    """A new device abroad buys expensive things online, on and off for 10–18 days.
+
+    The takeover session buys 2–4 things within hours; the fraudster then comes
+    back every 1–4 days for 1–2 more, until the episode ends (about two weeks,
+    so a label arriving a week later still finds the card being abused) or the
+    period does. Episodes start so as to fit in the period when they can.
+    """
+    n_cand = int(target / 5.0) + 8
+    duration = ((_ATO_DAYS[0] + (_ATO_DAYS[1] - _ATO_DAYS[0]) * rng.random(n_cand)) * DAY_MS).astype(np.int64)
+    room = np.maximum(clock.period_ms - clock.history_ms - duration, 0)
+    start = clock.history_ms + (rng.random(n_cand) * room).astype(np.int64)
+    low, high = _ATO_RETURN_DAYS
+    returns = ((low + (high - low) * rng.random((n_cand, _ATO_SESSIONS))) * DAY_MS).astype(np.int64)
+    returns[:, 0] = 0
+    session_at = np.cumsum(returns, axis=1)  # offset of every session from the takeover
+    live = (session_at <= duration[:, None]) & (start[:, None] + session_at < clock.period_ms)
+    buys = rng.integers(1, 3, (n_cand, _ATO_SESSIONS))
+    buys[:, 0] = rng.integers(2, 5, n_cand)
+    buys[~live] = 0
+    k = _episode_count(buys.sum(1), target)
     account = pool.take(k, ok=genuine.count(np.arange(world.accounts)) >= 3)
     k = account.size
-    sizes = sizes[:k]
     usual = genuine.median_amount(account)
     city_ep = _pick_rows(_FOREIGN_CDF, world.home_city[account], rng.random(k))
     device_ep = next_device + np.arange(k, dtype=np.int64)
-    start = clock.episode_starts(rng, k, 8 * HOUR_MS)
 
-    episode, _, first = _segments(sizes)
+    # One segment per (episode, session) with purchases; purchases minutes apart within a session.
+    per_session = buys[:k].ravel()
+    sessions = np.flatnonzero(per_session)
+    segment, _, first = _segments(per_session[sessions])
+    episode, session = sessions[segment] // _ATO_SESSIONS, sessions[segment] % _ATO_SESSIONS
     n = episode.size
     gaps = (5 * MINUTE_MS + rng.exponential(45 * MINUTE_MS, n)).astype(np.int64)
+    time_ms = start[episode] + session_at[episode, session] + _offsets(gaps, first, segment)
     big_cats = np.array([_CAT["electronics"], _CAT["jewelry"], _CAT["travel"], _CAT["retail"]])
     cat = big_cats[_pick(_cdf([0.4, 0.2, 0.2, 0.2]), rng.random(n))]
     merchant = world.merchant_in(rng, _pick(_CITY_CDF, rng.random(n)), cat)
@@ -814,7 +842,7 @@ def _account_takeover(
         scenario="account_takeover",
         episode=episode,
         account=account[episode],
-        time_ms=start[episode] + _offsets(gaps, first, episode),
+        time_ms=time_ms,
         amount=amount,
         merchant=merchant,
         terminal=np.full(n, -1, dtype=np.int64),
@@ -1078,6 +1106,15 @@ def _label_delays(rng: np.random.Generator, n: int) -> IntArray:
     return np.where(call, hours * HOUR_MS, days * DAY_MS).astype(np.int64)
 
 
+def _chargeback_delays(rng: np.random.Generator, n: int) -> IntArray:
+    """Chargeback delays: 2 days + Gamma(shape 2, scale 6 days), capped at 60 days.
+
+    Skewed as chargebacks are: median ~12 days, mean ~14, 90 % within ~25 days, a thin tail to 60.
+    """
+    days = np.minimum(2.0 + rng.gamma(2.0, 6.0, n), 60.0)
+    return (days * DAY_MS).astype(np.int64)
+
+
 def _inject_fraud(
     rng: np.random.Generator,
     world: _World,
@@ -1133,15 +1170,26 @@ def _inject_fraud(
     return rows, next_device
 
 
-def _label_times(rng: np.random.Generator, rows: _Rows, genuine_label_rate: float) -> IntArray:
-    """Label time of every row (relative ms), -1 for unlabelled rows.
+def _label_times(rng: np.random.Generator, rows: _Rows, settings: GeneratorSettings) -> IntArray:
+    """Label time of every row (relative ms), -1 for unlabelled rows, by ``settings.label_delay``.
 
     Every victim reports on their own, what was taken from them in one day at
     once: the fraud rows of one account in one episode on one day are reported
-    together, at the last of them plus a delay. A burst (card testing, a
-    takeover) is one report; a compromised terminal's cardholders call or
-    charge back one by one, each visit on its own. A ``genuine_label_rate``
-    share of genuine rows is confirmed 1-30 days later.
+    together, at the last of them plus a delay. A burst (card testing) is one
+    report, a takeover one per day of abuse; a compromised terminal's
+    cardholders call or charge back one by one, each visit on its own. A
+    ``genuine_label_rate`` share of genuine rows is confirmed later.
+
+    - ``mixed``: a report is a call within 1–12 h (30 %) or a chargeback in
+      2–45 days; genuine rows are confirmed 1–30 days later;
+    - ``fixed``: every label, fraud or genuine, ``label_delay_days`` after its
+      own transaction (no grouping into reports);
+    - ``chargeback``: every report, and every genuine confirmation, 2–60 days
+      later (:func:`_chargeback_delays`).
+
+    The ``mixed`` draws are made whatever the profile (the same rows are
+    labelled, and the rest of the history is the same); ``chargeback`` draws
+    from a stream of its own, spawned from ``rng`` without moving it.
     """
     n = rows.size
     is_fraud = rows.scenario >= 0
@@ -1155,8 +1203,15 @@ def _label_times(rng: np.random.Generator, rows: _Rows, genuine_label_rate: floa
     report_ms = last_event + _label_delays(rng, n_reports)
     label_ms = np.full(n, -1, dtype=np.int64)
     label_ms[fraud] = report_ms[report]
-    confirm = np.flatnonzero(~is_fraud & (rng.random(n) < genuine_label_rate))
+    confirm = np.flatnonzero(~is_fraud & (rng.random(n) < settings.genuine_label_rate))
     label_ms[confirm] = rows.time_ms[confirm] + ((1.0 + 29.0 * rng.random(confirm.size)) * DAY_MS).astype(np.int64)
+    if settings.label_delay == "fixed":
+        labelled = np.flatnonzero(label_ms >= 0)
+        label_ms[labelled] = rows.time_ms[labelled] + max(round(settings.label_delay_days * DAY_MS), 1)
+    elif settings.label_delay == "chargeback":
+        own = rng.spawn(1)[0]
+        label_ms[fraud] = (last_event + _chargeback_delays(own, n_reports))[report]
+        label_ms[confirm] = rows.time_ms[confirm] + _chargeback_delays(own, confirm.size)
     return label_ms
 
 
@@ -1240,7 +1295,7 @@ def generate(settings: GeneratorSettings, progress: Callable[[str], None] | None
     rows, devices = _inject_fraud(rng, world, clock, rows, traveller, settings)
     report(f"ordering {rows.size:,} transactions")
     rows = rows.take(np.argsort(rows.time_ms, kind="stable"))  # transaction index = event-time rank
-    label_ms = _label_times(rng, rows, settings.genuine_label_rate)
+    label_ms = _label_times(rng, rows, settings)
     order = _delivery_order(rng, rows.time_ms, settings)
     report("building tables")
     number = np.arange(rows.size, dtype=np.int64) if order is None else order

@@ -11,7 +11,12 @@ live); the test period is judged on the eventual truth (``is_fraud`` when the
 history has it, else the labels). With ``training.refit`` (the default) the
 version registered is the same recipe fitted again as it would go live at the
 span's end: on every row up to the label delay before it, with the labels known
-at its end; the logged test metrics measure the recipe.
+at its end; the logged test metrics measure the recipe. With
+``training.learn_fusion`` (the default) the score fusion is learned too and
+registered with the version (:func:`models.fusion.learn_fusion`): the scoring
+code is replayed over the span with the split's classifier
+(:func:`pipelines.replay.score_features`), and the sources' scores on the test
+period, against the labels known at the span's end, fit it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from configs import ConfigError, Settings
 from features import FeatureRegistry, build_feature_table
 from models.batch import (
     DAY_MS,
+    BatchModel,
     TimeSplit,
     average_precision,
     card_precision_at_k_per_day,
@@ -39,7 +45,9 @@ from models.batch import (
     precision_at_k_per_day,
     roc_auc,
 )
+from models.fusion import LearnedFusion, alternate_days, learn_fusion
 from pipelines.history import History, HistoryError
+from pipelines.replay import score_features
 
 #: Stages reported to ``on_stage`` (for a progress display).
 Stage = Callable[[str], None]
@@ -111,6 +119,8 @@ class TrainedModel:
     test_score: np.ndarray
     input_example: Any
     daily: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The score fusion registered with the version (``training.learn_fusion``), None when none was learned.
+    fusion: LearnedFusion | None = None
 
 
 def classifier_features(settings: Settings, registry: FeatureRegistry) -> tuple[str, ...]:
@@ -154,6 +164,10 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
     except ValueError as exc:
         raise HistoryError(f"training: {exc}") from None
     test_score = fraud_probability(model, values[test_rows], names)
+    fusion = None
+    if training.learn_fusion:
+        fusion = _learn_fusion(settings, features, BatchModel(model, names, features.registry.version, "split"),
+                               test_rows, label & (label_time <= split.end_ms), split.end_ms - gap_ms)  # fmt: skip
     refit: dict[str, float | None] = {}
     if training.refit:
         model, refit_split, refit = _refit(values, names, features.times, in_span, label, label_time, split, settings)
@@ -176,6 +190,7 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         "calibration_rows": float(calibration_rows.sum()),
         "calibration_frauds_known": float(known[calibration_rows].sum()),
         **refit,
+        **({f"fusion_validation_ap_{name}": ap for name, ap in fusion.validation_ap.items()} if fusion else {}),
     }
     params: dict[str, Any] = {
         **{f"training.{key}": value for key, value in msgspec.structs.asdict(training).items()},
@@ -186,6 +201,8 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         "truth": features.truth_source,
         **{f"split.{key}": value for key, value in split.as_iso().items()},
         **({f"refit.{key}": value for key, value in refit_split.as_iso().items()} if training.refit else {}),
+        **({"fusion.chosen": fusion.chosen, "fusion.stacking": msgspec.json.encode(fusion.stacking).decode()}
+           if fusion else {}),
     }
     example_rows = np.flatnonzero(test_rows)[:5] if test_rows.any() else np.flatnonzero(fit_rows)[:5]
     example = pd.DataFrame(values[example_rows], columns=list(names))
@@ -200,7 +217,32 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         test_score=test_score,
         input_example=example,
         daily={"precision_at_k": daily_precision, "card_precision_at_k": daily_cards},
+        fusion=fusion,
     )
+
+
+def _learn_fusion(
+    settings: Settings,
+    features: FeatureTable,
+    split_model: BatchModel,
+    test_rows: np.ndarray,
+    known: np.ndarray,
+    reported_by_ms: int,
+) -> LearnedFusion | None:
+    """The fusion of the sources' scores on the test period (the split's classifier never saw it), fitted against
+    the labels known at the span's end (``known``), over the rows up to ``reported_by_ms`` (one label delay before
+    the end: later frauds are mostly not reported yet and would be learned as genuine; all test rows when those
+    are too few to choose by), every other day validating; None when there is nothing to learn it from."""
+    if not known[test_rows].any():
+        return None
+    _, _, per_source, _ = score_features(settings, features, split_model)
+    for candidates in (test_rows & (features.times <= reported_by_ms), test_rows):
+        rows = np.flatnonzero(candidates)
+        learned = learn_fusion({name: scores[rows] for name, scores in per_source.items()}, known[rows],
+                               alternate_days(features.times[rows]))  # fmt: skip
+        if learned is not None:
+            return learned
+    return None
 
 
 def _refit(
@@ -282,4 +324,5 @@ def register(settings: Settings, trained: TrainedModel, history_source: str, cli
             metrics=trained.metrics,
             input_example=trained.input_example,
             artifacts=(plot, daily),
+            fusion=trained.fusion.stacking if trained.fusion else None,
         )

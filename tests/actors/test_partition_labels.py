@@ -31,7 +31,7 @@ def _run(labels_one_by_one: bool) -> PartitionProcessor:
     settings = load_settings()
     online = msgspec.structs.replace(settings.scoring.online, min_fraud_labels=5)
     settings = msgspec.structs.replace(settings, scoring=msgspec.structs.replace(settings.scoring, online=online))
-    history = generate(msgspec.structs.replace(settings.generator, accounts=300, days=10, seed=3))
+    history = generate(msgspec.structs.replace(settings.generator, accounts=400, days=10, seed=3))
     transactions = table_to_records(history_transactions(history.transactions), Transaction)
     labels: list[Label] = table_to_records(history.labels, Label)  # type: ignore[arg-type]
     labels.sort(key=lambda lab: lab.label_time)  # type: ignore[arg-type, return-value]

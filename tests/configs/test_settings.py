@@ -22,6 +22,7 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
     assert topics == {"transactions": 4, "labels": 4, "alerts": 4, "transactions.dlq": 1, "terminal.deltas": 4,
                       "terminal.risk": 4}
     assert set(settings.generator.scenario_weights) == set(SCENARIOS)
+    assert (settings.generator.label_delay, settings.generator.label_delay_days) == ("mixed", 7.0)
     assert settings.mlflow.tracking_uri.startswith("sqlite:///")
 
 
@@ -39,6 +40,10 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
         ({"generator": {"fraud_rate": 0.5}}, "generator.fraud_rate: Expected `float` <= 0.2"),
         ({"generator": {"scenario_weights": {"phishing": 1}}}, "unknown scenario 'phishing'"),
         ({"generator": {"scenario_weights": {"bust_out": 0}}}, "at least one scenario"),
+        ({"generator": {"label_delay": "weekly"}},
+         "generator.label_delay: Invalid enum value 'weekly' (allowed: 'mixed', 'fixed', 'chargeback')"),
+        ({"generator": {"label_delay_days": 0}}, "generator.label_delay_days: Expected `float` > 0.0"),
+        ({"generator": {"label_delay_days": 400}}, "generator.label_delay_days: Expected `float` <= 365.0"),
         ({"kafka": {"topics": {"labels": {"name": "labels", "partitions": 2}}}}, "labels.partitions must equal"),
         ({"kafka": {"topics": {"alerts": {"name": "transactions"}}}}, "topic names must differ"),
         ({"kafka": {"topics": {"alerts": {"name": "bad name!"}}}}, "kafka.topics.alerts.name"),

@@ -241,6 +241,10 @@ def test_a_model_loads_from_the_store_of_the_client_given(workspace, first_versi
     try:
         model = load_batch_model(client, "models:/fraud-classifier/1")
         assert model.version == "fraud-classifier/1" and model.feature_names
+        # with the fusion learned at training (training.learn_fusion), as the run recorded it
+        run = client.get_run(client.get_model_version("fraud-classifier", "1").run_id)
+        assert model.fusion is not None and model.fusion.inputs == "logit"
+        assert msgspec.json.encode(model.fusion).decode() == run.data.params["fusion.stacking"]
         # put back as it was: the registry not pinned, still following the tracking URI
         assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (elsewhere, elsewhere)
         assert MlflowClient(f"sqlite:///{workspace['store']}")._registry_uri == f"sqlite:///{workspace['store']}"

@@ -152,7 +152,7 @@ def test_fusion_by_hand_on_given_scores() -> None:
         ({"method": "stacking", "stacking": {"coefficients": {"clasifier": 2}}},
          "scoring.fusion.stacking.coefficients: unknown source 'clasifier' (sources: anomaly, online, classifier)"),
         ({"method": "stacking"}, "scoring.fusion.stacking.coefficients: method stacking needs a coefficient"),
-        ({"method": "mean"}, "scoring.fusion.method: Invalid enum value 'mean' (allowed: 'max', 'weighted', 'stacking')"),
+        ({"method": "mean"}, "scoring.fusion.method: Invalid enum value 'mean' (allowed: 'learned', 'max', 'weighted', 'stacking')"),
         ({"method": "weighted", "weights": {"anomaly": float("inf")}}, "weights: anomaly is inf; give a finite number"),
     ],
 )
@@ -189,3 +189,78 @@ def test_fit_stacking_recovers_a_known_logistic_model() -> None:
     assert settings.scoring.fusion.stacking == fitted
     with pytest.raises(ValueError, match="all one class"):
         fit_stacking({"anomaly": anomaly}, np.zeros(40_000, dtype=bool))
+
+
+def test_learned_fusion_moves_with_the_served_classifier(
+    generated: Generated, make_batch: Batch, registry: FeatureRegistry, batch_model: BatchModel
+) -> None:
+    """Method learned (the default) fuses with the stacking registered with the classifier version; a version
+    without one, or no classifier, fuses with max; method max ignores what the version carries."""
+    learned = StackingSettings(intercept=-1.0, coefficients={"classifier": 0.8, "anomaly": 0.5}, inputs="logit")
+    carrying = BatchModel(batch_model.model, batch_model.feature_names, batch_model.feature_version, "lr/2", learned)
+    scorer = _scorer(FusionSettings(), registry, carrying)
+    assert scorer.fusion.method == "stacking"
+    assert scorer.model_versions["fusion"] == "learned:lr/2:b=-1,anomaly=0.5,classifier=0.8,logit"
+    values = generated.values[:3_000]
+    for scored in _run(scorer, values, make_batch):
+        a, c, rules = scored.sources["anomaly"], scored.sources["classifier"], scored.sources["rules"]
+        logit = lambda s: np.log(np.clip(s, 1e-9, 1 - 1e-9) / (1 - np.clip(s, 1e-9, 1 - 1e-9)))
+        by_hand = np.maximum(1 / (1 + np.exp(-(-1.0 + 0.8 * logit(c) + 0.5 * logit(a)))), rules)
+        np.testing.assert_allclose(scored.score, by_hand, rtol=1e-12, atol=1e-12)
+    plain = _scorer(FusionSettings(), registry, batch_model)  # a version registered without a fusion
+    assert plain.fusion.method == "max" and "fusion" not in plain.model_versions
+    assert _scorer(FusionSettings(method="max"), registry, carrying).fusion.method == "max"
+
+
+def _synthetic_sources(rows: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A strong classifier, a weak anomaly score that sees another part of the frauds, pure noise."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(rows) < 0.01
+    kind = rng.random(rows) < 0.7  # the frauds the classifier knows
+    classifier = np.where(fraud & kind, rng.beta(6, 2, rows), rng.beta(1, 30, rows))
+    anomaly = np.where(fraud & ~kind, rng.beta(8, 2, rows), rng.beta(2, 3, rows))
+    return {"classifier": classifier, "anomaly": anomaly, "online": rng.random(rows), "rules": np.zeros(rows)}, fraud
+
+
+def test_learn_fusion_never_keeps_a_stacking_that_ranks_below_its_best_source() -> None:
+    from models.batch import average_precision
+    from models.fusion import learn_fusion
+
+    halves = np.arange(60_000) % 2 == 1
+    scores, fraud = _synthetic_sources(60_000, 3)
+    learned = learn_fusion(scores, fraud, halves)
+    assert learned is not None
+    # complementary sources: stacking ranks better than either alone, on the rows it was not fitted on
+    assert learned.chosen == "stacking" and learned.stacking.inputs == "logit"
+    assert learned.validation_ap["stacking"] > max(learned.validation_ap[s] for s in ("classifier", "anomaly", "online"))
+    assert set(learned.stacking.coefficients) == {"anomaly", "classifier", "online"}  # rules: a floor, not fitted
+    # one strong source and noise: whatever is chosen ranks within a hair of the strong source on fresh data
+    fresh, fresh_fraud = _synthetic_sources(60_000, 4)
+    only = {"classifier": fresh["classifier"], "online": fresh["online"]}
+    learned = learn_fusion(only, fresh_fraud, halves)
+    assert learned is not None
+    fused = Fusion(FusionSettings(method="stacking", stacking=learned.stacking), ("classifier", "online"))
+    test, test_fraud = _synthetic_sources(60_000, 5)
+    ap = average_precision(test_fraud, fused.fuse([test["classifier"], test["online"]]))
+    assert ap >= average_precision(test_fraud, test["classifier"]) - 0.01
+    # a single source chosen is that source's score exactly (coefficient 1 on its log-odds)
+    single = StackingSettings(coefficients={"classifier": 1.0}, inputs="logit")
+    alone = Fusion(FusionSettings(method="stacking", stacking=single), ("classifier", "online"))
+    np.testing.assert_allclose(alone.fuse([test["classifier"], test["online"]]), test["classifier"], atol=1e-9)
+
+
+def test_learn_fusion_picks_the_best_single_source_when_stacking_ranks_worse() -> None:
+    """A source that was perfect on the fitting rows and inverted on the validation rows: the stacking fitted on
+    the first loses on the second, and the steady source is kept alone."""
+    from models.fusion import learn_fusion
+
+    rng = np.random.default_rng(8)
+    rows = 40_000
+    fraud = rng.random(rows) < 0.02
+    validation = np.arange(rows) % 2 == 1
+    good = np.where(fraud, rng.beta(4, 2, rows), rng.beta(2, 4, rows))  # steady, moderately good
+    flips = np.where(fraud != validation, rng.beta(9, 1, rows), rng.beta(1, 9, rows))  # perfect, then inverted
+    learned = learn_fusion({"classifier": good, "anomaly": flips}, fraud, validation)
+    assert learned is not None
+    assert learned.chosen == "classifier" and learned.stacking.coefficients == {"classifier": 1.0}
+    assert learned.validation_ap["stacking"] < learned.validation_ap["classifier"]

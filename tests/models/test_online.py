@@ -152,7 +152,8 @@ def test_the_river_model_learned_exactly_what_a_plain_river_model_fed_the_same_l
     assert river.weights == plain.weights and river.intercept == plain.intercept
     assert source.weights_.tolist() == [plain.weights[name] for name in source.features]
     # batch scores are River's own predict_proba_one of the row as it sees it
-    rows = generated.values[12_000:12_300]
+    later = np.arange(12_000, len(generated.values))  # the next rows, and the next frauds (a window may hold none)
+    rows = generated.values[np.concatenate([later[:300], later[generated.is_fraud[later]][:20]])]
     mine = source.probability(source.transform(rows))
     theirs = np.array([river.predict_proba_one(source.river_features(row))[True] for row in rows])
     np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)

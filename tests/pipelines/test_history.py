@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import msgspec
@@ -13,8 +14,9 @@ import pytest
 
 from configs import HistorySettings, load_settings
 from features import FeatureRegistry, build_feature_table
-from pipelines.history import HistoryError, read_history
+from pipelines.history import HistoryError, iso_ms, parse_time, read_history
 from pipelines.synthetic import generate, write_history
+from tests.integration.streamkit import run_cli
 
 SETTINGS = load_settings()
 REGISTRY = FeatureRegistry.from_settings(SETTINGS.features)
@@ -62,7 +64,17 @@ def _feature_matrix(table: pa.Table) -> np.ndarray:
     return np.column_stack([table.column(n).to_numpy() for n in REGISTRY.names])
 
 
-def test_renamed_columns_epoch_seconds_and_integer_ids_give_the_same_features(native: Path, tmp_path: Path) -> None:
+#: Our field -> the column name `_write_theirs` gives it (times in epoch seconds).
+THEIR_COLUMNS = {
+    "transaction_id": "TxnID", "account_id": "card", "event_time": "ts", "amount": "value", "currency": "ccy",
+    "merchant_id": "merchant", "merchant_category": "mcc", "terminal_id": "pos", "device_id": "device",
+    "country": "ctry", "lat": "latitude", "lon": "longitude", "is_fraud": "fraud", "fraud_scenario": "scenario",
+    "label": "outcome", "label_time": "reported",
+}  # fmt: skip
+
+
+def _write_theirs(native: Path, tx_paths: list[Path], labels_path: Path) -> None:
+    """The native history under `THEIR_COLUMNS` (epoch seconds, integer ids), its rows split over ``tx_paths``."""
     tx = pq.read_table(native / "transactions.parquet")
     labels = pq.read_table(native / "labels.parquet")
     theirs = pa.table({
@@ -87,15 +99,15 @@ def test_renamed_columns_epoch_seconds_and_integer_ids_give_the_same_features(na
         "outcome": labels.column("label"),
         "reported": pc.divide(labels.column("label_time").cast(pa.int64()), 1000),
     })  # fmt: skip
-    pq.write_table(theirs, tmp_path / "tx.parquet")
-    pq.write_table(their_labels, tmp_path / "outcomes.parquet")
-    mapping = HistorySettings(
-        columns={"transaction_id": "TxnID", "account_id": "card", "event_time": "ts", "amount": "value",
-                 "currency": "ccy", "merchant_id": "merchant", "merchant_category": "mcc", "terminal_id": "pos",
-                 "device_id": "device", "country": "ctry", "lat": "latitude", "lon": "longitude",
-                 "is_fraud": "fraud", "fraud_scenario": "scenario", "label": "outcome", "label_time": "reported"},
-        epoch_unit="s",
-    )  # fmt: skip
+    step = -(-theirs.num_rows // len(tx_paths))
+    for i, path in enumerate(tx_paths):
+        pq.write_table(theirs.slice(i * step, step), path)
+    pq.write_table(their_labels, labels_path)
+
+
+def test_renamed_columns_epoch_seconds_and_integer_ids_give_the_same_features(native: Path, tmp_path: Path) -> None:
+    _write_theirs(native, [tmp_path / "tx.parquet"], tmp_path / "outcomes.parquet")
+    mapping = HistorySettings(columns=THEIR_COLUMNS, epoch_unit="s")
     mapped = _features(tmp_path / "tx.parquet", mapping, labels=tmp_path / "outcomes.parquet")
     reference = _features(native, HistorySettings())
     assert mapped.num_rows == reference.num_rows
@@ -103,6 +115,59 @@ def test_renamed_columns_epoch_seconds_and_integer_ids_give_the_same_features(na
         assert mapped.column(name).equals(reference.column(name)), name
     assert np.array_equal(_feature_matrix(mapped), _feature_matrix(reference))
     assert mapped.schema.metadata[b"feature_version"] == reference.schema.metadata[b"feature_version"]
+
+
+def test_features_command_reads_a_folder_of_parquet_files_through_the_mapping(
+    native: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    _write_theirs(native, [folder / "part-0.parquet", folder / "part-1.parquet"], folder / "labels.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"history: {{columns: {json.dumps(THEIR_COLUMNS)}, epoch_unit: s}}\n")
+    code, out, err = run_cli(monkeypatch, capsys, "features", "--history", str(folder), "--out",
+                             str(tmp_path / "table.parquet"), "--partitions", "4", "--config", str(config))  # fmt: skip
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "table.parquet")
+    reference = _features(native, HistorySettings())
+    assert json.loads(out.strip().splitlines()[-1])["rows"] == table.num_rows == reference.num_rows
+    for name in ("transaction_id", "account_id", "event_time", "partition", "label", "is_fraud", "fraud_scenario"):
+        assert table.column(name).equals(reference.column(name)), name
+    assert np.array_equal(_feature_matrix(table), _feature_matrix(reference))
+    times = reference.column("event_time").cast(pa.int64())
+    first, last = iso_ms(pc.min(times).as_py()), iso_ms(pc.max(times).as_py())
+    assert f"history: {first} .. {last} (whole history)" in err
+
+
+def test_features_command_names_an_unmapped_column(
+    native: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    _write_theirs(native, [folder / "part-0.parquet"], folder / "labels.parquet")
+    code, _, err = run_cli(monkeypatch, capsys, "features", "--history", str(folder), "--out",
+                           str(tmp_path / "table.parquet"))  # fmt: skip
+    assert code == 2
+    assert "history.columns.transaction_id:" in err and "has no column 'transaction_id'" in err
+    assert not (tmp_path / "table.parquet").exists()
+
+
+def test_backtest_until_a_date_replays_that_whole_day(
+    native: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores, metrics = tmp_path / "scores.parquet", tmp_path / "metrics.json"
+    code, _, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(native), "--no-model",
+                           "--from", "2026-01-03", "--until", "2026-01-04", "--out", str(metrics),
+                           "--scores-out", str(scores))  # fmt: skip
+    assert code == 0, err
+    assert "history: 2026-01-03T00:00:00Z .. 2026-01-04T23:59:59.999Z (until: whole day)" in err
+    times = pq.read_table(scores).column("event_time").cast(pa.int64())
+    history = pq.read_table(native / "transactions.parquet").column("event_time").cast(pa.int64())
+    start, end = parse_time("2026-01-03", "--from"), parse_time("2026-01-05", "--from")
+    in_days = pc.and_(pc.greater_equal(history, start), pc.less(history, end))
+    assert len(times) == pc.sum(in_days).as_py() > 0  # both days, the second one to its last row
+    assert pc.max(times).as_py() > parse_time("2026-01-04T12:00:00Z", "--until")
+    assert json.loads(metrics.read_text())["until_requested"] == "2026-01-04T23:59:59Z"
 
 
 def test_missing_optional_columns_make_their_features_neutral(native: Path, tmp_path: Path) -> None:

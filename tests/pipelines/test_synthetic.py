@@ -250,6 +250,99 @@ def test_each_victim_reports_a_days_fraud_at_once(history: SyntheticHistory, row
     assert all(len(times) >= 3 for times in by_terminal.values())
 
 
+def _report_delays_h(history: SyntheticHistory) -> tuple[np.ndarray, np.ndarray]:
+    """Per fraud row: hours to its label; per report (rows of one account sharing a label time): hours from its
+    last row to the label."""
+    tx = history.transactions
+    event = dict(
+        zip(tx.column("transaction_id").to_pylist(), tx.column("event_time").cast(pa.int64()).to_pylist(), strict=True)
+    )
+    labels = history.labels.filter(pc.equal(history.labels.column("label"), "fraud"))
+    last: dict[tuple[str, int], int] = {}
+    per_row = []
+    for tx_id, account, at in zip(
+        labels.column("transaction_id").to_pylist(),
+        labels.column("account_id").to_pylist(),
+        labels.column("label_time").cast(pa.int64()).to_pylist(),
+        strict=True,
+    ):
+        per_row.append((at - event[tx_id]) / 3_600_000)
+        last[(account, at)] = max(last.get((account, at), event[tx_id]), event[tx_id])
+    per_report = [(at - t) / 3_600_000 for (_, at), t in last.items()]
+    return np.array(per_row), np.array(per_report)
+
+
+def test_mixed_label_delays_are_calls_and_chargebacks_per_report(history: SyntheticHistory) -> None:
+    """The default profile: ~30 % of reports are calls within 1-12 h, the rest chargebacks in 2-45 days."""
+    assert SMALL.label_delay == "mixed"
+    _, per_report = _report_delays_h(history)
+    calls = per_report <= 12
+    assert calls.mean() == pytest.approx(0.3, abs=0.04)
+    assert per_report[calls].min() >= 1
+    assert per_report[~calls].min() >= 48 and per_report[~calls].max() <= 45 * 24
+
+
+@pytest.fixture(scope="module")
+def fixed() -> SyntheticHistory:
+    return generate(msgspec.structs.replace(SMALL, label_delay="fixed", label_delay_days=3.5))
+
+
+def test_fixed_label_delay_labels_every_transaction_exactly_that_late(
+    fixed: SyntheticHistory, history: SyntheticHistory
+) -> None:
+    tx = fixed.transactions
+    event = dict(
+        zip(tx.column("transaction_id").to_pylist(), tx.column("event_time").cast(pa.int64()).to_pylist(), strict=True)
+    )
+    labels = fixed.labels
+    delay = [
+        at - event[t]
+        for t, at in zip(
+            labels.column("transaction_id").to_pylist(),
+            labels.column("label_time").cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+    ]
+    assert set(delay) == {round(3.5 * 86_400_000)}  # fraud and genuine labels alike, each after its own transaction
+    # The same world and the same labelled rows as the default profile: only the label times differ.
+    assert tx.equals(history.transactions)
+    key = ["transaction_id", "account_id", "label"]
+    assert labels.select(key).sort_by("transaction_id").equals(history.labels.select(key).sort_by("transaction_id"))
+
+
+def test_chargeback_label_delay_is_2_to_60_days_and_skewed(history: SyntheticHistory) -> None:
+    generated = generate(msgspec.structs.replace(SMALL, label_delay="chargeback"))
+    assert generated.transactions.equals(history.transactions)
+    per_row, per_report = _report_delays_h(generated)
+    assert per_report.min() >= 2 * 24 and per_report.max() <= 60 * 24
+    assert per_row.min() >= 2 * 24 and per_row.max() <= 61 * 24  # a report covers one day's rows
+    days = per_report / 24
+    assert np.unique(per_report).size > 0.9 * per_report.size  # spread, not one delay
+    assert 8 <= np.median(days) <= 16 and np.percentile(days, 90) <= 35 and np.percentile(days, 10) >= 3
+    assert np.mean(days) > np.median(days)  # a tail of late chargebacks
+    # Genuine confirmations follow the same profile, each after its own transaction.
+    tx = generated.transactions
+    event = dict(
+        zip(tx.column("transaction_id").to_pylist(), tx.column("event_time").cast(pa.int64()).to_pylist(), strict=True)
+    )
+    genuine = generated.labels.filter(pc.equal(generated.labels.column("label"), "genuine"))
+    delays = (
+        np.array(
+            [
+                at - event[t]
+                for t, at in zip(
+                    genuine.column("transaction_id").to_pylist(),
+                    genuine.column("label_time").cast(pa.int64()).to_pylist(),
+                    strict=True,
+                )
+            ]
+        )
+        / 86_400_000
+    )
+    assert delays.min() >= 2 and delays.max() <= 60 and 8 <= np.median(delays) <= 16
+    assert genuine.num_rows == history.labels.num_rows - pc.sum(tx.column("is_fraud")).as_py()
+
+
 # ----------------------------------------------------------------------------- scenario signatures
 
 
@@ -288,10 +381,27 @@ def test_account_takeover_is_a_new_device_abroad_spending_big(
         assert r["device_id"] not in {x["device_id"] for x in history}
         assert r["country"] != home_country
         assert r["amount"] >= 3 * _genuine_median(by_account[r["account_id"]])
-    # 2-6 rows per takeover, within hours.
+    # Abused on and off for about two weeks: 2-4 purchases at the takeover, 1-2 on each return 1-4 days apart.
+    spans = []
     for account in {r["account_id"] for r in fraud}:
-        times = [r["event_time"] for r in fraud if r["account_id"] == account]
-        assert 2 <= len(times) <= 6 and max(times) - min(times) < 24 * 3_600_000
+        times = sorted(r["event_time"] for r in fraud if r["account_id"] == account)
+        assert 2 <= len(times) <= 4 + 2 * 18
+        assert max(np.diff(times), default=0) <= 4 * 86_400_000
+        spans.append((times[-1] - times[0]) / 86_400_000)
+    assert 7 <= np.median(spans) <= 21, spans
+    assert max(spans) <= 18
+
+
+def test_account_takeover_is_still_under_way_when_a_week_old_label_arrives(rows: list[dict]) -> None:
+    """With labels 7 days late (label_delay fixed), most taken-over cards are still abused when the first comes."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for r in _scenario_rows(rows, "account_takeover"):
+        first.setdefault(r["account_id"], r["event_time"])
+        last[r["account_id"]] = r["event_time"]
+    assert len(first) >= 10
+    still_abused = sum(last[a] > first[a] + 7 * 86_400_000 for a in first)
+    assert still_abused >= 0.7 * len(first), (still_abused, len(first))
 
 
 def test_impossible_travel_implies_a_speed_above_1000_kmh(by_account: dict[str, list[dict]], rows: list[dict]) -> None:
