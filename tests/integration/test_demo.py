@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Small enough for the suite, large enough to train on (10 days before the live ones) and to see fraud live.
-SMALL = ["--accounts", "1000", "--days", "13", "--live-days", "3", "--rate", "1500"]
+SMALL = ["--accounts", "1000", "--days", "14", "--live-days", "3", "--rate", "1500"]
 PLOTS = ("throughput.png", "latency.png", "pr_curve.png", "alerts_by_scenario.png")
 #: Command-line words of the processes a demo starts: Ray's, the broker's, the demo's own.
 OURS = ("raylet", "gcs_server", "ray::", "default_worker.py", "tansu", "fraudstream demo", "fsdemo-ray-")
