@@ -15,6 +15,24 @@ counts), is counted in ``stats.late_events`` and flagged ``late`` on its row
 never depends on when expiry ran. Events inside the lateness update windows as if they had
 arrived in order.
 
+Account known frauds: a fraud label joined to its scored transaction (through
+the pending-label buffer, :meth:`FeatureEngine.observe_label`) is also
+remembered by the label's account (its ``account_id``, the key that brought it
+to this partition) as the (event time, label time) of the fraudulent
+transaction, sorted by event time, at most ``registry.ACCOUNT_FRAUDS_MAX`` (32;
+beyond it the oldest by event time is forgotten) and only while the entry can
+still be seen (event time after watermark - ``account_fraud_window_days``). ``account_known_frauds_<N>d``
+counts those paid in (t - N days, t] whose label time is <= t;
+``account_days_since_fraud`` is the age in days of the latest of them, N when
+there is none. Like windows, a query never looks at or behind the retention
+horizon (watermark - N days), so results do not depend on when entries were
+dropped. Not counted: a label whose transaction is no longer pending (evicted
+or expired from the buffer, or never scored here), a label after the first one
+of a transaction, and a fraud of an account that has no state when its label
+comes (never seen in time, or expired by the TTL). A late transaction's fraud
+counts for its account (it is the account's fraud), though not at its terminal.
+An account with no known fraud keeps ``None`` and pays one check per event.
+
 >>> from configs import FeatureSettings
 >>> from contracts import Transaction
 >>> engine = FeatureEngine(FeatureSettings(allowed_lateness_s=60))
@@ -31,6 +49,13 @@ arrived in order.
 True
 >>> engine.stats.late_events, len(engine.accounts["A1"].window)
 (1, 3)
+>>> from contracts import Label
+>>> engine.observe_label(Label(transaction_id="t1", account_id="A1", label="fraud",
+...                            label_time=1_767_225_600_000 + 5 * H))     # the payment at hour 1 was a fraud
+True
+>>> values, _ = engine.transform_one(tx(3, 26, 20.0))
+>>> values[index("account_known_frauds_30d")], values[index("account_days_since_fraud")]   # 25 h later
+(1.0, 1.0416666666666667)
 """
 
 from __future__ import annotations
@@ -46,7 +71,7 @@ from features.batch import EngineStats, FeatureBatch
 from features.ckernel import CEventWindow, CRecentDistinct
 from features.geo import LocationTrail, haversine_km
 from features.novelty import NoveltyFilter, RecentDistinct, key_hashes
-from features.registry import FeatureRegistry
+from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, account_fraud_window_ms
 from features.stats import RunningStats
 from features.terminal import PendingLabels, TerminalRisk
 from features.windows import EventWindow
@@ -68,7 +93,7 @@ def _novel(seen: NoveltyFilter, h1: int, h2: int, late: bool) -> float:
 class AccountState:
     """Everything remembered about one account."""
 
-    __slots__ = ("window", "stats", "trail", "seen", "recent", "last_seen_ms")
+    __slots__ = ("window", "stats", "trail", "seen", "recent", "last_seen_ms", "frauds")
 
     def __init__(
         self,
@@ -78,6 +103,7 @@ class AccountState:
         seen: NoveltyFilter,
         recent: Any,
         last_seen_ms: int,
+        frauds: list[tuple[int, int]] | None = None,
     ) -> None:
         #: An EventWindow: the C twin when built (features/ckernel.py), else windows.py's.
         self.window: Any = window
@@ -87,6 +113,8 @@ class AccountState:
         #: A RecentDistinct: the C twin when built (features/ckernel.py), else novelty.py's.
         self.recent: Any = recent
         self.last_seen_ms = last_seen_ms
+        #: Known frauds (event time, label time), sorted; None when there is none (never an empty list).
+        self.frauds: list[tuple[int, int]] | None = frauds
 
 
 class FeatureEngine:
@@ -120,6 +148,9 @@ class FeatureEngine:
         self._last_sweep: int = _NO_WATERMARK
         self._neutral_prev_s: float = float(settings.windows_s[-1])
         self._neutral_fraud_age_h: float = settings.terminal_window_days * 24.0
+        self.account_fraud_window_ms: int = int(account_fraud_window_ms(settings))
+        self.account_frauds_max: int = int(ACCOUNT_FRAUDS_MAX)
+        self._neutral_fraud_age_d: float = self.account_fraud_window_ms / _DAY_MS
         self._night_start: int = int(settings.night_hours[0])
         self._night_end: int = int(settings.night_hours[1])
 
@@ -279,6 +310,25 @@ class FeatureEngine:
             out.append(0.0)
             out.append(self._neutral_fraud_age_h)
 
+        # account known frauds (labels arrived by t; nothing at or behind watermark - window)
+        frauds = account.frauds
+        if frauds is None:
+            out.append(0.0)
+            out.append(self._neutral_fraud_age_d)
+        else:
+            low = t - self.account_fraud_window_ms
+            floor = watermark - self.account_fraud_window_ms
+            if floor > low:
+                low = floor
+            known = 0
+            latest = low
+            for fraud_time, known_at in frauds:
+                if low < fraud_time <= t and known_at <= t:
+                    known += 1
+                    latest = fraud_time
+            out.append(float(known))
+            out.append((t - latest) / _DAY_MS if known else self._neutral_fraud_age_d)
+
         # calendar (UTC)
         hour = (t // _HOUR_MS) % 24
         out.append(float(hour))
@@ -297,6 +347,8 @@ class FeatureEngine:
             if len(window) > self.max_events_per_account:
                 self.stats.truncated_events += window.drop_oldest(len(window) - self.max_events_per_account)
             recent.trim(watermark - _DISTINCT_WINDOW_MS)
+            if frauds is not None and frauds[0][0] <= watermark - self.account_fraud_window_ms:
+                account.frauds = self._unexpired(frauds, watermark)
         # a late transaction was not counted at its terminal, so its fraud must not be either
         self.pending.add(tx.transaction_id, None if late else terminal, t)
         return out, late
@@ -315,10 +367,11 @@ class FeatureEngine:
         return FeatureBatch(matrix, np.array(late, dtype=bool), self.registry.names, self.registry.version)
 
     def observe_label(self, label: Label) -> bool:
-        """Join a label to its scored transaction; a fraud counts at its terminal.
+        """Join a label to its scored transaction; a fraud counts at its terminal and for its account.
 
-        Returns False when the transaction is unknown here (never scored, or
-        evicted from the bounded pending buffer).
+        Returns False when the transaction is unknown here (never scored, its
+        label joined already, or evicted or expired from the bounded pending
+        buffer): such a label is counted nowhere.
         """
         self.stats.labels += 1
         entry = self.pending.pop(label.transaction_id)
@@ -326,9 +379,44 @@ class FeatureEngine:
             self.stats.labels_unmatched += 1
             return False
         terminal, event_time = entry
-        if label.label == "fraud" and terminal is not None:
-            self.terminal_risk.record_fraud(terminal, event_time, label.label_time)  # type: ignore[arg-type]
+        if label.label == "fraud":
+            label_time: int = label.label_time  # type: ignore[assignment]  # epoch ms after decoding
+            if terminal is not None:
+                self.terminal_risk.record_fraud(terminal, event_time, label_time)
+            account = self.accounts.get(label.account_id)
+            if account is not None:
+                self._record_account_fraud(account, event_time, label_time)
         return True
+
+    def _unexpired(self, frauds: list[tuple[int, int]], watermark: int) -> list[tuple[int, int]] | None:
+        """The entries no query can skip yet (event time after watermark - window); None when none is left."""
+        floor = watermark - self.account_fraud_window_ms
+        keep = 0
+        while keep < len(frauds) and frauds[keep][0] <= floor:
+            keep += 1
+        return frauds[keep:] if keep < len(frauds) else None
+
+    def _record_account_fraud(self, account: AccountState, event_time: int, label_time: int) -> None:
+        """Remember a known fraud of the account, in event-time order, within the window and the bound."""
+        floor = self.max_event_time_ms - self.lateness_ms - self.account_fraud_window_ms
+        if event_time <= floor:
+            return  # no query from now on looks that far back
+        entry = (event_time, label_time)
+        frauds = account.frauds
+        if frauds is None:
+            account.frauds = [entry]
+            return
+        position = len(frauds)
+        while position > 0 and frauds[position - 1] > entry:
+            position -= 1
+        frauds.insert(position, entry)
+        drop = 0
+        while frauds[drop][0] <= floor:  # stops at the new entry at the latest
+            drop += 1
+        if len(frauds) - drop > self.account_frauds_max:
+            drop = len(frauds) - self.account_frauds_max  # the oldest by event time go first
+        if drop:
+            del frauds[:drop]
 
     def sweep(self) -> int:
         """Drop accounts idle longer than the TTL (event time) and stale pending labels."""

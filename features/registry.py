@@ -1,15 +1,18 @@
 """The feature registry: every feature's name, meaning and neutral value, in vector order.
 
 The version is derived from the names and the parameters that change their
-meaning (windows, EWMA weight, night hours, terminal window), so a model trained
-on one feature layout refuses to score another.
+meaning (windows, EWMA weight, night hours, terminal window, account fraud
+window and its bound), so a model trained on one feature layout, or a
+checkpoint of its state, refuses to serve another.
 
 >>> from configs import FeatureSettings
 >>> registry = FeatureRegistry.from_settings(FeatureSettings())
 >>> registry.names[:5]
 ('amount', 'log_amount', 'count_10m', 'sum_10m', 'mean_10m')
 >>> registry.index("count_24h"), len(registry)
-(8, 39)
+(8, 41)
+>>> registry.names[-5:-3]
+('account_known_frauds_30d', 'account_days_since_fraud')
 >>> registry.version.startswith("fs1-")
 True
 """
@@ -23,6 +26,10 @@ from configs import FeatureSettings
 
 #: Bumped when the computation of an existing feature changes.
 FEATURE_CODE_VERSION = 1
+
+#: Known frauds remembered per account (``account_known_frauds_<N>d``): beyond this many in the window, the
+#: oldest by event time is forgotten, so the count is at most this. Part of the version.
+ACCOUNT_FRAUDS_MAX = 32
 
 
 def window_name(seconds: int) -> str:
@@ -38,6 +45,16 @@ def window_name(seconds: int) -> str:
     if seconds <= 86_400 or seconds % 86_400:
         return f"{seconds // 3600}h"
     return f"{seconds // 86_400}d"
+
+
+def account_fraud_window_ms(settings: FeatureSettings) -> int:
+    """The account known-fraud window in ms (``account_fraud_window_days``, at least one second)."""
+    return max(1000, int(settings.account_fraud_window_days * 86_400_000))
+
+
+def account_fraud_window_name(settings: FeatureSettings) -> str:
+    """``account_known_frauds_<window>``: 30 days -> 'account_known_frauds_30d'."""
+    return f"account_known_frauds_{window_name(account_fraud_window_ms(settings) // 1000)}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,18 @@ class FeatureRegistry:
                 "hours since the bucket of the terminal's latest known fraud closed (the window when none)",
                 neutral=settings.terminal_window_days * 24.0,
             ),
+            FeatureSpec(
+                account_fraud_window_name(settings),
+                "this account's transactions paid in the last "
+                f"{window_name(account_fraud_window_ms(settings) // 1000)} (event time, up to this one) that are "
+                f"frauds whose label had arrived by its event time (at most {ACCOUNT_FRAUDS_MAX})",
+            ),
+            FeatureSpec(
+                "account_days_since_fraud",
+                "days since the latest of those known frauds was paid "
+                f"(the window, {account_fraud_window_ms(settings) / 86_400_000:g}, when none)",
+                neutral=account_fraud_window_ms(settings) / 86_400_000,
+            ),
             FeatureSpec("hour_of_day", "hour of the event time (UTC)"),
             FeatureSpec("is_weekend", "1 on Saturday and Sunday (UTC)"),
             FeatureSpec("is_night", f"1 between {settings.night_hours[0]}:00 and {settings.night_hours[1]}:00 UTC"),
@@ -132,6 +161,8 @@ class FeatureRegistry:
                 str(settings.terminal_bucket_s),
                 str(settings.terminal_freshness_s),
                 str(settings.terminal_recent_s),
+                str(account_fraud_window_ms(settings)),
+                str(ACCOUNT_FRAUDS_MAX),
                 str(settings.novelty_bits),
                 str(settings.location_trail),
                 str(settings.max_events_per_account),

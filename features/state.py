@@ -5,6 +5,12 @@ per account, one row per pending label, and a small metadata mapping (watermark,
 sweep position, counters, feature version). Restoring gives an engine that
 computes exactly what the original would have computed.
 
+The layout of the account rows follows the feature version: a snapshot whose
+``feature_version`` is not the configured one is refused (:class:`SnapshotMismatch`)
+before any row is read, so a checkpoint taken before a layout change (e.g.
+before the account known-fraud columns ``fraud_times`` / ``fraud_known_at``,
+null for an account with no known fraud) is never misread.
+
 >>> from configs import FeatureSettings
 >>> from contracts import Transaction
 >>> engine = FeatureEngine(FeatureSettings())
@@ -60,6 +66,9 @@ ACCOUNT_STATE_SCHEMA = pa.schema(
         pa.field("recent_merchants", pa.list_(pa.uint32())),
         pa.field("recent_countries", pa.list_(pa.uint32())),
         pa.field("last_seen_ms", pa.int64()),
+        # known frauds of the account (event time, label time), sorted; null when none
+        pa.field("fraud_times", pa.list_(pa.int64())),
+        pa.field("fraud_known_at", pa.list_(pa.int64())),
     ]
 )
 
@@ -93,8 +102,15 @@ def _account_row(account_id: str, s: AccountState) -> tuple[Any, ...]:
         r_countries: Any = recent.countries_bytes()
     else:
         r_times, r_merchants, r_countries = list(recent.times), list(recent.merchants), list(recent.countries)
+    frauds = s.frauds
+    if frauds is None:
+        fraud_times: list[int] | None = None
+        fraud_known: list[int] | None = None
+    else:
+        fraud_times, fraud_known = [f[0] for f in frauds], [f[1] for f in frauds]
     return (account_id, times, amounts, stats.n, stats.mean, stats.m2, stats.ewma, list(trail.times),
-            list(trail.lats), list(trail.lons), bytes(s.seen.bits), r_times, r_merchants, r_countries, s.last_seen_ms)
+            list(trail.lats), list(trail.lons), bytes(s.seen.bits), r_times, r_merchants, r_countries, s.last_seen_ms,
+            fraud_times, fraud_known)
 
 
 def account_rows(accounts: dict[str, AccountState]) -> list[tuple[Any, ...]]:
@@ -107,7 +123,7 @@ _NUMPY = {pa.int64(): np.int64, pa.float64(): np.float64, pa.uint32(): np.uint32
 
 
 def _list_column(values: list[Any], arrow: pa.DataType) -> pa.Array:
-    """A list column from per-row copies: raw bytes (C twins) joined as they are, or Python lists."""
+    """A list column from per-row copies: raw bytes (C twins) joined as they are, or Python lists (None: null)."""
     if not values or not isinstance(values[0], bytes):
         return pa.array(values, pa.list_(arrow))
     dtype = _NUMPY[arrow]
@@ -140,6 +156,8 @@ def accounts_from_batch(batch: pa.RecordBatch | pa.Table, settings: FeatureSetti
     c = {name: batch.column(name).to_pylist() for name in ACCOUNT_STATE_SCHEMA.names}
     accounts = {}
     for i, account_id in enumerate(c["account_id"]):
+        fraud_times = c["fraud_times"][i]
+        frauds = list(zip(fraud_times, c["fraud_known_at"][i], strict=True)) if fraud_times else None
         accounts[account_id] = AccountState(
             EventWindow(c["times"][i], c["amounts"][i]),
             RunningStats(settings.ewma_alpha, c["n"][i], c["mean"][i], c["m2"][i], c["ewma"][i]),
@@ -147,6 +165,7 @@ def accounts_from_batch(batch: pa.RecordBatch | pa.Table, settings: FeatureSetti
             NoveltyFilter(settings.novelty_bits, bytearray(c["seen"][i])),
             RecentDistinct(c["recent_times"][i], c["recent_merchants"][i], c["recent_countries"][i]),
             c["last_seen_ms"][i],
+            frauds,
         )
     return accounts
 

@@ -25,8 +25,8 @@ import pytest
 
 import features
 from configs import FeatureSettings
-from contracts import Transaction
-from features.registry import FeatureRegistry, window_name
+from contracts import Label, Transaction
+from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, account_fraud_window_ms, window_name
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -88,12 +88,33 @@ class _Accepted:
     tx: Transaction
 
 
-def reference_rows(settings: FeatureSettings, events: Sequence[Transaction]) -> list[Expected]:
-    """Brute-force expectations for ``events`` fed in this order to one fresh engine (no labels).
+@dataclass
+class _Fraud:
+    """A fraud label that joined its scored transaction (the first label of a pending transaction)."""
 
-    Novelty of late events is left out here; test_novelty.py checks it against the
+    #: The label's account when it had state then (a transaction of it in time before the label), else None.
+    account: str | None
+    #: The transaction's terminal, None when it had none or was late (never counted at its terminal).
+    terminal: str | None
+    event_time: int
+    label_time: int
+
+
+def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Label]) -> list[Expected]:
+    """Brute-force expectations, one per transaction, for ``events`` (transactions and labels, in arrival
+    order) fed in this order to one fresh engine (``transform_one`` / ``observe_label``).
+
+    A label joins when its transaction was scored before it and no label took it yet (the streams
+    here are too short for the pending buffer to evict or expire anything, or for an account to
+    expire: checked). Novelty of late events is left out here; test_novelty.py checks it against the
     current state.
     """
+    transactions = [e for e in events if isinstance(e, Transaction)]
+    if transactions:
+        times = [e.event_time for e in transactions]
+        span = max(times) - min(times)  # type: ignore[type-var, operator]
+        assert span < settings.pending_labels_ttl_days * DAY and span < settings.entity_ttl_days * DAY
+        assert len(transactions) <= settings.pending_labels_max
     lateness = settings.allowed_lateness_s * 1000
     windows = [s * 1000 for s in settings.windows_s]
     longest = windows[-1]
@@ -101,13 +122,31 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction]) -> 
     freshness = settings.terminal_freshness_s * 1000
     window_buckets = max(1, int(settings.terminal_window_days * DAY) // bucket)
     sweep = settings.sweep_interval_s * 1000
+    recent_buckets = min(window_buckets, max(1, settings.terminal_recent_s * 1000 // bucket))
     names = FeatureRegistry.from_settings(settings).names
     neutral_prev = float(settings.windows_s[-1])
+    neutral_hours = settings.terminal_window_days * 24.0
+    account_window = account_fraud_window_ms(settings)
+    account_name = f"account_known_frauds_{window_name(account_window // 1000)}"
+    assert account_name in names
+    neutral_days = account_window / DAY
 
     accepted: list[_Accepted] = []
+    #: transaction id -> (transaction, late) of scored transactions still waiting for their label
+    pending: dict[str, tuple[Transaction, bool]] = {}
+    frauds: list[_Fraud] = []
     max_time: int | None = None
     rows: list[Expected] = []
-    for arrival, tx in enumerate(events):
+    for arrival, event in enumerate(events):
+        if isinstance(event, Label):
+            entry = pending.pop(event.transaction_id, None)
+            if entry is not None and event.label == "fraud":
+                scored, was_late = entry
+                has_state = any(e.tx.account_id == event.account_id for e in accepted)
+                frauds.append(_Fraud(event.account_id if has_state else None, None if was_late else scored.terminal_id,
+                                     scored.event_time, event.label_time))  # type: ignore[arg-type]
+            continue
+        tx = event
         t: int = tx.event_time  # type: ignore[assignment]
         late = max_time is not None and t < max_time - lateness
         if not late:
@@ -211,28 +250,54 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction]) -> 
                 row.bounds[name] = (distinct(max(t - DAY, watermark - DAY)), distinct(t - DAY))
 
         # terminal: the last `window_buckets` complete buckets closed at least `freshness` before t
-        # (close time in (t - freshness - window, t - freshness]); no labels in these streams
+        # (close time in (t - freshness - window, t - freshness]); frauds of transactions counted there
+        # whose label arrived by t - freshness
         if tx.terminal_id is not None:
             edge = t - freshness
 
+            def closes(event_time: int) -> int:
+                return (event_time // bucket + 1) * bucket
+
             def visible(event_time: int) -> bool:
-                closes = (event_time // bucket + 1) * bucket
-                return edge - window_buckets * bucket < closes <= edge
+                return edge - window_buckets * bucket < closes(event_time) <= edge
 
             same_terminal = [e.tx.event_time for e in accepted if e.tx.terminal_id == tx.terminal_id]
             count = sum(1 for event_time in same_terminal if visible(event_time))  # type: ignore[arg-type]
+            known = [closes(f.event_time) for f in frauds
+                     if f.terminal == tx.terminal_id and visible(f.event_time) and f.label_time <= edge]
+            recent = sum(1 for c in known if c > edge - recent_buckets * bucket)
+            hours = (t - max(known)) / HOUR if known else neutral_hours
             if t >= watermark - lateness - sweep:
                 put["terminal_tx_count"] = (float(count), 0.0, 0.0)
+                put["terminal_fraud_count"] = (float(len(known)), 0.0, 0.0)
+                put["terminal_fraud_rate"] = (len(known) / count if count else 0.0, 0.0, 0.0)
+                put["terminal_recent_frauds"] = (float(recent), 0.0, 0.0)
+                put["terminal_hours_since_fraud"] = (hours, 0.0, 0.0)
             else:  # behind the horizon of the terminal table's sweeps
                 assert late
                 row.bounds["terminal_tx_count"] = (0.0, float(count))
-            put["terminal_fraud_count"] = (0.0, 0.0, 0.0)
-            put["terminal_fraud_rate"] = (0.0, 0.0, 0.0)
-            put["terminal_recent_frauds"] = (0.0, 0.0, 0.0)
+                row.bounds["terminal_fraud_count"] = (0.0, float(len(known)))
+                row.bounds["terminal_fraud_rate"] = (0.0, math.inf)
+                row.bounds["terminal_recent_frauds"] = (0.0, float(recent))
+                row.bounds["terminal_hours_since_fraud"] = (hours, neutral_hours)
         else:
             for name in ("terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate", "terminal_recent_frauds"):
                 put[name] = (0.0, 0.0, 0.0)
-        put["terminal_hours_since_fraud"] = (settings.terminal_window_days * 24.0, 0.0, 0.0)
+            put["terminal_hours_since_fraud"] = (neutral_hours, 0.0, 0.0)
+
+        # account known frauds: this account's joined frauds paid in (t - window, t] (and after the
+        # retention horizon watermark - window), label arrived by t
+        mine = [f for f in frauds if f.account == tx.account_id]
+        low = max(t - account_window, watermark - account_window)
+        seen = [f.event_time for f in mine if low < f.event_time <= t and f.label_time <= t]
+        days = (t - max(seen)) / DAY if seen else neutral_days
+        if len(mine) <= ACCOUNT_FRAUDS_MAX:
+            put[account_name] = (float(len(seen)), 0.0, 0.0)
+            put["account_days_since_fraud"] = (days, 0.0, 0.0)
+        else:  # the oldest (by event time) beyond the bound may have been forgotten
+            forgotten = len(mine) - ACCOUNT_FRAUDS_MAX
+            row.bounds[account_name] = (max(0, len(seen) - forgotten), min(len(seen), ACCOUNT_FRAUDS_MAX))
+            row.bounds["account_days_since_fraud"] = (days, neutral_days)
 
         # calendar (UTC)
         moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=t)
@@ -243,6 +308,7 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction]) -> 
         put["is_night"] = (1.0 if moment.hour in night else 0.0, 0.0, 0.0)
 
         rows.append(row)
+        pending[tx.transaction_id] = (tx, late)
         if not late:
             accepted.append(_Accepted(arrival, tx))
     return rows

@@ -1,5 +1,6 @@
-"""FeatureEngine: every feature against a brute-force reference, the late-event policy,
-watermark-driven expiry, replay determinism, entity TTL, calendar features and the registry."""
+"""FeatureEngine: every feature against a brute-force reference (with and without labels), the
+late-event policy, watermark-driven expiry, replay determinism, entity TTL, calendar features,
+account known frauds and the registry."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from hypothesis import strategies as st
 
 import features
 from configs import FeatureSettings
-from contracts import Transaction
-from features.registry import FeatureRegistry, window_name
+from contracts import Label, Transaction
+from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, window_name
 from features.state import take_snapshot, terminal_to_batches
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a Thursday
@@ -35,6 +36,7 @@ SMALL = FeatureSettings(
     sweep_interval_s=120,
     location_trail=64,
     night_hours=(22, 6),
+    account_fraud_window_days=0.005,  # 432 s: known frauds leave the window within a stream
 )
 #: The shipped windows (10m .. 30d) and lateness (5 min); a long trail so the reference needs no capacity model.
 DEFAULTISH = FeatureSettings(location_trail=64)
@@ -91,6 +93,43 @@ def run(engine, transactions: list[Transaction]) -> list[tuple[list[float], bool
     return [engine.transform_one(tx) for tx in transactions]
 
 
+@st.composite
+def labelled_streams(draw: st.DrawFn, lateness_s: int, max_size: int = 40) -> list[Transaction | Label]:
+    """A stream of :func:`streams` with labels in between: mostly frauds, for transactions already
+    scored (some not yet scored, some twice, some unknown), each labelled around the clock at that
+    point (a little before, so out-of-order transactions after it test ``label_time <= t``, or after)."""
+    transactions = draw(streams(lateness_s, max_size=max_size))
+    lateness_ms = lateness_s * 1000
+    out: list[Transaction | Label] = []
+    clock = transactions[0].event_time
+    for i, tx in enumerate(transactions):
+        out.append(tx)
+        clock = max(clock, tx.event_time)  # type: ignore[type-var]
+        for _ in range(draw(st.integers(0, 2))):
+            target = draw(st.integers(0, len(transactions)))  # len: an id never scored
+            transaction_id = transactions[target].transaction_id if target < len(transactions) else "unknown"
+            account_id = transactions[target].account_id if target < len(transactions) else "A1"
+            label_time = clock + draw(st.integers(-(lateness_ms + 20 * MINUTE), 10 * MINUTE))  # type: ignore[operator]
+            out.append(Label(transaction_id=transaction_id, account_id=account_id, label_time=label_time,
+                             label=draw(st.sampled_from(("fraud", "fraud", "fraud", "genuine")))))
+        if i > 0 and draw(st.integers(0, 9)) == 0:  # a few labels of transactions scored long before
+            target = draw(st.integers(0, i))
+            out.append(Label(transaction_id=transactions[target].transaction_id,
+                             account_id=transactions[target].account_id, label="fraud", label_time=clock))
+    return out
+
+
+def feed(engine, events: list[Transaction | Label]) -> list[tuple[list[float], bool]]:
+    """Feed transactions and labels in order; the transactions' (vector, late)."""
+    rows = []
+    for event in events:
+        if isinstance(event, Label):
+            engine.observe_label(event)
+        else:
+            rows.append(engine.transform_one(event))
+    return rows
+
+
 # --------------------------------------------------------------------------- preconditions of the reference
 
 
@@ -133,6 +172,26 @@ def test_every_feature_matches_brute_force(impl, config: FeatureSettings, data, 
         check(engine.registry.names, vector, late, expected[i], where=where)
     assert engine.stats.events == len(transactions)
     assert engine.stats.late_events == sum(row.late for row in expected)
+
+
+@pytest.mark.parametrize("config", [SMALL, DEFAULTISH], ids=["small", "default"])
+@given(data=st.data())
+@settings(max_examples=80, deadline=None)
+def test_every_feature_matches_brute_force_with_labels(impl, config: FeatureSettings, data, reference, check) -> None:
+    """Labels joined in between: account known frauds and terminal known frauds against their definitions."""
+    events = data.draw(labelled_streams(config.allowed_lateness_s))
+    engine = impl.engine.FeatureEngine(config)
+    expected = reference(config, events)
+    transactions = [e for e in events if isinstance(e, Transaction)]
+    rows = feed(engine, events)
+    for i, (tx, (vector, late)) in enumerate(zip(transactions, rows, strict=True)):
+        where = f"transaction {i} ({tx.account_id} at T0 + {tx.event_time - T0} ms)"  # type: ignore[operator]
+        check(engine.registry.names, vector, late, expected[i], where=where)
+    assert engine.stats.labels == len(events) - len(transactions)
+    # state stays bounded: sorted, at most the bound, never an empty list
+    for account in engine.accounts.values():
+        if account.frauds is not None:
+            assert account.frauds == sorted(account.frauds) and 0 < len(account.frauds) <= ACCOUNT_FRAUDS_MAX
 
 
 @given(data=st.data())
@@ -420,7 +479,7 @@ def test_is_night_with_plain_and_wrapping_ranges(impl, night_hours: tuple[int, i
 def test_registry_names_unique_and_vector_length_matches(impl, windows: list[int]) -> None:
     config = FeatureSettings(windows_s=tuple(sorted(windows)))
     registry = FeatureRegistry.from_settings(config)
-    assert len(set(registry.names)) == len(registry.names) == len(registry) == 22 + 2 + 3 * len(windows)
+    assert len(set(registry.names)) == len(registry.names) == len(registry) == 24 + 2 + 3 * len(windows)
     assert [registry.index(name) for name in registry.names] == list(range(len(registry)))
     vector, _ = impl.engine.FeatureEngine(config).transform_one(
         Transaction(transaction_id="t", account_id="A", event_time=T0, amount=2.0)
@@ -436,6 +495,9 @@ def test_default_registry_layout() -> None:
     assert registry.names[-3:] == ("hour_of_day", "is_weekend", "is_night")
     assert registry.specs[registry.index("amount_ratio")].neutral == 1.0
     assert registry.specs[registry.index("seconds_since_prev")].neutral == 30 * 86_400
+    assert registry.names[-5:-3] == ("account_known_frauds_30d", "account_days_since_fraud")
+    assert registry.specs[registry.index("account_days_since_fraud")].neutral == 30.0
+    assert len(registry) == 41
 
 
 @pytest.mark.parametrize(
@@ -448,6 +510,8 @@ def test_default_registry_layout() -> None:
         ({"terminal_window_days": 14.0}, True),
         ({"terminal_bucket_s": 1800}, True),
         ({"terminal_freshness_s": 120}, True),
+        ({"account_fraud_window_days": 14.0}, True),
+        ({"account_fraud_window_days": 30.00001}, True),  # the same name (30d), another window
         ({"allowed_lateness_s": 0}, False),
         ({"entity_ttl_days": 30.0}, False),
         ({"sweep_interval_s": 60}, False),

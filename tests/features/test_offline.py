@@ -130,6 +130,10 @@ def test_online_equals_offline_for_an_in_order_history(in_order_history) -> None
     assert not any(late for _, late, _ in rows.values())
     assert pc.max(table.column("terminal_tx_count")).as_py() > 0
     assert pc.max(table.column("count_10m")).as_py() > 1
+    # fraud labels reached their accounts (and the terminals) through the same join in both paths
+    assert pc.max(table.column("account_known_frauds_30d")).as_py() > 1
+    assert pc.min(table.column("account_days_since_fraud")).as_py() < 1
+    assert pc.max(table.column("terminal_fraud_count")).as_py() > 0
 
 
 def test_online_equals_offline_in_delivery_order_for_a_disordered_history(disordered_history) -> None:
@@ -141,6 +145,7 @@ def test_online_equals_offline_in_delivery_order_for_a_disordered_history(disord
     _assert_identical(table, order, rows, STREAM_SETTINGS)
     late = sum(late for _, late, _ in rows.values())
     assert 0 < late < len(rows) * 0.02
+    assert pc.sum(pc.greater(table.column("account_known_frauds_30d"), 0)).as_py() > 0
 
 
 def test_with_default_settings_only_the_shared_terminal_features_depend_on_scheduling(disordered_history) -> None:

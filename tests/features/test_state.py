@@ -41,6 +41,7 @@ SMALL = FeatureSettings(
     pending_labels_ttl_days=0.01,
     location_trail=2,
     max_events_per_account=6,
+    account_fraud_window_days=0.004,  # 345.6 s: known frauds leave the window within a stream
 )
 
 _step = st.tuples(
@@ -159,6 +160,42 @@ def test_snapshot_with_another_feature_layout_is_refused(change: dict) -> None:
     message = str(info.value)
     assert engine.registry.version in message and FeatureEngine(other).registry.version in message
     assert isinstance(info.value, ValueError)
+
+
+def test_account_known_frauds_round_trip_and_are_null_for_accounts_without() -> None:
+    config = FeatureSettings()
+    engine = FeatureEngine(config)
+    for i, account in enumerate(("A", "A", "B")):
+        engine.transform_one(Transaction(transaction_id=f"t{i}", account_id=account, event_time=T0 + i * HOUR,
+                                         amount=1.0))
+    for i, label_time in ((1, T0 + DAY), (0, T0 + 2 * DAY)):
+        engine.observe_label(Label(transaction_id=f"t{i}", account_id="A", label="fraud", label_time=label_time))
+    snapshot = EngineSnapshot.from_bytes(take_snapshot(engine).to_bytes())
+    rows = {row["account_id"]: row for row in snapshot.accounts.to_pylist()}
+    assert (rows["A"]["fraud_times"], rows["A"]["fraud_known_at"]) == ([T0, T0 + HOUR], [T0 + 2 * DAY, T0 + DAY])
+    assert rows["B"]["fraud_times"] is None and rows["B"]["fraud_known_at"] is None
+    restored = restore_engine(config, snapshot)
+    assert restored.accounts["A"].frauds == [(T0, T0 + 2 * DAY), (T0 + HOUR, T0 + DAY)]
+    assert restored.accounts["B"].frauds is None
+    tx = Transaction(transaction_id="t9", account_id="A", event_time=T0 + 3 * DAY, amount=1.0)
+    assert restored.transform_one(tx) == engine.transform_one(tx)
+
+
+def test_a_checkpoint_from_before_account_known_frauds_is_refused_not_misread() -> None:
+    """The account rows of feature version fs1-eb477fc6 (the shipped settings before the account
+    known-fraud features) have no fraud columns: the version check refuses them with its message."""
+    engine = FeatureEngine(FeatureSettings())
+    engine.transform_one(Transaction(transaction_id="t", account_id="A", event_time=T0, amount=1.0))
+    taken = take_snapshot(engine)
+    old_layout = pa.RecordBatch.from_arrays(
+        [taken.accounts.column(name) for name in ACCOUNT_STATE_SCHEMA.names[:-2]],
+        names=ACCOUNT_STATE_SCHEMA.names[:-2],
+    )
+    old = EngineSnapshot(old_layout, taken.pending, {**taken.meta, "feature_version": "fs1-eb477fc6"})
+    with pytest.raises(SnapshotMismatch, match=r"snapshot has feature version fs1-eb477fc6 but the configured "
+                                               r"features are fs1-\w+; restore with the settings it was taken with"):
+        restore_engine(FeatureSettings(), EngineSnapshot.from_bytes(old.to_bytes()))
+    assert ACCOUNT_STATE_SCHEMA.names[-2:] == ["fraud_times", "fraud_known_at"]
 
 
 def test_operational_settings_may_change_across_a_restore() -> None:
