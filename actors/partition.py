@@ -13,6 +13,19 @@ event-time clock (the latest transaction time seen) has reached its
 A label that arrives before the stream has got that far is held (bounded; the
 actor pauses the labels partition while the buffer is full), so a backlog
 replayed at any speed joins labels identically.
+
+Transactions are aligned with the broadcast terminal table in event time (as
+Flink aligns watermarks) when :attr:`PartitionProcessor.align` is set (the
+scoring actors set it from ``stream.terminal_alignment``): a transaction at
+``t`` reads the table's buckets that closed by ``t - terminal_freshness_s``,
+so it is scored only once every partition's updates before that bucket edge
+are in the table (``BroadcastRisk.complete_through_ms``); until then it is
+held, in offset order (bounded: the actor pauses the partition while the
+buffer is full), and :meth:`PartitionProcessor.release_held` scores what the
+table's progress lets through. A backlog replayed at any speed thus reads the
+table a live stream reads. The partition's progress is the first held
+transaction's time, so the slowest partition can always go on and nothing
+waits on itself.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from contracts.records import (
     DeadLetter,
     Label,
     SourcePosition,
+    Transaction,
     decode_labels,
     decode_transactions,
     encode,
@@ -207,6 +221,13 @@ class PartitionProcessor:
         #: Labels read but not applied yet: (offset, label), in offset order.
         self.held_labels: deque[tuple[int, Label]] = deque()
         self.max_held_labels = settings.features.pending_labels_max
+        #: Hold transactions until the broadcast table is complete for what they read (the actors set it).
+        self.align = False
+        #: Transactions read but not scored yet (waiting for the table): (record, transaction), in offset order.
+        self.held: deque[tuple[Record, Transaction]] = deque()
+        #: The offset after the last transaction record read (held or not).
+        self._read_offset = 0
+        self.max_held = settings.stream.max_held_transactions
         self.counters = PartitionCounters()
         stream = settings.stream
         self._limits = DecodeLimits(max_record_bytes=stream.max_record_bytes, max_nesting_depth=stream.max_nesting_depth)
@@ -239,31 +260,76 @@ class PartitionProcessor:
 
     # ---------------------------------------------------------------- transactions
     def process_transactions(self, records: list[Record], now_ms: int | None = None) -> Output:
-        """Score a micro-batch of this partition's transaction records (in offset order)."""
+        """Score a micro-batch of this partition's transaction records (in offset order); with :attr:`align`,
+        those the terminal table is not complete for yet are held (:meth:`release_held` scores them later)."""
         out = Output()
         if not records:
             return out
         good, kept = self._accept(records, decode_transactions, "transaction", self.transactions_topic, out)
-        self.next_offset = records[-1].offset + 1
-        if not good:
-            return out
+        self.next_offset = self._read_offset = records[-1].offset + 1
+        if self.align:
+            self.held.extend(zip(kept, good))
+            return self.release_held(now_ms, out)
+        if good:
+            self._score(good, kept, now_ms, out)
+        return out
 
+    def _table_needs_ms(self, event_time_ms: int) -> int:
+        """The table must hold every update before this time to answer for a transaction at ``event_time_ms``."""
+        return ((event_time_ms - self._freshness_ms) // self._bucket_ms) * self._bucket_ms
+
+    @property
+    def waiting(self) -> bool:
+        """True while held transactions wait for the table (its progress, not a full batch, lets them go)."""
+        return bool(self.held)
+
+    @property
+    def transactions_full(self) -> bool:
+        """True while the held-transaction buffer is at its bound (stop fetching transactions)."""
+        return len(self.held) >= self.max_held
+
+    def release_held(self, now_ms: int | None = None, out: Output | None = None) -> Output:
+        """Score the held transactions the table is now complete for, in offset order; the rest stay held."""
+        out = out if out is not None else Output()
+        held = self.held
+        if not held:
+            return out
+        first = int(held[0][1].event_time)  # type: ignore[arg-type]
+        if self.held_labels and self.held_labels[0][1].label_time < first:  # type: ignore[operator]
+            # every transaction before the first held one is scored: labels from before it join now (in a
+            # busy stream the offline builder's clock passed them before it too), and they no longer hold
+            # this partition's progress, so it never waits on itself
+            self._apply_due_labels(first - 1)
+            self._collect_updates()
         complete = self.broadcast.complete_through_ms
-        if complete < IDLE:
-            needed = ((max(tx.event_time for tx in good) - self._freshness_ms) // self._bucket_ms) * self._bucket_ms  # type: ignore[operator]
-            if needed > complete:
-                self.counters.terminal_stale += sum(
-                    1 for tx in good
-                    if ((tx.event_time - self._freshness_ms) // self._bucket_ms) * self._bucket_ms > complete  # type: ignore[operator]
-                )
+        needs = self._table_needs_ms
+        ready = 0
+        for _, tx in held:
+            if needs(tx.event_time) > complete:  # type: ignore[arg-type]
+                break
+            ready += 1
+        if ready:
+            taken = [held.popleft() for _ in range(ready)]
+            self._score([tx for _, tx in taken], [record for record, _ in taken], now_ms, out)
+        # a checkpoint re-reads what was not scored
+        self.next_offset = held[0][0].offset if held else self._read_offset
+        return out
+
+    def _score(self, good: list[Transaction], kept: list[Record], now_ms: int | None, out: Output) -> None:
+        """Features, models and decisions of decoded transactions (in offset order); alerts into ``out``."""
+        complete = self.broadcast.complete_through_ms
+        needs = self._table_needs_ms
+        if complete < IDLE and needs(max(tx.event_time for tx in good)) > complete:  # type: ignore[type-var, arg-type]
+            self.counters.terminal_stale += sum(1 for tx in good if needs(tx.event_time) > complete)  # type: ignore[arg-type]
         batch = self.engine.transform_batch(good)
         # what the online classifier keys its buffered vectors by (until the labels come)
         batch.extra[TRANSACTION_ID] = np.array([tx.transaction_id for tx in good], dtype=object)
         batch.extra[EVENT_TIME] = np.fromiter((tx.event_time for tx in good), dtype=np.int64, count=len(good))
         self._collect_updates()
         scored = self.scorer.process(batch)
-        out.scored = len(good)
+        out.scored += len(good)
         self.counters.scored += len(good)
+        alerts_before = len(out.alerts)
         ingest_ms = int(time.time() * 1000) if now_ms is None else now_ms
         deciding = model_versions = self.scorer.model_versions
         shadow = None
@@ -271,8 +337,8 @@ class PartitionProcessor:
             shadow = self.challenger.process(batch)
             model_versions = {**deciding, "challenger": self.challenger.version}
             would = shadow.action.astype(bool) | (shadow.score >= self.settings.scoring.review_threshold)
-            out.challenger_alerts = int(would.sum())
-            self.counters.challenger_alerts += out.challenger_alerts
+            out.challenger_alerts += int(would.sum())
+            self.counters.challenger_alerts += int(would.sum())
             self.counters.challenger_agreed += sum(1 for row in would.nonzero()[0].tolist()
                                                    if scored.decision[row] is not None)
         feature_version = batch.version
@@ -299,11 +365,10 @@ class PartitionProcessor:
             )
             out.alerts.append((tx.account_id.encode(), encode(alert)))
             out.alert_ingest_ms.append(record.timestamp)
-        self.counters.alerts += len(out.alerts)
+        self.counters.alerts += len(out.alerts) - alerts_before
         # labels held for this stretch of event time can join now
         self._apply_due_labels()
         self._collect_updates()
-        return out
 
     # ---------------------------------------------------------------------- labels
     def process_labels(self, records: list[Record]) -> Output:
@@ -360,9 +425,10 @@ class PartitionProcessor:
         """True while the held-label buffer is at its bound (stop fetching labels)."""
         return len(self.held_labels) >= self.max_held_labels
 
-    def _apply_due_labels(self) -> None:
+    def _apply_due_labels(self, clock: int | None = None) -> None:
+        """Apply the held labels whose time the clock (default: the latest transaction time scored) reached."""
         held = self.held_labels
-        clock = self.engine.max_event_time_ms
+        clock = self.engine.max_event_time_ms if clock is None else clock
         engine = self.engine
         applied_ids: list[str] = []
         applied_fraud: list[bool] = []
@@ -395,7 +461,10 @@ class PartitionProcessor:
         arrive after their bucket was read make the terminal counts eventually
         consistent rather than exact.
         """
-        tx = IDLE if transactions_caught_up else self.engine.max_event_time_ms
+        if self.held:  # everything before the first held transaction was scored
+            tx = int(self.held[0][1].event_time)  # type: ignore[arg-type]
+        else:
+            tx = IDLE if transactions_caught_up else self.engine.max_event_time_ms
         if self.held_labels:
             labels = int(self.held_labels[0][1].label_time)  # type: ignore[arg-type]
         else:

@@ -35,7 +35,7 @@ from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.delivery import Delivery, Outgoing, Undelivered
 from actors.health import KafkaHealth
 from actors.metrics import ActorMetrics
-from actors.partition import PartitionProcessor
+from actors.partition import Output, PartitionProcessor
 from actors.serving import ClassifierServing, Served
 from actors.terminal_stage import (
     IDLE,
@@ -168,7 +168,9 @@ class ScoringWorker:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Partitions whose labels / transactions are paused (what they hold is at its bound).
         self._paused: set[int] = set()
+        self._paused_tx: set[int] = set()
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         #: Kafka timestamp -> the poll that returned the record (the part of the latency before scoring).
         self._fetch_delays: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -388,6 +390,7 @@ class ScoringWorker:
                 del self.processors[partition]
                 self.last_checkpoint.pop(partition, None)
                 self._paused.discard(partition)
+                self._paused_tx.discard(partition)
             arriving = [p for p in wanted if p not in self.processors]
             for partition in arriving:
                 self.processors[partition] = self._restore(partition)
@@ -428,6 +431,7 @@ class ScoringWorker:
                 behind = {tp: self._position(tp) for tp in tp_list if self._position(tp) < starts[tp]}
                 await self._reset_out_of_range(behind)
             self._paused.clear()
+            self._paused_tx.clear()
             freeze_long_lived_state()
 
     def _restore(self, partition: int) -> PartitionProcessor:
@@ -435,8 +439,11 @@ class ScoringWorker:
         if checkpoint is None:
             self.restored_from[partition] = None
             self.last_checkpoint[partition] = (time.time(), 0, -1)
-            return PartitionProcessor(self.settings, partition, self.broadcast)
+            processor = PartitionProcessor(self.settings, partition, self.broadcast)
+            processor.align = self.settings.stream.terminal_alignment
+            return processor
         processor = PartitionProcessor.restore(self.settings, partition, self.broadcast, checkpoint.blobs, checkpoint.meta)
+        processor.align = self.settings.stream.terminal_alignment
         self.restored_from[partition] = checkpoint.seq
         self.last_checkpoint[partition] = (checkpoint.created_ms / 1000.0, processor.counters.scored, checkpoint.seq)
         return processor
@@ -492,6 +499,16 @@ class ScoringWorker:
                     self.stage_offsets[tp.partition] = records[-1].offset + 1
                     self._stage_unsaved.add(tp.partition)
             phases.lap("stage")
+            arriving = {tp.partition for tp, records in polled.items() if tp.topic == self.tx_topic and records}
+            for partition, processor in self.processors.items():
+                if processor.waiting and partition not in arriving:  # the table moved on: what it lets through
+                    output = processor.release_held()
+                    if output.scored:
+                        scored += output.scored
+                        touched.append(partition)
+                        self._unsaved.add(partition)
+                        self._take(partition, output, outgoing)
+                    self._pause_or_resume(partition, processor)
             for tp, records in polled.items():
                 processor = self.processors.get(tp.partition)
                 if processor is None or not records or tp.topic not in (self.tx_topic, self.label_topic):
@@ -502,19 +519,11 @@ class ScoringWorker:
                     touched.append(tp.partition)
                     first = records[0].timestamp
                     oldest_ingest_ms = first if oldest_ingest_ms is None else min(oldest_ingest_ms, first)
-                    if self.metrics is not None:
-                        self._count(tp.partition, output.scored, len(output.alerts), len(output.dead_letters),
-                                    output.challenger_alerts)
                 else:
                     output = processor.process_labels(records)
                 self._unsaved.add(tp.partition)
-                owner = tp.partition
-                outgoing.extend(Outgoing(self.alert_topic, value, key, owner=owner) for key, value in output.alerts)
-                outgoing.extend(Outgoing(self.dlq_topic, value, kind="dead_letter", owner=owner)
-                                for value in output.dead_letters)
-                outgoing.extend(Outgoing(topic, value, key, kind="rekeyed", owner=owner)
-                                for topic, key, value in output.rekeyed)
-                self._pause_or_resume_labels(tp.partition, processor)
+                self._take(tp.partition, output, outgoing)
+                self._pause_or_resume(tp.partition, processor)
             phases.lap("score")
             outgoing += self._publish_terminal_updates()
             phases.lap("terminal")
@@ -612,7 +621,12 @@ class ScoringWorker:
                 label_high is not None and processor.next_label_offset >= label_high,
             )
         caught_up = any(t == IDLE and self._progress_sent.get(p) != IDLE for p, t in progress.items())
-        if not (force or caught_up or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
+        # a partition waiting for the table moves as soon as the table does: progress goes out at once
+        waiting = any(processor.waiting and self._progress_sent.get(p) != progress[p]
+                      for p, processor in self.processors.items())  # fmt: skip
+        stage_moved = any(stage.complete_through_ms != self._stage_sent.get(number) for number, stage in self.stages.items())
+        aligned = self.settings.stream.terminal_alignment and (waiting or stage_moved)
+        if not (force or caught_up or aligned or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
             return []
         self._last_stage_flush = time.monotonic()
         sends = []
@@ -651,14 +665,28 @@ class ScoringWorker:
         if shadow_alerts:
             self.metrics.challenger_alerts.inc(shadow_alerts, tags=tags)
 
-    def _pause_or_resume_labels(self, partition: int, processor: PartitionProcessor) -> None:
-        tp = TopicPartition(self.label_topic, partition)
-        if processor.labels_full and partition not in self._paused:
-            self.consumer.pause(tp)
-            self._paused.add(partition)
-        elif not processor.labels_full and partition in self._paused:
-            self.consumer.resume(tp)
-            self._paused.discard(partition)
+    def _take(self, partition: int, output: Output, outgoing: list[Outgoing]) -> None:
+        """What a partition's call produced, queued for delivery (and counted)."""
+        if self.metrics is not None and (output.scored or output.dead_letters):
+            self._count(partition, output.scored, len(output.alerts), len(output.dead_letters),
+                        output.challenger_alerts)  # fmt: skip
+        outgoing.extend(Outgoing(self.alert_topic, value, key, owner=partition) for key, value in output.alerts)
+        outgoing.extend(Outgoing(self.dlq_topic, value, kind="dead_letter", owner=partition)
+                        for value in output.dead_letters)  # fmt: skip
+        outgoing.extend(Outgoing(topic, value, key, kind="rekeyed", owner=partition)
+                        for topic, key, value in output.rekeyed)  # fmt: skip
+
+    def _pause_or_resume(self, partition: int, processor: PartitionProcessor) -> None:
+        """Stop fetching a partition's labels, or its transactions, while what it holds of them is at the bound."""
+        for topic, full, paused in ((self.label_topic, processor.labels_full, self._paused),
+                                    (self.tx_topic, processor.transactions_full, self._paused_tx)):  # fmt: skip
+            tp = TopicPartition(topic, partition)
+            if full and partition not in paused:
+                self.consumer.pause(tp)
+                paused.add(partition)
+            elif not full and partition in paused:
+                self.consumer.resume(tp)
+                paused.discard(partition)
 
     async def _commit(self, partitions: list[int]) -> None:
         """Commit the consumed offsets to Kafka (for lag tooling; checkpoints are the source of truth).
@@ -716,6 +744,7 @@ class ScoringWorker:
             if processor is not None:
                 processor.counters.offset_gaps += gap
                 if tp.topic == self.tx_topic:
+                    processor.held.clear()
                     processor.next_offset = start
                 else:
                     processor.held_labels.clear()
@@ -906,6 +935,7 @@ class ScoringWorker:
                 "next_label_offset": processor.next_label_offset,
                 "label_lag": None if label_highwater is None else max(0, label_highwater - processor.next_label_offset),
                 "held_labels": len(processor.held_labels),
+                "held_transactions": len(processor.held),
                 "watermark_ms": processor.engine.watermark_ms,
                 "checkpoint_seq": seq,
                 "checkpoint_age_s": round(now - wall, 3),

@@ -239,6 +239,9 @@ class FeatureSettings(_Section):
     #: Short window of ``terminal_recent_frauds``: frauds paid at the terminal this recently (an episode under way;
     #: one bucket at least, the terminal window at most).
     terminal_recent_s: PositiveInt = 86_400
+    #: Account known frauds: window of ``account_known_frauds_<N>d`` (this account's frauds paid in the last N days
+    #: whose label had arrived) and cap of ``account_days_since_fraud`` (its value when none is known).
+    account_fraud_window_days: Annotated[float, msgspec.Meta(gt=0.0, le=366.0)] = 30.0
     #: Scored transactions awaiting their label (bounded by count and event-time age).
     pending_labels_max: PositiveInt = 1_000_000
     pending_labels_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
@@ -610,6 +613,11 @@ class StreamSettings(_Section):
     max_restarts: Annotated[int, msgspec.Meta(ge=-1)] = -1
     #: Most records taken per poll (per actor, all its partitions).
     max_batch_records: PositiveInt = 1_000
+    #: Hold a partition's transactions until the broadcast terminal table is complete for the buckets they read
+    #: (event-time alignment, as Flink's watermark alignment): a backlog is scored as a live stream is.
+    terminal_alignment: bool = True
+    #: Transactions a partition holds at most while waiting for the table (the partition is paused at the bound).
+    max_held_transactions: PositiveInt = 20_000
     #: Longest a poll waits for records.
     max_batch_wait_ms: NonNegativeInt = 20
     #: Where checkpoints go: a local directory or a pyarrow.fs URI (s3://bucket/prefix).

@@ -15,8 +15,9 @@ at its end; the logged test metrics measure the recipe. With
 ``training.learn_fusion`` (the default) the score fusion is learned too and
 registered with the version (:func:`models.fusion.learn_fusion`): the scoring
 code is replayed over the span with the split's classifier
-(:func:`pipelines.replay.score_features`), and the sources' scores on the test
-period, against the labels known at the span's end, fit it.
+(:func:`pipelines.replay.score_features`), and the sources' scores on its calibration
+slice and test period (rows it was not fitted on), against the labels known
+at the span's end, fit it.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
     fusion = None
     if training.learn_fusion:
         fusion = _learn_fusion(settings, features, BatchModel(model, names, features.registry.version, "split"),
-                               test_rows, label & (label_time <= split.end_ms), split.end_ms - gap_ms)  # fmt: skip
+                               calibration_rows | test_rows, label & (label_time <= split.end_ms),
+                               split.end_ms - gap_ms)  # fmt: skip
     refit: dict[str, float | None] = {}
     if training.refit:
         model, refit_split, refit = _refit(values, names, features.times, in_span, label, label_time, split, settings)
@@ -225,18 +227,20 @@ def _learn_fusion(
     settings: Settings,
     features: FeatureTable,
     split_model: BatchModel,
-    test_rows: np.ndarray,
+    unseen_rows: np.ndarray,
     known: np.ndarray,
     reported_by_ms: int,
 ) -> LearnedFusion | None:
-    """The fusion of the sources' scores on the test period (the split's classifier never saw it), fitted against
-    the labels known at the span's end (``known``), over the rows up to ``reported_by_ms`` (one label delay before
-    the end: later frauds are mostly not reported yet and would be learned as genuine; all test rows when those
-    are too few to choose by), every other day validating; None when there is nothing to learn it from."""
-    if not known[test_rows].any():
+    """The fusion of the sources' scores on the rows the split's classifier was not fitted on (its calibration
+    slice and test period), against the labels known at the span's end (``known``), over the rows up to
+    ``reported_by_ms`` (one label delay before the end: later frauds are mostly not reported yet and would be
+    learned as genuine, and the ones that are tend to be the siblings of frauds already reported, which the
+    online classifier has learned; all of them when those are too few to choose by), every other day
+    validating; None when there is nothing to learn it from."""
+    if not known[unseen_rows].any():
         return None
     _, _, per_source, _ = score_features(settings, features, split_model)
-    for candidates in (test_rows & (features.times <= reported_by_ms), test_rows):
+    for candidates in (unseen_rows & (features.times <= reported_by_ms), unseen_rows):
         rows = np.flatnonzero(candidates)
         learned = learn_fusion({name: scores[rows] for name, scores in per_source.items()}, known[rows],
                                alternate_days(features.times[rows]))  # fmt: skip

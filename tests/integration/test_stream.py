@@ -100,6 +100,8 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     assert totals["scored"] == report.transactions
     assert totals["dead_letters"] == 0
     assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
+    # the backlog (days of event time) read the shared terminal table as a live stream does: aligned, none stale
+    assert totals["terminal_stale"] == 0 and all(p["held_transactions"] == 0 for p in status["partitions"].values())
     for actor in status["actors"]:  # where each loop's time went, phase by phase
         score = actor["phase_ms"]["score"]
         assert score["samples"] > 0 and 0.0 <= score["p50"] <= score["max"]
@@ -130,6 +132,19 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     assert all(metrics.values()), {k: len(v) for k, v in metrics.items()}
     events = sum(float(line.rsplit(" ", 1)[1]) for line in metrics["fraudstream_events_total"])
     assert events >= report.transactions
+
+
+def test_without_alignment_a_backlog_runs_ahead_of_the_terminal_table(
+    stream_settings, kafka_broker, history, job_factory
+) -> None:
+    """What stream.terminal_alignment prevents: the partitions replay days of event time between two flushes
+    of the shared table, so most of the backlog is scored with terminal buckets missing."""
+    settings = stream_settings(terminal_alignment=False)
+    report = _produce(settings, kafka_broker, history.transactions, history.labels)
+    job = job_factory(settings, actors=2)
+    totals = _wait_scored(job, report.transactions)["totals"]
+    assert totals["scored"] == report.transactions
+    assert totals["terminal_stale"] > report.transactions // 10, totals["terminal_stale"]
 
 
 def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings, kafka_broker, history, job_factory) -> None:
