@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 LATENCY_SAMPLES = 200_000
 #: Input offsets are committed to Kafka at most this often (and at every checkpoint).
 COMMIT_INTERVAL_S = 0.25
+#: Longest an offset commit may take (commits are for lag tooling; the checkpoints hold the positions).
+COMMIT_TIMEOUT_S = 10.0
 #: Longest the broker may hold a fetch that finds no data.
 FETCH_MAX_WAIT_MS = 5
 #: Terminal-stage updates are sent at most this often (well inside terminal_freshness_s).
@@ -706,8 +708,10 @@ class ScoringWorker:
             offsets[TopicPartition(self.label_topic, partition)] = processor.next_label_offset
         if offsets:
             try:
-                await self.consumer.commit(offsets)
-            except (KafkaError, OSError) as exc:  # lag tooling only: the checkpoints hold the positions
+                # bounded: with no coordinator answering, aiokafka's commit looks for one forever (a drain while
+                # Kafka is down would never end)
+                await asyncio.wait_for(self.consumer.commit(offsets), COMMIT_TIMEOUT_S)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:  # lag tooling only: checkpoints hold positions
                 self._commit_pending.update(partitions)
                 if "commit" not in self.errors:
                     log.warning("offset commit failed (%r); retrying with the next one", exc)

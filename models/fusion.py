@@ -194,6 +194,8 @@ class LearnedFusion:
     validation_ap: dict[str, float | None]
     fit_rows: int
     validation_rows: int
+    #: Share of bootstrap resamples in which the stacking ranked better than the best single source (None: no fit).
+    stacking_win_share: float | None = None
 
 
 def _ap(truth: npt.NDArray[np.bool_], score: FloatArray) -> float | None:
@@ -212,17 +214,52 @@ def alternate_days(event_time_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_
     return (np.asarray(event_time_ms) // 86_400_000) % 2 == 1
 
 
+def win_share(
+    truth: npt.NDArray[np.bool_],
+    challenger: FloatArray,
+    incumbent: FloatArray,
+    groups: npt.NDArray[np.int64],
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Share of bootstrap resamples of ``groups`` (e.g. days, drawn with replacement) in which ``challenger`` ranks
+    with a higher average precision than ``incumbent``: how sure the rows are that it is better.
+
+    >>> rng = np.random.default_rng(1)
+    >>> fraud = rng.random(30_000) < 0.05
+    >>> good, bad = np.where(fraud, rng.beta(4, 2, 30_000), rng.beta(2, 4, 30_000)), rng.random(30_000)
+    >>> days = np.arange(30_000) // 1_000
+    >>> win_share(fraud, good, bad, days), win_share(fraud, bad, good, days)
+    (1.0, 0.0)
+    """
+    rng = np.random.default_rng(seed)
+    labels, groups = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(groups == g) for g in range(len(labels))]
+    wins = counted = 0
+    for _ in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        new, old = _ap(truth[rows], challenger[rows]), _ap(truth[rows], incumbent[rows])
+        if new is None or old is None:
+            continue
+        counted += 1
+        wins += new > old
+    return wins / counted if counted else 0.0
+
+
 def learn_fusion(
     scores: Mapping[str, FloatArray],
     is_fraud: npt.NDArray[np.bool_],
     validation: npt.NDArray[np.bool_],
     regularization: float = 1.0,
+    groups: npt.NDArray[np.int64] | None = None,
+    min_win_share: float = 0.9,
 ) -> LearnedFusion | None:
     """A fusion that ranks no worse than its best source: logistic stacking of the sources' log-odds, fitted on the
-    rows outside ``validation`` and kept only when its average precision on the ``validation`` rows is at least the
-    best single source's there; else that source alone (coefficient 1 on its log-odds: exactly its own score). A
-    kept stacking is refitted on every row. None when the validation rows hold no fraud or nothing else (nothing
-    to choose by).
+    rows outside ``validation`` and kept only when, on the ``validation`` rows, it ranks better than the best single
+    source there in at least ``min_win_share`` of bootstrap resamples of their ``groups`` (e.g. days; default: each
+    row its own): a stacking that is better only by the luck of the draw is not kept. Otherwise the best source
+    alone (coefficient 1 on its log-odds: exactly its own score). A kept stacking is refitted on every row. None
+    when the validation rows hold no fraud or nothing else (nothing to choose by).
 
     >>> rng = np.random.default_rng(0)
     >>> fraud = rng.random(20_000) < 0.02
@@ -248,13 +285,17 @@ def learn_fusion(
     if 0 < labels[fit].sum() < fit.sum():
         candidates["stacking"] = fit_stacking({n: scores[n][fit] for n in names}, labels[fit], regularization, "logit")
     validation_ap: dict[str, float | None] = {}
+    fused_scores: dict[str, FloatArray] = {}
     for name, stacking in candidates.items():
         fused = Fusion(FusionSettings(method="stacking", stacking=stacking), names)
-        validation_ap[name] = _ap(truth, fused.fuse([np.asarray(scores[n], dtype=np.float64)[check] for n in names]))
+        fused_scores[name] = fused.fuse([np.asarray(scores[n], dtype=np.float64)[check] for n in names])
+        validation_ap[name] = _ap(truth, fused_scores[name])
     best_single = max(singles, key=lambda name: validation_ap[name] or -1.0)
-    chosen = best_single
-    stacked = validation_ap.get("stacking")
-    if stacked is not None and stacked >= (validation_ap[best_single] or 0.0):
-        chosen = "stacking"
-        candidates["stacking"] = fit_stacking({n: scores[n] for n in names}, labels, regularization, "logit")
-    return LearnedFusion(candidates[chosen], chosen, validation_ap, int(fit.sum()), int(check.sum()))
+    chosen, share = best_single, None
+    if validation_ap.get("stacking") is not None:
+        days = np.asarray(groups)[check] if groups is not None else np.arange(len(truth))
+        share = win_share(truth, fused_scores["stacking"], fused_scores[best_single], days)
+        if share >= min_win_share:
+            chosen = "stacking"
+            candidates["stacking"] = fit_stacking({n: scores[n] for n in names}, labels, regularization, "logit")
+    return LearnedFusion(candidates[chosen], chosen, validation_ap, int(fit.sum()), int(check.sum()), share)

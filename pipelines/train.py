@@ -193,6 +193,7 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         "calibration_frauds_known": float(known[calibration_rows].sum()),
         **refit,
         **({f"fusion_validation_ap_{name}": ap for name, ap in fusion.validation_ap.items()} if fusion else {}),
+        **({"fusion_stacking_win_share": fusion.stacking_win_share} if fusion else {}),
     }
     params: dict[str, Any] = {
         **{f"training.{key}": value for key, value in msgspec.structs.asdict(training).items()},
@@ -242,8 +243,9 @@ def _learn_fusion(
     _, _, per_source, _ = score_features(settings, features, split_model)
     for candidates in (unseen_rows & (features.times <= reported_by_ms), unseen_rows):
         rows = np.flatnonzero(candidates)
+        times = features.times[rows]
         learned = learn_fusion({name: scores[rows] for name, scores in per_source.items()}, known[rows],
-                               alternate_days(features.times[rows]))  # fmt: skip
+                               alternate_days(times), groups=times // DAY_MS)  # fmt: skip
         if learned is not None:
             return learned
     return None
