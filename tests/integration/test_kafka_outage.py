@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from configs import Settings, TopicSettings, TopicsSettings
+from configs import RuleSettings, Settings, TopicSettings, TopicsSettings
 from contracts.records import decode_alert
 from pipelines.broker import EmbeddedBroker
 from pipelines.kafka import ensure_topics, wait_until_ready
@@ -68,10 +68,10 @@ def _settings(local_settings: Settings, address: str, tmp_path: Path) -> Setting
     return settings
 
 
-def _refuse_mid_stream(settings: Settings, proxy: FaultProxy, second_half) -> threading.Thread:
+def _refuse_mid_stream(settings: Settings, proxy: FaultProxy, second_half, latency_ms: int = 50) -> threading.Thread:
     """Send ``second_half`` over a slow path and refuse connections a second in, records in flight;
     returns the sending thread (it finishes once the proxy is restored)."""
-    proxy.latency(50)
+    proxy.latency(latency_ms)
     sender = threading.Thread(target=produce, args=(settings, proxy.address, second_half, None, 2_000.0))
     sender.start()
     time.sleep(1.0)
@@ -84,10 +84,13 @@ def test_an_outage_mid_stream_is_reported_honestly_and_loses_nothing(
 ) -> None:
     proxy, _ = proxied
     settings = _settings(local_settings, proxy.address, tmp_path)
-    # sends must be in flight when Kafka goes away: scored as fast as they arrive, not held for the terminal
-    # table's round trips over the slow path (the drain test below runs aligned through an outage)
-    settings = msgspec.structs.replace(settings, stream=msgspec.structs.replace(settings.stream,
-                                                                                terminal_alignment=False))
+    # sends must be in flight when Kafka goes away: every batch alerts (a rule on every payment) and is scored as
+    # it arrives, not held for the terminal table's round trips over the slow path (the drain test below runs
+    # aligned through an outage); with a few alerts a second, the refusal sometimes fell between two sends
+    everything = RuleSettings(name="every_payment", when="amount >= 0", action="review", score=0.5)
+    scoring = msgspec.structs.replace(settings.scoring, rules_file="", rules=(*settings.scoring.rules, everything))
+    settings = msgspec.structs.replace(settings, scoring=scoring, stream=msgspec.structs.replace(
+        settings.stream, terminal_alignment=False))  # fmt: skip
     history = generate(msgspec.structs.replace(settings.generator, accounts=300, days=4, seed=8))
     tx = history.transactions
     half = tx.num_rows // 2
