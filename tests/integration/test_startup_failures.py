@@ -69,11 +69,14 @@ done = threading.Event()
 def watch():
     while not done.is_set():
         for pid in below(os.getpid(), alive()):
-            if pid not in seen:
-                try:
-                    seen[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-                except OSError:
-                    pass
+            # read again while it lives: a process caught between fork and exec shows its parent's (or no)
+            # command line, and the raylet was once recorded that way and missed
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            except OSError:
+                continue
+            if command or pid not in seen:
+                seen[pid] = command
         time.sleep(0.05)
 
 threading.Thread(target=watch, daemon=True).start()
