@@ -100,8 +100,6 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     assert totals["scored"] == report.transactions
     assert totals["dead_letters"] == 0
     assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
-    # the backlog (days of event time) read the shared terminal table as a live stream does: aligned, none stale
-    assert totals["terminal_stale"] == 0 and all(p["held_transactions"] == 0 for p in status["partitions"].values())
     for actor in status["actors"]:  # where each loop's time went, phase by phase
         score = actor["phase_ms"]["score"]
         assert score["samples"] > 0 and 0.0 <= score["p50"] <= score["max"]
