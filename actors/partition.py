@@ -58,7 +58,9 @@ from features.state import (
     EngineSnapshot,
     FrozenEngine,
     TERMINAL_BUCKETS_SCHEMA,
+    TERMINAL_DAYS_SCHEMA,
     TERMINAL_FRAUDS_SCHEMA,
+    TerminalCopy,
     freeze_engine,
     ipc_bytes,
     read_ipc_batch,
@@ -74,7 +76,7 @@ from models.batch import ClassifierSource
 from models.online import EVENT_TIME, TRANSACTION_ID
 
 #: Bumped when the checkpoint layout of a partition changes.
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 class Record(Protocol):
@@ -173,17 +175,18 @@ class PartitionSnapshot:
 
     features: FrozenEngine
     scorer: bytes
-    terminals: list[tuple[str, dict[int, int], list[tuple[int, int]]]]
+    terminals: list[TerminalCopy]
     meta: dict[str, Any]
 
     def blobs(self) -> dict[str, bytes]:
         """The checkpoint blobs (Arrow IPC, zstd)."""
-        terminal_buckets, terminal_frauds = terminal_copies_to_batches(self.terminals)
+        terminal_buckets, terminal_frauds, terminal_days = terminal_copies_to_batches(self.terminals)
         return {
             "features": self.features.snapshot().to_bytes(),
             "scorer": self.scorer,
             "terminal_buckets": ipc_bytes(terminal_buckets, "zstd"),
             "terminal_frauds": ipc_bytes(terminal_frauds, "zstd"),
+            "terminal_days": ipc_bytes(terminal_days, "zstd"),
         }
 
 
@@ -209,7 +212,8 @@ class PartitionProcessor:
         self.scorer = scorer if scorer is not None else Scorer.from_settings(settings.scoring, self.engine.registry)
         #: This partition's own contribution to every terminal (sent to the stage as cumulative values).
         self.share = share if share is not None else SourceShare(FeatureEngine.terminal_risk_for(settings.features), partition)
-        self._updates: tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]] = ([], [])
+        #: (transactions, frauds, days) taken from the outbox, not yet folded into the share
+        self._updates: tuple[list[tuple[str, int, int]], ...] = ([], [], [])
         freshness = settings.features.terminal_freshness_s * 1000
         bucket = settings.features.terminal_bucket_s * 1000
         self._freshness_ms, self._bucket_ms = freshness, bucket
@@ -449,9 +453,8 @@ class PartitionProcessor:
     # ------------------------------------------------------------- terminal stage
     def _collect_updates(self) -> None:
         """Take this partition's terminal updates out of the (actor-wide) outbox."""
-        transactions, frauds = self.broadcast.table.take_updates()
-        self._updates[0].extend(transactions)
-        self._updates[1].extend(frauds)
+        for collected, taken in zip(self._updates, self.broadcast.table.take_updates(), strict=True):
+            collected.extend(taken)
 
     def progress_ms(self, transactions_caught_up: bool, labels_caught_up: bool) -> int:
         """Every transaction and label of this partition before this event time is accounted for.
@@ -473,11 +476,11 @@ class PartitionProcessor:
 
     def terminal_deltas(self, through_ms: int, stage_partitions: int) -> list[DeltaBatch]:
         """Fold the collected updates into this partition's share; one batch per stage partition."""
-        transactions, frauds = self._updates
-        self._updates = ([], [])
+        transactions, frauds, days = self._updates
+        self._updates = ([], [], [])
         retention = max(self.engine.terminal_retention_ms, 0)
         self.share.table.expire(self.engine.watermark_ms - retention)
-        return self.share.absorb(transactions, frauds, through_ms, stage_partitions)
+        return self.share.absorb(transactions, frauds, through_ms, stage_partitions, days)
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -520,6 +523,7 @@ class PartitionProcessor:
             settings.features,
             read_ipc_batch(blobs["terminal_buckets"], TERMINAL_BUCKETS_SCHEMA),
             read_ipc_batch(blobs["terminal_frauds"], TERMINAL_FRAUDS_SCHEMA),
+            read_ipc_batch(blobs["terminal_days"], TERMINAL_DAYS_SCHEMA),
         )
         share = SourceShare(share_table, partition)
         processor = cls(settings, partition, broadcast, engine=engine, scorer=scorer, share=share)

@@ -41,7 +41,7 @@ for those buckets are in; ``complete_through_ms`` says how far that holds.
 ...     stage.apply(batch)
 >>> update = stage.flush(partition=0)
 >>> update.complete_through_ms, update.states
-(5000000, [TerminalState(terminal='T1', buckets=[(0, 5)], frauds=[(0, 4000000)])])
+(5000000, [TerminalState(terminal='T1', buckets=[(0, 5)], frauds=[(0, 4000000)], days=[])])
 >>> view = BroadcastRisk(FeatureEngine.terminal_risk_for(settings), stages=1)
 >>> view.apply(update)
 >>> view.table.stats("T1", 7_200_000), view.complete_through_ms
@@ -57,6 +57,8 @@ import msgspec
 from contracts.partitioning import partition_for
 from features import TerminalRisk
 
+_DAY_MS = 86_400_000
+
 #: Progress of a partition that has nothing left to read (idle): it holds nobody back.
 IDLE = 2**62
 #: Progress of a source not heard from yet.
@@ -65,12 +67,14 @@ UNKNOWN_LOW = 2**62
 
 
 class TerminalDelta(msgspec.Struct, array_like=True):
-    """One source's values for one terminal: (bucket, cumulative transactions) of the
-    buckets that changed, and the source's whole fraud list when it changed (else None)."""
+    """One source's values for one key (a terminal, or another entity's key): (bucket, cumulative
+    transactions) of the buckets that changed, the source's whole fraud list when it changed (else
+    None), and (day, cumulative transactions) of the days that changed."""
 
     terminal: str
     buckets: list[tuple[int, int]]
     frauds: list[tuple[int, int]] | None
+    days: list[tuple[int, int]] = []
 
 
 class DeltaBatch(msgspec.Struct):
@@ -92,6 +96,7 @@ class TerminalState(msgspec.Struct, array_like=True):
     terminal: str
     buckets: list[tuple[int, int]]
     frauds: list[tuple[int, int]] | None
+    days: list[tuple[int, int]] = []
 
 
 class RiskUpdate(msgspec.Struct):
@@ -132,6 +137,7 @@ class SourceShare:
         frauds: list[tuple[str, int, int]],
         through_ms: int,
         stage_partitions: int,
+        days: list[tuple[str, int, int]] = (),  # type: ignore[assignment]
     ) -> list[DeltaBatch]:
         """Fold an outbox into the share; one DeltaBatch per stage partition (even empty: progress).
 
@@ -141,7 +147,7 @@ class SourceShare:
         >>> [len(b.deltas) for b in share.absorb([("T1", 0, 1), ("T1", 0, 1)], [], 10, 2)]
         [1, 0]
         >>> share.absorb([("T1", 0, 1)], [], 20, 1)[0].deltas   # cumulative: a replay re-sends the same value
-        [TerminalDelta(terminal='T1', buckets=[(0, 3)], frauds=None)]
+        [TerminalDelta(terminal='T1', buckets=[(0, 3)], frauds=None, days=[])]
         """
         table = self.table
         size = table.bucket_ms
@@ -153,21 +159,26 @@ class SourceShare:
         for terminal, bucket, known_at in frauds:
             table.record_fraud(terminal, bucket * size, known_at)
             fraud_terminals.add(terminal)
+        changed_days: dict[str, set[int]] = defaultdict(set)
+        for key, day, count in days:
+            table.record_day(key, day * _DAY_MS, count)
+            changed_days[key].add(day)
         batches = [DeltaBatch(source=self.source, through_ms=through_ms, deltas=[]) for _ in range(stage_partitions)]
-        for terminal in sorted(set(changed) | fraud_terminals):
+        for terminal in sorted(set(changed) | fraud_terminals | set(changed_days)):
             destination = partition_for(terminal.encode(), stage_partitions)
             batches[destination].deltas.append(
                 TerminalDelta(
                     terminal,
                     table.bucket_values(terminal, sorted(changed.get(terminal, ()))),
                     sorted(table.frauds_of(terminal)) if terminal in fraud_terminals else None,
+                    table.day_values(terminal, sorted(changed_days.get(terminal, ()))),
                 )
             )
         return batches
 
 
 class _Shares:
-    __slots__ = ("buckets", "frauds", "low")
+    __slots__ = ("buckets", "frauds", "low", "days", "day_low")
 
     def __init__(self) -> None:
         #: No bucket (of any source, transactions or frauds) is below this one.
@@ -176,6 +187,9 @@ class _Shares:
         self.buckets: dict[int, dict[int, int]] = {}
         #: source -> frauds as (bucket, known_at)
         self.frauds: dict[int, list[tuple[int, int]]] = {}
+        #: source -> day -> cumulative transactions; no day is below ``day_low``
+        self.days: dict[int, dict[int, int]] = {}
+        self.day_low = UNKNOWN_LOW
 
 
 class TerminalStage:
@@ -185,10 +199,12 @@ class TerminalStage:
         self.sources = sources
         self.terminals: dict[str, _Shares] = {}
         self.progress: dict[int, int] = {}
-        #: terminal -> buckets changed since the last flush; terminals whose frauds changed
+        #: terminal -> buckets changed since the last flush; terminals whose frauds changed; days changed
         self._dirty: dict[str, set[int]] = {}
         self._dirty_frauds: set[str] = set()
+        self._dirty_days: dict[str, set[int]] = {}
         self._expired_through = UNKNOWN
+        self._expired_day = UNKNOWN
 
     def apply(self, batch: DeltaBatch) -> None:
         source = batch.source
@@ -211,6 +227,14 @@ class TerminalStage:
                 for bucket, _ in delta.frauds:
                     if bucket < shares.low:
                         shares.low = bucket
+            if delta.days:
+                my_days = shares.days.setdefault(source, {})
+                dirty_days = self._dirty_days.setdefault(delta.terminal, set())
+                for day, count in delta.days:
+                    my_days[day] = count
+                    dirty_days.add(day)
+                    if day < shares.day_low:
+                        shares.day_low = day
         self.progress[source] = batch.through_ms
 
     @property
@@ -227,48 +251,66 @@ class TerminalStage:
         for buckets in shares.buckets.values():
             for bucket, count in buckets.items():
                 total[bucket] += count
-        return TerminalState(terminal, sorted(total.items()), self._frauds(shares))
+        day_total: dict[int, int] = defaultdict(int)
+        for days in shares.days.values():
+            for day, count in days.items():
+                day_total[day] += count
+        return TerminalState(terminal, sorted(total.items()), self._frauds(shares), sorted(day_total.items()))
 
     @staticmethod
     def _frauds(shares: _Shares) -> list[tuple[int, int]]:
         return sorted(f for source_frauds in shares.frauds.values() for f in source_frauds)
 
-    def _change(self, terminal: str, buckets: set[int]) -> TerminalState:
-        """The summed totals of the changed buckets, and the frauds when they changed."""
+    def _change(self, terminal: str, buckets: set[int], days: set[int]) -> TerminalState:
+        """The summed totals of the changed buckets and days, and the frauds when they changed."""
         shares = self.terminals.get(terminal)
         if shares is None:  # expired since it changed: readers expire by time themselves
             return TerminalState(terminal, [], None)
         sources = list(shares.buckets.values())
         totals = [(b, sum(source.get(b, 0) for source in sources)) for b in sorted(buckets)]
-        return TerminalState(terminal, totals, self._frauds(shares) if terminal in self._dirty_frauds else None)
+        day_sources = list(shares.days.values())
+        day_totals = [(d, sum(source.get(d, 0) for source in day_sources)) for d in sorted(days)]
+        frauds = self._frauds(shares) if terminal in self._dirty_frauds else None
+        return TerminalState(terminal, totals, frauds, day_totals)
 
-    def expire(self, oldest_bucket: int) -> None:
-        """Forget buckets (and frauds of buckets) at or before ``oldest_bucket``.
+    def expire(self, oldest_bucket: int, oldest_day: int = UNKNOWN, fraud_bucket: int | None = None) -> None:
+        """Forget buckets at or before ``oldest_bucket``, frauds of buckets at or before ``fraud_bucket``
+        (default: ``oldest_bucket``) and days at or before ``oldest_day``.
 
-        Nothing is re-published: no window can see those buckets any more, and
-        readers expire their broadcast table by time themselves. Only terminals
-        holding such a bucket are looked at, and only when the bound moved.
+        Nothing is re-published: no window can see them any more, and readers
+        expire their broadcast table by time themselves. Only keys holding such
+        a bucket (or day) are looked at, and only when the bound moved.
         """
-        if oldest_bucket <= self._expired_through:
-            return
-        self._expired_through = oldest_bucket
-        for terminal in list(self.terminals):
-            shares = self.terminals[terminal]
-            if shares.low > oldest_bucket:
-                continue
-            for source, buckets in shares.buckets.items():
-                if any(b <= oldest_bucket for b in buckets):
-                    shares.buckets[source] = {b: n for b, n in buckets.items() if b > oldest_bucket}
-            for source, frauds in shares.frauds.items():
-                if any(b <= oldest_bucket for b, _ in frauds):
-                    shares.frauds[source] = [f for f in frauds if f[0] > oldest_bucket]
-            if not any(shares.buckets.values()) and not any(shares.frauds.values()):
-                del self.terminals[terminal]
-            else:
+        fraud_bucket = oldest_bucket if fraud_bucket is None else fraud_bucket
+        if oldest_bucket > self._expired_through:
+            self._expired_through = oldest_bucket
+            for terminal in [t for t, shares in self.terminals.items() if shares.low <= oldest_bucket]:
+                shares = self.terminals[terminal]
+                for source, buckets in shares.buckets.items():
+                    if any(b <= oldest_bucket for b in buckets):
+                        shares.buckets[source] = {b: n for b, n in buckets.items() if b > oldest_bucket}
+                for source, frauds in shares.frauds.items():
+                    if any(b <= fraud_bucket for b, _ in frauds):
+                        shares.frauds[source] = [f for f in frauds if f[0] > fraud_bucket]
                 shares.low = min(
                     [b for buckets in shares.buckets.values() for b in buckets]
-                    + [b for frauds in shares.frauds.values() for b, _ in frauds]
+                    + [b for frauds in shares.frauds.values() for b, _ in frauds],
+                    default=UNKNOWN_LOW,
                 )
+                self._drop_if_empty(terminal, shares)
+        if oldest_day > self._expired_day:
+            self._expired_day = oldest_day
+            for terminal in [t for t, shares in self.terminals.items() if shares.day_low <= oldest_day]:
+                shares = self.terminals[terminal]
+                for source, days in shares.days.items():
+                    if any(d <= oldest_day for d in days):
+                        shares.days[source] = {d: n for d, n in days.items() if d > oldest_day}
+                shares.day_low = min((d for days in shares.days.values() for d in days), default=UNKNOWN_LOW)
+                self._drop_if_empty(terminal, shares)
+
+    def _drop_if_empty(self, terminal: str, shares: _Shares) -> None:
+        if not any(shares.buckets.values()) and not any(shares.frauds.values()) and not any(shares.days.values()):
+            del self.terminals[terminal]
 
     def flush(self, partition: int) -> RiskUpdate:
         """What changed since the last flush: changed buckets' totals, changed fraud lists.
@@ -276,27 +318,29 @@ class TerminalStage:
         Proportional to what changed, not to the terminals' whole history, so a
         flush costs the same at hour 1 and at day 7.
         """
-        dirty = self._dirty
-        for terminal in self._dirty_frauds:
+        dirty, dirty_days = self._dirty, self._dirty_days
+        for terminal in self._dirty_frauds | set(dirty_days):
             dirty.setdefault(terminal, set())
-        states = [self._change(terminal, dirty[terminal]) for terminal in sorted(dirty)]
+        states = [self._change(terminal, dirty[terminal], dirty_days.get(terminal, set())) for terminal in sorted(dirty)]
         self._dirty = {}
         self._dirty_frauds = set()
+        self._dirty_days = {}
         return RiskUpdate(partition=partition, complete_through_ms=self.complete_through_ms, states=states)
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty) or bool(self._dirty_frauds)
+        return bool(self._dirty) or bool(self._dirty_frauds) or bool(self._dirty_days)
 
     def to_bytes(self) -> bytes:
         """The stage's state (every source's share and progress) for a checkpoint."""
         rows = [
-            _ShareRow(terminal, source, sorted(shares.buckets.get(source, {}).items()), shares.frauds.get(source))
+            _ShareRow(terminal, source, sorted(shares.buckets.get(source, {}).items()), shares.frauds.get(source),
+                      sorted(shares.days.get(source, {}).items()))
             for terminal, shares in sorted(self.terminals.items())
-            for source in sorted(set(shares.buckets) | set(shares.frauds))
-        ]
-        dirty = [(t, sorted(self._dirty.get(t, ())), t in self._dirty_frauds)
-                 for t in sorted(set(self._dirty) | self._dirty_frauds)]
+            for source in sorted(set(shares.buckets) | set(shares.frauds) | set(shares.days))
+        ]  # fmt: skip
+        dirty = [(t, sorted(self._dirty.get(t, ())), t in self._dirty_frauds, sorted(self._dirty_days.get(t, ())))
+                 for t in sorted(set(self._dirty) | self._dirty_frauds | set(self._dirty_days))]  # fmt: skip
         return _encoder.encode(_StageState(rows=rows, progress=sorted(self.progress.items()), changed=dirty))
 
     @classmethod
@@ -317,12 +361,17 @@ class TerminalStage:
             shares.buckets[row.source] = dict(row.buckets)
             if row.frauds is not None:
                 shares.frauds[row.source] = list(row.frauds)
+            if row.days:
+                shares.days[row.source] = dict(row.days)
+                shares.day_low = min(shares.day_low, *(d for d, _ in row.days))
             shares.low = min([shares.low, *(b for b, _ in row.buckets), *(b for b, _ in row.frauds or [])])
         stage.progress = dict(state.progress)
-        for terminal, buckets, frauds in state.changed:
+        for terminal, buckets, frauds, days in state.changed:
             stage._dirty[terminal] = set(buckets)
             if frauds:
                 stage._dirty_frauds.add(terminal)
+            if days:
+                stage._dirty_days[terminal] = set(days)
         return stage
 
 
@@ -331,13 +380,14 @@ class _ShareRow(msgspec.Struct, array_like=True):
     source: int
     buckets: list[tuple[int, int]]
     frauds: list[tuple[int, int]] | None
+    days: list[tuple[int, int]] = []
 
 
 class _StageState(msgspec.Struct):
     rows: list[_ShareRow]
     progress: list[tuple[int, int]]
-    #: (terminal, buckets changed since the last flush, frauds changed)
-    changed: list[tuple[str, list[int], bool]] = []
+    #: (terminal, buckets changed since the last flush, frauds changed, days changed)
+    changed: list[tuple[str, list[int], bool, list[int]]] = []
 
 
 class BroadcastRisk:
@@ -351,7 +401,7 @@ class BroadcastRisk:
     def apply(self, update: RiskUpdate) -> None:
         set_buckets = self.table.set_buckets
         for state in update.states:
-            set_buckets(state.terminal, state.buckets, state.frauds)
+            set_buckets(state.terminal, state.buckets, state.frauds, state.days)
         self.progress[update.partition] = update.complete_through_ms
 
     @property

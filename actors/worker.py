@@ -160,7 +160,6 @@ class ScoringWorker:
         self.risk_offsets: dict[int, int] | None = None
         features = settings.features
         self._retention_ms = max(features.allowed_lateness_s * 1000, 86_400_000)
-        self._window_buckets = max(1, int(features.terminal_window_days * 86_400) // features.terminal_bucket_s)
         self.processors: dict[int, PartitionProcessor] = {}
         self.last_checkpoint: dict[int, tuple[float, int, int]] = {}  # partition -> (wall time, scored, seq)
         self.restored_from: dict[int, int | None] = {}
@@ -643,9 +642,9 @@ class ScoringWorker:
         for number, stage in self.stages.items():
             complete = stage.complete_through_ms
             if complete < IDLE:
-                bucket_ms = self.settings.features.terminal_bucket_s * 1000
-                freshness_ms = self.settings.features.terminal_freshness_s * 1000
-                stage.expire((complete - self._retention_ms - freshness_ms) // bucket_ms - 1 - self._window_buckets)
+                table = self.broadcast.table
+                oldest, oldest_day = table.horizon(complete - self._retention_ms)
+                stage.expire(oldest, oldest_day, table.fraud_horizon(oldest, oldest_day))
             if stage.dirty or self._stage_sent.get(number) != complete:
                 update = stage.flush(number)
                 sends.append(Outgoing(self.risk_topic, encode_stage_message(update), partition=number, kind="stage"))

@@ -242,6 +242,15 @@ class FeatureSettings(_Section):
     #: Account known frauds: window of ``account_known_frauds_<N>d`` (this account's frauds paid in the last N days
     #: whose label had arrived) and cap of ``account_days_since_fraud`` (its value when none is known).
     account_fraud_window_days: Annotated[float, msgspec.Meta(gt=0.0, le=366.0)] = 30.0
+    #: Delay-aware entity risk (Le Borgne et al., ch. 3): for each of these entities of a transaction, its
+    #: transactions and known-fraud ratio over the last N complete days (``entity_windows_days``) ending
+    #: ``label_delay_days`` before the event, the span whose labels are in. Empty: none. Each kind's table is
+    #: shared by every scoring actor (the keyed stage and the broadcast table): devices cost one entry per device.
+    entity_kinds: tuple[Literal["terminal", "merchant", "device"], ...] = ("terminal", "merchant", "device")
+    entity_windows_days: tuple[Annotated[int, msgspec.Meta(ge=1, le=366)], ...] = (1, 7, 30)
+    #: How long after a transaction its label is expected (set it to the data's label delay, like
+    #: ``history.label_delay_days``): the delay-aware windows end this long before the event.
+    label_delay_days: Annotated[float, msgspec.Meta(ge=0.0, le=365.0)] = 7.0
     #: Scored transactions awaiting their label (bounded by count and event-time age).
     pending_labels_max: PositiveInt = 1_000_000
     pending_labels_ttl_days: Annotated[float, msgspec.Meta(gt=0.0)] = 60.0
@@ -257,6 +266,15 @@ class FeatureSettings(_Section):
             raise ValueError(f"windows_s: windows must be distinct and ascending, got {list(self.windows_s)}")
         if self.terminal_bucket_s > self.terminal_window_days * 86_400:
             raise ValueError("terminal_bucket_s must not exceed the terminal window")
+        if list(self.entity_windows_days) != sorted(set(self.entity_windows_days)):
+            raise ValueError(
+                f"entity_windows_days: windows must be distinct and ascending, got {list(self.entity_windows_days)}"
+            )
+        repeated = sorted({kind for kind in self.entity_kinds if self.entity_kinds.count(kind) > 1})
+        if repeated:
+            raise ValueError(f"entity_kinds: {', '.join(repeated)} listed more than once; list each kind once")
+        if self.entity_kinds and not self.entity_windows_days:
+            raise ValueError("entity_windows_days: give at least one window, or set entity_kinds: []")
 
 
 class MlflowSettings(_Section):
@@ -577,7 +595,7 @@ class ScoringSettings(_Section):
     #: Fused score at or above which the decision is "block".
     block_threshold: Fraction = 0.9995
     #: Features named in each alert's reasons.
-    top_features: Annotated[int, msgspec.Meta(ge=0, le=37)] = 3
+    top_features: Annotated[int, msgspec.Meta(ge=0, le=128)] = 3
     #: The batch classifier from the registry (backtest today; actors when they serve it).
     classifier: ClassifierSettings = ClassifierSettings()
     #: The online classifier learned from delayed labels.

@@ -71,9 +71,9 @@ from features.batch import EngineStats, FeatureBatch
 from features.ckernel import CEventWindow, CRecentDistinct
 from features.geo import LocationTrail, haversine_km
 from features.novelty import NoveltyFilter, RecentDistinct, key_hashes
-from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, account_fraud_window_ms
+from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, account_fraud_window_ms, entity_kinds
 from features.stats import RunningStats
-from features.terminal import PendingLabels, TerminalRisk
+from features.terminal import PendingLabels, TerminalRisk, entity_key
 from features.windows import EventWindow
 
 _DAY_MS = 86_400_000
@@ -153,6 +153,12 @@ class FeatureEngine:
         self._neutral_fraud_age_d: float = self.account_fraud_window_ms / _DAY_MS
         self._night_start: int = int(settings.night_hours[0])
         self._night_end: int = int(settings.night_hours[1])
+        kinds = entity_kinds(settings)
+        self._days_terminal: bool = "terminal" in kinds
+        self._days_merchant: bool = "merchant" in kinds
+        self._days_device: bool = "device" in kinds
+        #: The delay-aware features of an entity the transaction does not carry.
+        self._delayed_neutral: list[float] = [0.0] * (2 * len(settings.entity_windows_days))
 
     @staticmethod
     def terminal_risk_for(settings: FeatureSettings) -> TerminalRisk:
@@ -162,6 +168,8 @@ class FeatureEngine:
             bucket_ms=settings.terminal_bucket_s * 1000,
             freshness_ms=settings.terminal_freshness_s * 1000,
             recent_ms=settings.terminal_recent_s * 1000,
+            day_windows=tuple(settings.entity_windows_days) if entity_kinds(settings) else (),
+            delay_ms=int(settings.label_delay_days * _DAY_MS),
         )
 
     @property
@@ -310,6 +318,23 @@ class FeatureEngine:
             out.append(0.0)
             out.append(self._neutral_fraud_age_h)
 
+        # delay-aware entity windows (days ending label_delay_days ago); the keys a fraud label will count at
+        keys: tuple[str, ...] | None = None
+        if terminal is not None:
+            keys = (terminal,)
+        if self._days_terminal:
+            self._delayed(terminal, t, late, out)
+        if self._days_merchant:
+            merchant_key = entity_key("merchant", tx.merchant_id) if tx.merchant_id is not None else None
+            self._delayed(merchant_key, t, late, out)
+            if merchant_key is not None:
+                keys = (merchant_key,) if keys is None else keys + (merchant_key,)
+        if self._days_device:
+            device_key = entity_key("device", tx.device_id) if tx.device_id is not None else None
+            self._delayed(device_key, t, late, out)
+            if device_key is not None:
+                keys = (device_key,) if keys is None else keys + (device_key,)
+
         # account known frauds (labels arrived by t; nothing at or behind watermark - window)
         frauds = account.frauds
         if frauds is None:
@@ -349,9 +374,16 @@ class FeatureEngine:
             recent.trim(watermark - _DISTINCT_WINDOW_MS)
             if frauds is not None and frauds[0][0] <= watermark - self.account_fraud_window_ms:
                 account.frauds = self._unexpired(frauds, watermark)
-        # a late transaction was not counted at its terminal, so its fraud must not be either
-        self.pending.add(tx.transaction_id, None if late else terminal, t)
+        # a late transaction was not counted at its terminal (or entities), so its fraud must not be either
+        self.pending.add(tx.transaction_id, None if late else keys, t)
         return out, late
+
+    def _delayed(self, key: str | None, t: int, late: bool, out: list[float]) -> None:
+        """One entity's delay-aware window features; its transaction counted on its day unless late."""
+        if key is None:
+            out.extend(self._delayed_neutral)
+            return
+        self.terminal_risk.delayed_into(key, t, out, not late)
 
     def transform_batch(self, transactions: list[Transaction]) -> FeatureBatch:
         """Feature vectors for a micro-batch, in order (same computation as transform_one)."""
@@ -367,7 +399,7 @@ class FeatureEngine:
         return FeatureBatch(matrix, np.array(late, dtype=bool), self.registry.names, self.registry.version)
 
     def observe_label(self, label: Label) -> bool:
-        """Join a label to its scored transaction; a fraud counts at its terminal and for its account.
+        """Join a label to its scored transaction; a fraud counts at its terminal (entities) and for its account.
 
         Returns False when the transaction is unknown here (never scored, its
         label joined already, or evicted or expired from the bounded pending
@@ -378,11 +410,12 @@ class FeatureEngine:
         if entry is None:
             self.stats.labels_unmatched += 1
             return False
-        terminal, event_time = entry
+        keys, event_time = entry
         if label.label == "fraud":
             label_time: int = label.label_time  # type: ignore[assignment]  # epoch ms after decoding
-            if terminal is not None:
-                self.terminal_risk.record_fraud(terminal, event_time, label_time)
+            if keys is not None:
+                for key in keys:
+                    self.terminal_risk.record_fraud(key, event_time, label_time)
             account = self.accounts.get(label.account_id)
             if account is not None:
                 self._record_account_fraud(account, event_time, label_time)

@@ -10,7 +10,9 @@ checkpoint of its state, refuses to serve another.
 >>> registry.names[:5]
 ('amount', 'log_amount', 'count_10m', 'sum_10m', 'mean_10m')
 >>> registry.index("count_24h"), len(registry)
-(8, 41)
+(8, 59)
+>>> registry.names[36:38]
+('terminal_delayed_count_1d', 'terminal_delayed_risk_1d')
 >>> registry.names[-5:-3]
 ('account_known_frauds_30d', 'account_days_since_fraud')
 >>> registry.version.startswith("fs1-")
@@ -26,6 +28,9 @@ from configs import FeatureSettings
 
 #: Bumped when the computation of an existing feature changes.
 FEATURE_CODE_VERSION = 1
+
+#: Entities with delay-aware windows, in feature-vector order (``features.entity_kinds`` picks among them).
+ENTITY_KINDS = ("terminal", "merchant", "device")
 
 #: Known frauds remembered per account (``account_known_frauds_<N>d``): beyond this many in the window, the
 #: oldest by event time is forgotten, so the count is at most this. Part of the version.
@@ -55,6 +60,22 @@ def account_fraud_window_ms(settings: FeatureSettings) -> int:
 def account_fraud_window_name(settings: FeatureSettings) -> str:
     """``account_known_frauds_<window>``: 30 days -> 'account_known_frauds_30d'."""
     return f"account_known_frauds_{window_name(account_fraud_window_ms(settings) // 1000)}"
+
+
+def entity_kinds(settings: FeatureSettings) -> tuple[str, ...]:
+    """The configured entity kinds in vector order (empty without day windows).
+
+    >>> entity_kinds(FeatureSettings(entity_kinds=("device", "terminal")))
+    ('terminal', 'device')
+    """
+    if not settings.entity_windows_days:
+        return ()
+    return tuple(kind for kind in ENTITY_KINDS if kind in settings.entity_kinds)
+
+
+def delayed_feature_names(kind: str, days: int) -> tuple[str, str]:
+    """The (count, known-fraud ratio) feature names of one entity kind and day window."""
+    return f"{kind}_delayed_count_{days}d", f"{kind}_delayed_risk_{days}d"
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,20 @@ class FeatureRegistry:
                 "hours since the bucket of the terminal's latest known fraud closed (the window when none)",
                 neutral=settings.terminal_window_days * 24.0,
             ),
+        ]
+        delay = f"{settings.label_delay_days:g}"
+        for kind in entity_kinds(settings):
+            for days in settings.entity_windows_days:
+                count, risk = delayed_feature_names(kind, days)
+                specs += [
+                    FeatureSpec(
+                        count,
+                        f"transactions at this {kind} over the {days} complete days ending {delay} days "
+                        "(features.label_delay_days) before the event",
+                    ),
+                    FeatureSpec(risk, "of those, the share whose fraud label had arrived by the event time"),
+                ]
+        specs += [
             FeatureSpec(
                 account_fraud_window_name(settings),
                 "this account's transactions paid in the last "
@@ -161,6 +196,7 @@ class FeatureRegistry:
                 str(settings.terminal_bucket_s),
                 str(settings.terminal_freshness_s),
                 str(settings.terminal_recent_s),
+                repr(settings.label_delay_days),
                 str(account_fraud_window_ms(settings)),
                 str(ACCOUNT_FRAUDS_MAX),
                 str(settings.novelty_bits),

@@ -75,7 +75,8 @@ ACCOUNT_STATE_SCHEMA = pa.schema(
 PENDING_LABELS_SCHEMA = pa.schema(
     [
         pa.field("transaction_id", pa.string(), nullable=False),
-        pa.field("terminal_id", pa.string()),
+        #: where the transaction's fraud counts: its terminal, then its other entities' keys (null when late)
+        pa.field("entity_keys", pa.list_(pa.string())),
         pa.field("event_time_ms", pa.int64()),
     ]
 )
@@ -86,6 +87,13 @@ TERMINAL_BUCKETS_SCHEMA = pa.schema(
 TERMINAL_FRAUDS_SCHEMA = pa.schema(
     [pa.field("terminal_id", pa.string()), pa.field("bucket", pa.int64()), pa.field("known_at_ms", pa.int64())]
 )
+#: Transactions per day of every key (terminals and the other entities' keys): the delay-aware windows.
+TERMINAL_DAYS_SCHEMA = pa.schema(
+    [pa.field("terminal_id", pa.string()), pa.field("day", pa.int64()), pa.field("count", pa.int64())]
+)
+
+#: (key, bucket counts, frauds, day counts) of one key of a risk table.
+TerminalCopy = tuple[str, dict[int, int], list[tuple[int, int]], dict[int, int]]
 
 
 def _account_row(account_id: str, s: AccountState) -> tuple[Any, ...]:
@@ -170,23 +178,26 @@ def accounts_from_batch(batch: pa.RecordBatch | pa.Table, settings: FeatureSetti
     return accounts
 
 
-def terminal_copies(risk: TerminalRisk) -> list[tuple[str, dict[int, int], list[tuple[int, int]]]]:
-    """(terminal, bucket counts, frauds) copies of a table: cheap, for :func:`terminal_copies_to_batches`."""
-    return [(terminal_id, dict(counts.buckets), list(counts.frauds)) for terminal_id, counts in risk.terminals.items()]
+def terminal_copies(risk: TerminalRisk) -> list[TerminalCopy]:
+    """(key, bucket counts, frauds, day counts) copies of a table: cheap, for :func:`terminal_copies_to_batches`."""
+    return [
+        (terminal_id, dict(counts.buckets), list(counts.frauds), dict(counts.days))
+        for terminal_id, counts in risk.terminals.items()
+    ]
 
 
-def terminal_to_batches(risk: TerminalRisk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(bucket counts, known frauds) of a terminal risk table."""
+def terminal_to_batches(risk: TerminalRisk) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """(bucket counts, known frauds, day counts) of a risk table."""
     return terminal_copies_to_batches(terminal_copies(risk))
 
 
-def terminal_copies_to_batches(
-    copies: list[tuple[str, dict[int, int], list[tuple[int, int]]]],
-) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(bucket counts, known frauds) record batches of :func:`terminal_copies` output."""
+def terminal_copies_to_batches(copies: list[TerminalCopy]) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """(bucket counts, known frauds, day counts) record batches of :func:`terminal_copies` output, by key
+    (the same table gives the same batches, whatever order its keys were created in)."""
     buckets: dict[str, list[Any]] = {"terminal_id": [], "bucket": [], "count": []}
     frauds: dict[str, list[Any]] = {"terminal_id": [], "bucket": [], "known_at_ms": []}
-    for terminal_id, terminal_buckets, terminal_frauds in copies:
+    days: dict[str, list[Any]] = {"terminal_id": [], "day": [], "count": []}
+    for terminal_id, terminal_buckets, terminal_frauds, terminal_days in sorted(copies, key=lambda copy: copy[0]):
         for bucket, count in terminal_buckets.items():
             buckets["terminal_id"].append(terminal_id)
             buckets["bucket"].append(bucket)
@@ -195,19 +206,28 @@ def terminal_copies_to_batches(
             frauds["terminal_id"].append(terminal_id)
             frauds["bucket"].append(bucket)
             frauds["known_at_ms"].append(known_at)
+        for day, count in terminal_days.items():
+            days["terminal_id"].append(terminal_id)
+            days["day"].append(day)
+            days["count"].append(count)
     return (
         pa.RecordBatch.from_pydict(buckets, schema=TERMINAL_BUCKETS_SCHEMA),
         pa.RecordBatch.from_pydict(frauds, schema=TERMINAL_FRAUDS_SCHEMA),
+        pa.RecordBatch.from_pydict(days, schema=TERMINAL_DAYS_SCHEMA),
     )
 
 
-def terminal_from_batches(settings: FeatureSettings, buckets: pa.RecordBatch, frauds: pa.RecordBatch) -> TerminalRisk:
+def terminal_from_batches(
+    settings: FeatureSettings, buckets: pa.RecordBatch, frauds: pa.RecordBatch, days: pa.RecordBatch
+) -> TerminalRisk:
     risk = FeatureEngine.terminal_risk_for(settings)
     bucket_size = risk.bucket_ms
     for terminal_id, bucket, count in zip(*(buckets.column(i).to_pylist() for i in range(3)), strict=True):
         risk.record_transaction(terminal_id, bucket * bucket_size, count)
     for terminal_id, bucket, known_at in zip(*(frauds.column(i).to_pylist() for i in range(3)), strict=True):
         risk.record_fraud(terminal_id, bucket * bucket_size, known_at)
+    for key, day, count in zip(*(days.column(i).to_pylist() for i in range(3)), strict=True):
+        risk.record_day(key, day * 86_400_000, count)
     return risk
 
 
@@ -263,9 +283,9 @@ class FrozenEngine:
     meta: dict[str, Any]
 
     def snapshot(self) -> EngineSnapshot:
-        ids, terminals, times = self.pending.columns()
+        ids, keys, times = self.pending.columns()
         pending = pa.RecordBatch.from_arrays(
-            [pa.array(ids, pa.string()), pa.array(terminals, pa.string()), pa.array(times, pa.int64())],
+            [pa.array(ids, pa.string()), pa.array(keys, pa.list_(pa.string())), pa.array(times, pa.int64())],
             schema=PENDING_LABELS_SCHEMA,
         )
         return EngineSnapshot(rows_to_batch(self.accounts), pending, self.meta)
@@ -307,10 +327,10 @@ def restore_engine(
     engine.max_event_time_ms = snapshot.meta["max_event_time_ms"]
     engine._last_sweep = snapshot.meta["last_sweep_ms"]
     engine.stats = EngineStats(**snapshot.meta["stats"])
-    for transaction_id, terminal_id, event_time in zip(
+    for transaction_id, keys, event_time in zip(
         *(snapshot.pending.column(i).to_pylist() for i in range(3)), strict=True
     ):
-        engine.pending.add(transaction_id, terminal_id, event_time)
+        engine.pending.add(transaction_id, None if keys is None else tuple(keys), event_time)
     engine.pending.evicted = snapshot.meta["pending_evicted"]
     engine.pending.expired = snapshot.meta["pending_expired"]
     return engine

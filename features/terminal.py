@@ -1,4 +1,4 @@
-"""Terminal risk: transactions and known frauds at a terminal over a window.
+"""Entity risk: transactions and known frauds at a terminal (or merchant, device) over windows.
 
 A terminal is seen from many accounts, so from every partition. Its table
 answers only from *complete* buckets that closed at least ``freshness_ms``
@@ -18,19 +18,49 @@ actors sharing a broadcast table compute the same values.
 (2, 0)
 >>> risk.stats("T1", 60 * 60_000)    # bucket [0h,1h) closed less than a minute ago
 (0, 0)
+
+The same table keeps, per key, transactions per *day* for the delay-aware
+windows (Le Borgne et al., *Reproducible Machine Learning for Credit Card Fraud
+Detection*, ch. 3): counts and known-fraud ratios over the last 1, 7, 30
+complete days ending ``delay_ms`` before the query time, the span whose labels
+are already in. Other entities than terminals (merchants, devices) are keys of
+their own namespace (:func:`entity_key`) and have only the daily counts.
+
+>>> D = 86_400_000
+>>> risk = TerminalRisk(window_ms=D, bucket_ms=3_600_000, freshness_ms=0, day_windows=(1, 7), delay_ms=2 * D)
+>>> for day in (0, 1, 1, 5):
+...     risk.record_day("T1", day * D + 1)
+>>> risk.record_fraud("T1", 1 * D + 1, known_at_ms=3 * D)
+>>> out: list[float] = []
+>>> risk.delayed_into("T1", 3 * D + 5, out)    # days [..., 0]: complete two days before day 3
+>>> out
+[1.0, 0.0, 1.0, 0.0]
+>>> out.clear(); risk.delayed_into("T1", 4 * D + 5, out); out   # day 1: 2 payments, 1 known fraud
+[2.0, 0.5, 3.0, 0.3333333333333333]
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-
 _NO_HEAD = -(2**62)
 _NO_LOW = 2**62
+_DAY_MS = 86_400_000
+#: Separates an entity kind from its id in a table key (ids may hold any printable character).
+KEY_SEPARATOR = "\x1f"
+
+
+def entity_key(kind: str, entity_id: str) -> str:
+    """The table key of a non-terminal entity: terminals are keyed by their id alone.
+
+    >>> entity_key("merchant", "M7")
+    'merchant\\x1fM7'
+    """
+    return kind + KEY_SEPARATOR + entity_id
 
 
 class _TerminalCounts:
-    __slots__ = ("buckets", "frauds", "cache_head", "cache_total", "low")
+    __slots__ = ("buckets", "frauds", "cache_head", "cache_total", "low", "days", "day_head", "day_totals", "day_row")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
@@ -40,24 +70,45 @@ class _TerminalCounts:
         self.frauds: list[tuple[int, int]] = []
         self.cache_head = _NO_HEAD
         self.cache_total = 0
+        #: day -> transactions (the delay-aware windows)
+        self.days: dict[int, int] = {}
+        #: The last day of the cached window totals (``day_totals``, one per day window).
+        self.day_head = _NO_HEAD
+        self.day_totals: list[int] = []
+        #: The features of those totals without known frauds: (count, 0.0) per window.
+        self.day_row: list[float] = []
 
 
 class TerminalRisk:
     """Per-terminal transaction counts in event-time buckets and known frauds."""
 
-    def __init__(self, window_ms: int, bucket_ms: int, freshness_ms: int, recent_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        window_ms: int,
+        bucket_ms: int,
+        freshness_ms: int,
+        recent_ms: int | None = None,
+        day_windows: tuple[int, ...] = (),
+        delay_ms: int = 0,
+    ) -> None:
         self.window_ms = window_ms
         self.bucket_ms = bucket_ms
         self.freshness_ms = freshness_ms
         self.window_buckets = max(1, window_ms // bucket_ms)
         #: The short window of :meth:`recent_frauds` (at most the whole window).
         self.recent_buckets = min(self.window_buckets, max(1, (recent_ms or window_ms) // bucket_ms))
+        #: Delay-aware windows in days, ascending, ending ``delay_ms`` before the query time.
+        self.day_windows: tuple[int, ...] = tuple(sorted(day_windows))
+        self.day_span: int = self.day_windows[-1] if self.day_windows else 0
+        self._day_zeros: list[float] = [0.0] * (2 * len(self.day_windows))
+        self.delay_ms = delay_ms
         self.terminals: dict[str, _TerminalCounts] = {}
         self._expired_through = -(2**62)
-        #: Publishing mode (see :meth:`publish_updates`): (terminal, bucket, count) and
-        #: (terminal, bucket, known_at) collected instead of applied.
+        #: Publishing mode (see :meth:`publish_updates`): (terminal, bucket, count),
+        #: (terminal, bucket, known_at) and (key, day, count) collected instead of applied.
         self.outbox: list[tuple[str, int, int]] | None = None
         self.fraud_outbox: list[tuple[str, int, int]] = []
+        self.day_outbox: list[tuple[str, int, int]] = []
 
     def publish_updates(self) -> None:
         """Collect updates for a keyed stage instead of applying them.
@@ -68,13 +119,16 @@ class TerminalRisk:
         """
         self.outbox = []
 
-    def take_updates(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
-        """The collected (transactions, frauds) updates, emptying the outbox."""
-        outbox, frauds = self.outbox or [], self.fraud_outbox
+    def take_updates(
+        self,
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """The collected (transactions, frauds, days) updates, emptying the outbox."""
+        outbox, frauds, days = self.outbox or [], self.fraud_outbox, self.day_outbox
         if self.outbox is not None:
             self.outbox = []
         self.fraud_outbox = []
-        return outbox, frauds
+        self.day_outbox = []
+        return outbox, frauds, days
 
     def bucket_values(self, terminal_id: str, buckets: list[int]) -> list[tuple[int, int]]:
         """(bucket, transactions) of the given buckets of a terminal (0 where none)."""
@@ -84,24 +138,38 @@ class TerminalRisk:
         get = counts.buckets.get
         return [(b, get(b, 0)) for b in buckets]
 
+    def day_values(self, key: str, days: list[int]) -> list[tuple[int, int]]:
+        """(day, transactions) of the given days of a key (0 where none)."""
+        counts = self.terminals.get(key)
+        if counts is None:
+            return [(d, 0) for d in days]
+        get = counts.days.get
+        return [(d, get(d, 0)) for d in days]
+
     def frauds_of(self, terminal_id: str) -> list[tuple[int, int]]:
         """A terminal's frauds as (bucket, known_at), in the order recorded."""
         counts = self.terminals.get(terminal_id)
         return list(counts.frauds) if counts is not None else []
 
     def set_buckets(
-        self, terminal_id: str, buckets: list[tuple[int, int]], frauds: list[tuple[int, int]] | None
+        self,
+        terminal_id: str,
+        buckets: list[tuple[int, int]],
+        frauds: list[tuple[int, int]] | None,
+        days: list[tuple[int, int]] | None = None,
     ) -> None:
-        """Set the given buckets' counts (0 removes one) and, unless None, the whole fraud list.
+        """Set the given buckets' (and days') counts (0 removes one) and, unless None, the whole fraud list.
 
         Setting replaces, so applying the same update twice changes nothing (a
         broadcast update read again after a restart).
         """
         counts = self.terminals.get(terminal_id)
         if counts is None:
-            if not buckets and not frauds:
+            if not buckets and not frauds and not days:
                 return
             counts = self.terminals[terminal_id] = _TerminalCounts()
+        if days:
+            self._set_days(counts, days)
         table = counts.buckets
         head = counts.cache_head
         window = self.window_buckets
@@ -117,8 +185,19 @@ class TerminalRisk:
                 counts.cache_total += value - old
         if frauds is not None:
             counts.frauds = list(frauds)
-        if not table and not counts.frauds:
+        if not table and not counts.frauds and not counts.days:
             del self.terminals[terminal_id]
+
+    @staticmethod
+    def _set_days(counts: _TerminalCounts, days: list[tuple[int, int]]) -> None:
+        table = counts.days
+        for day, value in days:
+            if value:
+                table[day] = value
+            else:
+                table.pop(day, None)
+            if day <= counts.day_head:  # a day the cached totals include (or will slide over)
+                counts.day_head = _NO_HEAD
 
     def record_transaction(self, terminal_id: str, event_time_ms: int, count: int = 1) -> None:
         outbox = self.outbox
@@ -135,6 +214,19 @@ class TerminalRisk:
         head = counts.cache_head
         if head - self.window_buckets < bucket <= head:
             counts.cache_total += count
+
+    def record_day(self, key: str, event_time_ms: int, count: int = 1) -> None:
+        """Count a transaction of the key on its day (the delay-aware windows)."""
+        if self.outbox is not None:
+            self.day_outbox.append((key, event_time_ms // _DAY_MS, count))
+            return
+        counts = self.terminals.get(key)
+        if counts is None:
+            counts = self.terminals[key] = _TerminalCounts()
+        day = event_time_ms // _DAY_MS
+        counts.days[day] = counts.days.get(day, 0) + count
+        if day <= counts.day_head:
+            counts.day_head = _NO_HEAD
 
     def record_fraud(self, terminal_id: str, event_time_ms: int, known_at_ms: int) -> None:
         if self.outbox is not None:
@@ -212,16 +304,130 @@ class TerminalRisk:
             return 0, None
         return recent, event_time_ms - (latest + 1) * self.bucket_ms
 
+    def _day_head(self, event_time_ms: int) -> int:
+        """The last complete day the delay-aware windows see at ``event_time_ms``."""
+        return (event_time_ms - self.delay_ms - self.freshness_ms) // _DAY_MS - 1
+
+    def delayed_into(self, key: str, event_time_ms: int, out: list[float], record: bool = False) -> None:
+        """Append (transactions, known-fraud ratio) of each day window ending ``delay_ms`` before t;
+        then, when ``record``, count this transaction on its day (one lookup for both).
+
+        A window of w days holds the w complete days up to the last one closed
+        by ``t - delay - freshness``; a fraud counts when its transaction's day
+        is in the window and its label had arrived by ``t - freshness``. The
+        totals are cached per key until the day moves (or an update touches a
+        cached day).
+        """
+        counts = self.terminals.get(key)
+        if counts is None or not counts.days:
+            out.extend(self._day_zeros)
+            if record:
+                self.record_day(key, event_time_ms)
+            return
+        head = self._day_head(event_time_ms)
+        if counts.day_head != head:
+            totals = counts.day_totals = self._window_totals(counts, head)
+            row: list[float] = []
+            for n in totals:
+                row.append(float(n))
+                row.append(0.0)
+            counts.day_row = row
+            counts.day_head = head
+        if not counts.frauds:
+            out.extend(counts.day_row)
+        else:
+            totals = counts.day_totals
+            known = self._known_frauds(counts.frauds, head, event_time_ms - self.freshness_ms)
+            for i in range(len(totals)):
+                n = totals[i]
+                out.append(float(n))
+                out.append(known[i] / n if n else 0.0)
+        if record:
+            if self.outbox is not None:
+                self.day_outbox.append((key, event_time_ms // _DAY_MS, 1))
+            else:
+                day = event_time_ms // _DAY_MS
+                counts.days[day] = counts.days.get(day, 0) + 1
+                if day <= counts.day_head:
+                    counts.day_head = _NO_HEAD
+
+    def _window_totals(self, counts: _TerminalCounts, head: int) -> list[int]:
+        """Transactions per day window ending at day ``head``: one pass over a sparse key's days,
+        else slid from the cached totals (two lookups per window and day moved), else summed."""
+        windows = self.day_windows
+        days = counts.days
+        totals: list[int]
+        if len(days) <= 2 * len(windows) + 2:
+            totals = [0] * len(windows)
+            for day, n in days.items():
+                age = head - day
+                if age >= 0:
+                    for i in range(len(windows)):
+                        if age < windows[i]:
+                            totals[i] += n
+            return totals
+        get = days.get
+        old = counts.day_head
+        step = head - old
+        slide = old != _NO_HEAD and step > 0
+        entering = 0
+        if slide:
+            for day in range(old + 1, head + 1):
+                entering += get(day, 0)
+        totals = []
+        for i in range(len(windows)):
+            w = windows[i]
+            total = 0
+            if slide and step < w:  # the cached total, plus the days entering, minus those leaving
+                total = counts.day_totals[i] + entering
+                for day in range(old - w + 1, head - w + 1):
+                    total -= get(day, 0)
+            else:
+                for day in range(head - w + 1, head + 1):
+                    total += get(day, 0)
+            totals.append(total)
+        return totals
+
+    def _known_frauds(self, frauds: list[tuple[int, int]], head: int, visible_at: int) -> list[int]:
+        """Per day window, the frauds of its days whose label had arrived by ``visible_at``."""
+        windows = self.day_windows
+        known = [0] * len(windows)
+        per_day = _DAY_MS // self.bucket_ms if _DAY_MS % self.bucket_ms == 0 else 0
+        for bucket, known_at in frauds:
+            if known_at > visible_at:
+                continue
+            day = bucket // per_day if per_day else bucket * self.bucket_ms // _DAY_MS
+            age = head - day
+            if age < 0:
+                continue
+            for i in range(len(windows)):
+                if age < windows[i]:
+                    known[i] += 1
+        return known
+
+    def horizon(self, through_ms: int) -> tuple[int, int]:
+        """(bucket, day) at or before which no query after ``through_ms`` looks: what expiry drops."""
+        oldest_bucket = self._head(through_ms) - self.window_buckets
+        oldest_day = self._day_head(through_ms) - self.day_span if self.day_windows else _NO_HEAD
+        return oldest_bucket, oldest_day
+
+    def fraud_horizon(self, oldest_bucket: int, oldest_day: int) -> int:
+        """The bucket at or before which a fraud is seen by no window (hourly or daily)."""
+        if not self.day_windows:
+            return oldest_bucket
+        return min(oldest_bucket, ((oldest_day + 1) * _DAY_MS) // self.bucket_ms - 1)
+
     def expire(self, through_ms: int) -> int:
-        """Forget buckets and frauds no window after ``through_ms`` can see; drop empty terminals.
+        """Forget buckets, days and frauds no window after ``through_ms`` can see; drop empty terminals.
 
         Engines sharing the table all call this; only the first call past a
         point does the work.
         """
-        oldest = self._head(through_ms) - self.window_buckets
+        oldest, oldest_day = self.horizon(through_ms)
         if oldest <= self._expired_through:
             return 0
         self._expired_through = oldest
+        fraud_oldest = self.fraud_horizon(oldest, oldest_day)
         dropped = 0
         for terminal_id in list(self.terminals):
             counts = self.terminals[terminal_id]
@@ -235,16 +441,23 @@ class TerminalRisk:
                 counts.low = oldest + 1
                 counts.cache_head = _NO_HEAD
                 counts.cache_total = 0
+            if counts.days and min(counts.days) <= oldest_day:
+                counts.days = {d: n for d, n in counts.days.items() if d > oldest_day}
+                counts.day_head = _NO_HEAD
             if counts.frauds:  # in label order, not bucket order: check them all
-                counts.frauds = [f for f in counts.frauds if f[0] > oldest]
-            if not counts.buckets and not counts.frauds:
+                counts.frauds = [f for f in counts.frauds if f[0] > fraud_oldest]
+            if not counts.buckets and not counts.frauds and not counts.days:
                 del self.terminals[terminal_id]
                 dropped += 1
         return dropped
 
 
 class PendingLabels:
-    """Scored transactions waiting for their label: transaction_id -> (terminal, event time).
+    """Scored transactions waiting for their label: transaction_id -> (entity keys, event time).
+
+    The keys are where the transaction's fraud will count: its terminal and
+    the keys of the other entities with delay-aware windows (None for a late
+    transaction, which counted nowhere).
 
     Bounded by count (oldest evicted first) and by event-time age. A plain dict
     holds the entries and a deque their arrival order (ids a label already
@@ -252,25 +465,25 @@ class PendingLabels:
     per entry than an OrderedDict's linked nodes.
 
     >>> pending = PendingLabels(max_entries=2, ttl_ms=10_000)
-    >>> pending.add("t1", "T1", 1_000); pending.add("t2", None, 2_000); pending.add("t3", "T9", 3_000)
+    >>> pending.add("t1", ("T1",), 1_000); pending.add("t2", None, 2_000); pending.add("t3", ("T9",), 3_000)
     >>> pending.evicted, pending.pop("t1"), pending.pop("t3")
-    (1, None, ('T9', 3000))
+    (1, None, (('T9',), 3000))
     """
 
     def __init__(self, max_entries: int, ttl_ms: int) -> None:
         self.max_entries = max_entries
         self.ttl_ms = ttl_ms
-        self.entries: dict[str, tuple[str | None, int]] = {}
+        self.entries: dict[str, tuple[tuple[str, ...] | None, int]] = {}
         self.order: deque[str] = deque()
         self.evicted = 0
         self.expired = 0
         #: Ids taken by a label or added twice: while 0, the dict itself is in arrival order.
         self.irregular = 0
 
-    def add(self, transaction_id: str, terminal_id: str | None, event_time_ms: int) -> None:
+    def add(self, transaction_id: str, keys: tuple[str, ...] | None, event_time_ms: int) -> None:
         entries = self.entries
         size = len(entries)
-        entries[transaction_id] = (terminal_id, event_time_ms)
+        entries[transaction_id] = (keys, event_time_ms)
         if len(entries) == size:
             self.irregular += 1
         order = self.order
@@ -284,7 +497,7 @@ class PendingLabels:
             # ids whose labels arrived pile up behind live ones: keep the order list bounded
             self.order = deque(k for k in order if k in entries)
 
-    def pop(self, transaction_id: str) -> tuple[str | None, int] | None:
+    def pop(self, transaction_id: str) -> tuple[tuple[str, ...] | None, int] | None:
         entry = self.entries.pop(transaction_id, None)
         if entry is not None:
             self.irregular += 1
@@ -318,8 +531,8 @@ class PendingLabels:
         other.evicted, other.expired, other.irregular = self.evicted, self.expired, self.irregular
         return other
 
-    def columns(self) -> tuple[list[str], list[str | None], list[int]]:
-        """Transaction ids, terminals and event times of every entry, oldest first."""
+    def columns(self) -> tuple[list[str], list[tuple[str, ...] | None], list[int]]:
+        """Transaction ids, entity keys and event times of every entry, oldest first."""
         entries = self.entries
         if self.irregular == 0:
             values = list(entries.values())
@@ -327,10 +540,10 @@ class PendingLabels:
         rows = self.in_order()
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
-    def in_order(self) -> list[tuple[str, str | None, int]]:
-        """(transaction_id, terminal, event time) of every entry, oldest first."""
+    def in_order(self) -> list[tuple[str, tuple[str, ...] | None, int]]:
+        """(transaction_id, entity keys, event time) of every entry, oldest first."""
         entries = self.entries
-        out: list[tuple[str, str | None, int]] = []
+        out: list[tuple[str, tuple[str, ...] | None, int]] = []
         seen: set[str] = set()
         for transaction_id in self.order:
             entry = entries.get(transaction_id)

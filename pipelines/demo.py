@@ -588,8 +588,11 @@ def _summary(
         "latency_ms": _latency_summary(latency),
         "ground_truth": phases,
         "scenarios_live": board.by_scenario("live"),
+        # the backlog replayed before the live days: caught like the live days once the keyed stage is aligned
+        "scenarios_warmup": board.by_scenario("warm-up"),
         "scenarios_all": board.by_scenario(),
         "false_alerts_live": board.false_alerts("live"),
+        "false_alerts_warmup": board.false_alerts("warm-up"),
         "alerts_read": {"distinct": len(board.records), "not_in_history": board.unknown},
     }  # fmt: skip
     if replay is not None:
@@ -630,6 +633,7 @@ def _write(
         title=title, summary=summary, throughput=dash.throughput, phases=phases, latency_ms=np.asarray(latency),
         pr_truth=pr_truth, pr_score=pr_score, operating_points=points, scenarios=summary["scenarios_live"],
         false_alerts=summary["false_alerts_live"], alerts_sample=sample,
+        warmup_scenarios=summary["scenarios_warmup"], warmup_false_alerts=summary["false_alerts_warmup"],
     ))  # fmt: skip
 
 
@@ -648,6 +652,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if latency.get("samples"):
         table.add_row("latency (live)", f"p50 {latency['p50']:,.0f} ms, p99 {latency['p99']:,.0f} ms")
     table.add_row("live precision / recall", f"{_pct(live['precision'])} / {_pct(live['recall'])}")
+    for period, key in (("live", "scenarios_live"), ("warm-up", "scenarios_warmup")):
+        caught = ", ".join(f"{row['scenario']} {row['caught']}/{row['accounts']}" for row in summary.get(key, []))
+        if caught:
+            table.add_row(f"accounts caught ({period})", caught)
     if "replay" in summary:
         table.add_row("live AP (replay)", f"{summary['replay']['ap']:.3f}")
     console.print(table)

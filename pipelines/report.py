@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import cycle
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +46,9 @@ class ReportData:
     scenarios: list[dict[str, Any]]  # {"scenario", "frauds", "alerted", "accounts", "caught"}
     false_alerts: int  # alerts on genuine transactions
     alerts_sample: list[dict[str, Any]]  # {"event_time", "account_id", "score", "decision", "truth", "reasons"}
+    #: The same per scenario over the warm-up (the backlog replayed before the live days), shown beside them.
+    warmup_scenarios: list[dict[str, Any]] = field(default_factory=list)
+    warmup_false_alerts: int = 0
 
 
 def write_report(out_dir: Path, data: ReportData) -> Path:
@@ -264,15 +267,20 @@ def render_html(data: ReportData) -> str:
         f'<figure><img src="{name}" alt="{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
         for name, caption in PLOTS.items()
     )
-    scenario_rows = [
-        [_text(row["scenario"]), _text(row["frauds"]), _text(row["alerted"]),
-         f"{row['alerted'] / row['frauds']:.1%}" if row["frauds"] else "–", _text(row["accounts"]),
-         _text(row["caught"])]
-        for row in data.scenarios
-    ]  # fmt: skip
-    scenario_rows.append(["genuine (false alerts)", "", _text(data.false_alerts), "", "", ""])
-    header = ["scenario", "frauds", "alerted", "recall", "accounts", "caught"]
-    scenarios = _table(header, scenario_rows, numeric={1, 2, 3, 4, 5})
+    scenario_rows: list[list[str]] = []
+    periods = [("live", data.scenarios, data.false_alerts)]
+    if data.warmup_scenarios or data.warmup_false_alerts:
+        periods.append(("warm-up", data.warmup_scenarios, data.warmup_false_alerts))
+    for period, rows, false_alerts in periods:
+        scenario_rows += [
+            [period, _text(row["scenario"]), _text(row["frauds"]), _text(row["alerted"]),
+             f"{row['alerted'] / row['frauds']:.1%}" if row["frauds"] else "–", _text(row["accounts"]),
+             _text(row["caught"])]
+            for row in rows
+        ]  # fmt: skip
+        scenario_rows.append([period, "genuine (false alerts)", "", _text(false_alerts), "", "", ""])
+    header = ["period", "scenario", "frauds", "alerted", "recall", "accounts", "caught"]
+    scenarios = _table(header, scenario_rows, numeric={2, 3, 4, 5, 6})
     alert_rows = [
         [_text(row.get("event_time", "")), _text(row.get("account_id", "")),
          f"{float(row['score']):.3f}" if "score" in row else "", _text(row.get("decision", "")),

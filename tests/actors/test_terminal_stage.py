@@ -124,7 +124,32 @@ def test_updates_carry_only_what_changed_and_expiry_is_each_readers_own() -> Non
     stage.expire(oldest_bucket=39)
     assert stage.flush(0).states == [] and set(stage.terminals) == {"T2"}  # expiry publishes nothing
     view.table.expire(64 * HOUR + 60_000)  # the reader expires by event time on its own (through bucket 39)
-    assert set(view.table.terminals) == {"T2"}
+    assert view.table.terminals["T1"].buckets == {}  # the delay-aware windows still see the fraud (37 days)
+    assert view.table.terminals["T1"].frauds == [(29, 31 * HOUR)]
+    view.table.expire(38 * 24 * HOUR + 64 * HOUR)
+    assert set(view.table.terminals) == set()
+
+
+def test_days_travel_through_the_stage_and_expire_on_their_own_horizon() -> None:
+    """Day counts of terminals and other entities' keys: summed over sources, published when they change,
+    restored from a checkpoint, and dropped by the stage once no delay-aware window sees them."""
+    stage = TerminalStage(sources=2)
+    shares = [SourceShare(_table(), s) for s in range(2)]
+    key = "merchant\x1fM1"
+    stage.apply(shares[0].absorb([], [], HOUR, 1, days=[(key, 3, 2), ("T1", 3, 1)])[0])
+    stage.apply(shares[1].absorb([], [], HOUR, 1, days=[(key, 3, 1), (key, 4, 1)])[0])
+    stage = TerminalStage.from_bytes(stage.to_bytes(), sources=2)  # a checkpoint in between
+    update = stage.flush(0)
+    assert [(s.terminal, s.days) for s in update.states] == [("T1", [(3, 1)]), (key, [(3, 3), (4, 1)])]
+    view = BroadcastRisk(_table(), stages=1)
+    view.apply(update)
+    assert view.table.terminals[key].days == {3: 3, 4: 1}
+    stage.apply(shares[0].absorb([], [], 2 * HOUR, 1, days=[(key, 4, 1)])[0])  # cumulative: day 4 is 2 + 1 now
+    assert [(s.terminal, s.days) for s in stage.flush(0).states] == [(key, [(4, 2)])]
+    stage.expire(oldest_bucket=10_000, oldest_day=3)
+    assert set(stage.terminals) == {key} and stage.state(key).days == [(4, 2)]
+    stage.expire(oldest_bucket=10_001, oldest_day=4)
+    assert stage.terminals == {}
 
 
 def test_set_buckets_keeps_the_window_cache_exact() -> None:

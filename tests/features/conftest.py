@@ -26,7 +26,14 @@ import pytest
 import features
 from configs import FeatureSettings
 from contracts import Label, Transaction
-from features.registry import ACCOUNT_FRAUDS_MAX, FeatureRegistry, account_fraud_window_ms, window_name
+from features.registry import (
+    ACCOUNT_FRAUDS_MAX,
+    FeatureRegistry,
+    account_fraud_window_ms,
+    delayed_feature_names,
+    entity_kinds,
+    window_name,
+)
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -98,6 +105,8 @@ class _Fraud:
     terminal: str | None
     event_time: int
     label_time: int
+    #: The scored transaction, None when it was late (counted at none of its entities).
+    scored: Transaction | None = None
 
 
 def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Label]) -> list[Expected]:
@@ -144,7 +153,8 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Lab
                 scored, was_late = entry
                 has_state = any(e.tx.account_id == event.account_id for e in accepted)
                 frauds.append(_Fraud(event.account_id if has_state else None, None if was_late else scored.terminal_id,
-                                     scored.event_time, event.label_time))  # type: ignore[arg-type]
+                                     scored.event_time, event.label_time,  # type: ignore[arg-type]
+                                     None if was_late else scored))
             continue
         tx = event
         t: int = tx.event_time  # type: ignore[assignment]
@@ -284,6 +294,30 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Lab
             for name in ("terminal_tx_count", "terminal_fraud_count", "terminal_fraud_rate", "terminal_recent_frauds"):
                 put[name] = (0.0, 0.0, 0.0)
             put["terminal_hours_since_fraud"] = (neutral_hours, 0.0, 0.0)
+
+        # delay-aware entity windows: the w complete days up to the last day closed by t - delay - freshness;
+        # frauds of transactions counted there (not late) whose label arrived by t - freshness
+        head = (t - int(settings.label_delay_days * DAY) - freshness) // DAY - 1
+        for kind in entity_kinds(settings):
+            attribute = f"{kind}_id"
+            value = getattr(tx, attribute)
+            for days in settings.entity_windows_days:
+                count_name, risk_name = delayed_feature_names(kind, days)
+                if value is None:
+                    put[count_name] = put[risk_name] = (0.0, 0.0, 0.0)
+                    continue
+                first_day = head - days
+                n = sum(1 for e in accepted if getattr(e.tx, attribute) == value
+                        and first_day < e.tx.event_time // DAY <= head)  # type: ignore[operator]
+                k = sum(1 for f in frauds if f.scored is not None and getattr(f.scored, attribute) == value
+                        and first_day < f.event_time // DAY <= head and f.label_time <= t - freshness)
+                if t >= watermark - lateness - sweep:
+                    put[count_name] = (float(n), 0.0, 0.0)
+                    put[risk_name] = (k / n if n else 0.0, 0.0, 0.0)
+                else:  # behind the horizon of the table's sweeps
+                    assert late
+                    row.bounds[count_name] = (0.0, float(n))
+                    row.bounds[risk_name] = (0.0, math.inf)
 
         # account known frauds: this account's joined frauds paid in (t - window, t] (and after the
         # retention horizon watermark - window), label arrived by t

@@ -40,6 +40,11 @@ SMALL = FeatureSettings(
 )
 #: The shipped windows (10m .. 30d) and lateness (5 min); a long trail so the reference needs no capacity model.
 DEFAULTISH = FeatureSettings(location_trail=64)
+#: Streams over days (gaps of hours): the delay-aware entity windows (1 and 3 days ending 6 h before the event).
+DAYS = FeatureSettings(
+    location_trail=64, label_delay_days=0.25, entity_windows_days=(1, 3), sweep_interval_s=6 * 3600,
+    pending_labels_ttl_days=30.0,
+)  # fmt: skip
 
 ACCOUNTS = ("A1", "A2", "A3")
 MERCHANTS = ("M1", "M2", "M3", "M4", None)
@@ -63,16 +68,19 @@ _raw_event = st.tuples(
 
 
 @st.composite
-def streams(draw: st.DrawFn, lateness_s: int, min_size: int = 8, max_size: int = 40) -> list[Transaction]:
+def streams(
+    draw: st.DrawFn, lateness_s: int, min_size: int = 8, max_size: int = 40, gap_scale: int = 1
+) -> list[Transaction]:
     """Transactions in arrival order: mostly in order, some out of order within the
-    lateness (boundary included), some further behind (late unless the stream is sparse)."""
+    lateness (boundary included), some further behind (late unless the stream is sparse).
+    ``gap_scale`` stretches the clock's steps (hours rather than seconds: streams over days)."""
     lateness_ms = lateness_s * 1000
     clock = T0 + draw(st.integers(0, 7 * DAY))
     out = []
     for i, (gap, kind, offset, account, cents, merchant, country, device, place, terminal) in enumerate(
         draw(st.lists(_raw_event, min_size=min_size, max_size=max_size))
     ):
-        clock += gap
+        clock += gap * gap_scale
         if kind == "in_order":
             back = 0
         elif kind == "disorder":
@@ -94,11 +102,13 @@ def run(engine, transactions: list[Transaction]) -> list[tuple[list[float], bool
 
 
 @st.composite
-def labelled_streams(draw: st.DrawFn, lateness_s: int, max_size: int = 40) -> list[Transaction | Label]:
+def labelled_streams(
+    draw: st.DrawFn, lateness_s: int, max_size: int = 40, gap_scale: int = 1
+) -> list[Transaction | Label]:
     """A stream of :func:`streams` with labels in between: mostly frauds, for transactions already
     scored (some not yet scored, some twice, some unknown), each labelled around the clock at that
     point (a little before, so out-of-order transactions after it test ``label_time <= t``, or after)."""
-    transactions = draw(streams(lateness_s, max_size=max_size))
+    transactions = draw(streams(lateness_s, max_size=max_size, gap_scale=gap_scale))
     lateness_ms = lateness_s * 1000
     out: list[Transaction | Label] = []
     clock = transactions[0].event_time
@@ -196,6 +206,45 @@ def test_every_feature_matches_brute_force_with_labels(impl, config: FeatureSett
 
 @given(data=st.data())
 @settings(max_examples=60, deadline=None)
+def test_delay_aware_entity_windows_match_brute_force_over_days(impl, data, reference, check) -> None:
+    """Streams over days with labels: terminal, merchant and device counts and known-fraud ratios over
+    the complete days ending ``label_delay_days`` before each event (and every other feature) as defined."""
+    events = data.draw(labelled_streams(DAYS.allowed_lateness_s, gap_scale=240))  # steps of up to 8 h
+    engine = impl.engine.FeatureEngine(DAYS)
+    expected = reference(DAYS, events)
+    transactions = [e for e in events if isinstance(e, Transaction)]
+    for i, (tx, (vector, late)) in enumerate(zip(transactions, feed(engine, events), strict=True)):
+        where = f"transaction {i} ({tx.account_id} at T0 + {tx.event_time - T0} ms)"  # type: ignore[operator]
+        check(engine.registry.names, vector, late, expected[i], where=where)
+
+
+def test_delay_aware_windows_see_only_days_whose_labels_are_in(impl) -> None:
+    """A fraud at a merchant counts in its delayed windows once its day is ``label_delay_days`` old and
+    its label has arrived; the merchant's other payments give the ratio's denominator."""
+    config = FeatureSettings(label_delay_days=7.0, entity_windows_days=(1, 7, 30))
+    engine = impl.engine.FeatureEngine(config)
+    index = engine.registry.index
+    for i in range(4):  # day 0: four payments at M1, one of them fraud (reported on day 2)
+        engine.transform_one(Transaction(transaction_id=f"p{i}", account_id=f"A{i}", event_time=T0 + i * HOUR,
+                                         amount=5.0, merchant_id="M1"))
+    engine.observe_label(Label(transaction_id="p1", account_id="A1", label="fraud", label_time=T0 + 2 * DAY))
+
+    def probe(day: float, name: str) -> float:
+        """A payment at M1 on that day (it counts there too) and one of its features."""
+        vector, _ = engine.transform_one(Transaction(transaction_id=f"q{day}", account_id="B",
+                                                     event_time=T0 + int(day * DAY), amount=1.0, merchant_id="M1"))
+        return vector[index(name)]
+
+    assert probe(7.5, "merchant_delayed_count_1d") == 0.0    # day 0 is 7 days old only from day 8 on
+    assert probe(8.5, "merchant_delayed_count_1d") == 4.0
+    assert probe(8.6, "merchant_delayed_risk_7d") == 0.25
+    assert probe(20.0, "merchant_delayed_risk_30d") == 1 / 7  # days 0-12: the four, and the probes of days 7 and 8
+    assert probe(20.1, "merchant_delayed_count_1d") == 0.0
+    assert probe(20.2, "device_delayed_count_30d") == 0.0     # no device on these payments: neutral
+
+
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
 def test_window_aggregates_of_in_lateness_disorder_equal_in_order_arrival(impl, data: st.DataObject) -> None:
     """Events inside the lateness update windows as if they had arrived in order: the
     last event's window features are the same whatever the arrival order of the others."""
@@ -239,25 +288,25 @@ def test_late_event_is_flagged_counted_and_changes_no_state(impl, data: st.DataO
         merchant_id=data.draw(st.sampled_from(MERCHANTS)), country=data.draw(st.sampled_from(COUNTRIES)),
         terminal_id=data.draw(st.sampled_from(TERMINALS)), lat=51.5, lon=-0.12,
     )
-    (before, (buckets_before, frauds_before)) = _snapshot_parts(engine)
+    before, tables_before = _snapshot_parts(engine)
     stats_before = dict(before.meta["stats"])
     vector, late = engine.transform_one(late_tx)
-    (after, (buckets_after, frauds_after)) = _snapshot_parts(engine)
+    after, tables_after = _snapshot_parts(engine)
 
     assert late
     assert engine.stats.late_events == stats_before["late_events"] + 1
     assert engine.stats.events == stats_before["events"] + 1
     assert after.accounts.equals(before.accounts)
     assert "A-new" not in engine.accounts
-    assert buckets_after.equals(buckets_before) and frauds_after.equals(frauds_before)
+    assert all(a.equals(b) for a, b in zip(tables_after, tables_before, strict=True))  # buckets, frauds, days
     assert after.meta["max_event_time_ms"] == before.meta["max_event_time_ms"]
     assert after.meta["last_sweep_ms"] == before.meta["last_sweep_ms"]
     # pending labels gain the transaction (its label may still come), nothing else changes
     assert after.pending.num_rows == before.pending.num_rows + 1
     assert after.pending.slice(0, before.pending.num_rows).equals(before.pending)
     assert after.pending.slice(before.pending.num_rows).to_pylist() == [
-        # no terminal: the late transaction was not counted there, so its fraud label must not be
-        {"transaction_id": "late", "terminal_id": None, "event_time_ms": late_tx.event_time}
+        # no entity keys: the late transaction was not counted at them, so its fraud label must not be
+        {"transaction_id": "late", "entity_keys": None, "event_time_ms": late_tx.event_time}
     ]
     # and its features are those of the current state, itself excluded
     expected = reference(config, [*prefix, late_tx])[-1]
@@ -479,7 +528,8 @@ def test_is_night_with_plain_and_wrapping_ranges(impl, night_hours: tuple[int, i
 def test_registry_names_unique_and_vector_length_matches(impl, windows: list[int]) -> None:
     config = FeatureSettings(windows_s=tuple(sorted(windows)))
     registry = FeatureRegistry.from_settings(config)
-    assert len(set(registry.names)) == len(registry.names) == len(registry) == 24 + 2 + 3 * len(windows)
+    delayed = 2 * 3 * 3  # (count, ratio) x 3 entity kinds x 3 day windows
+    assert len(set(registry.names)) == len(registry.names) == len(registry) == 24 + 2 + 3 * len(windows) + delayed
     assert [registry.index(name) for name in registry.names] == list(range(len(registry)))
     vector, _ = impl.engine.FeatureEngine(config).transform_one(
         Transaction(transaction_id="t", account_id="A", event_time=T0, amount=2.0)
@@ -497,7 +547,11 @@ def test_default_registry_layout() -> None:
     assert registry.specs[registry.index("seconds_since_prev")].neutral == 30 * 86_400
     assert registry.names[-5:-3] == ("account_known_frauds_30d", "account_days_since_fraud")
     assert registry.specs[registry.index("account_days_since_fraud")].neutral == 30.0
-    assert len(registry) == 41
+    delayed = [name for name in registry.names if "_delayed_" in name]
+    assert delayed[:6] == ["terminal_delayed_count_1d", "terminal_delayed_risk_1d", "terminal_delayed_count_7d",
+                           "terminal_delayed_risk_7d", "terminal_delayed_count_30d", "terminal_delayed_risk_30d"]
+    assert {name.split("_")[0] for name in delayed} == {"terminal", "merchant", "device"} and len(delayed) == 18
+    assert len(registry) == 59
 
 
 @pytest.mark.parametrize(
@@ -512,6 +566,9 @@ def test_default_registry_layout() -> None:
         ({"terminal_freshness_s": 120}, True),
         ({"account_fraud_window_days": 14.0}, True),
         ({"account_fraud_window_days": 30.00001}, True),  # the same name (30d), another window
+        ({"label_delay_days": 14.0}, True),  # the same names, windows ending elsewhere
+        ({"entity_windows_days": (1, 7)}, True),
+        ({"entity_kinds": ("terminal",)}, True),
         ({"allowed_lateness_s": 0}, False),
         ({"entity_ttl_days": 30.0}, False),
         ({"sweep_interval_s": 60}, False),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from configs import FeatureSettings
 from contracts import Label, Transaction
-from features import FeatureEngine, TerminalRisk
+from features import FeatureEngine
 from features.state import (
     ACCOUNT_STATE_SCHEMA,
     PENDING_LABELS_SCHEMA,
@@ -87,8 +87,8 @@ def _feed(engine, events) -> list[tuple[list[float], bool] | bool]:
 def _round_trip(engine, config: FeatureSettings) -> FeatureEngine:
     """Snapshot any engine to bytes and restore it as the selected implementation."""
     blob = take_snapshot(engine).to_bytes()
-    buckets, frauds = terminal_to_batches(engine.terminal_risk)
-    return restore_engine(config, EngineSnapshot.from_bytes(blob), terminal_from_batches(config, buckets, frauds))
+    return restore_engine(config, EngineSnapshot.from_bytes(blob),
+                          terminal_from_batches(config, *terminal_to_batches(engine.terminal_risk)))
 
 
 @pytest.mark.parametrize("config", [SMALL, FeatureSettings()], ids=["small", "default"])
@@ -208,7 +208,8 @@ def test_operational_settings_may_change_across_a_restore() -> None:
 
 
 _terminal_update = st.tuples(
-    st.booleans(), st.sampled_from(("T1", "T2", "T3")), st.integers(T0, T0 + 10 * DAY), st.integers(0, DAY)
+    st.sampled_from(("fraud", "transaction", "day")), st.sampled_from(("T1", "T2", "T3", "merchant\x1fT1")),
+    st.integers(T0, T0 + 10 * DAY), st.integers(0, DAY),
 )
 
 
@@ -219,19 +220,27 @@ _terminal_update = st.tuples(
 @settings(max_examples=100, deadline=None)
 def test_terminal_batches_round_trip(updates, queries) -> None:
     config = FeatureSettings()
-    risk = TerminalRisk(window_ms=7 * DAY, bucket_ms=HOUR, freshness_ms=MINUTE)
-    for is_fraud, terminal, t, delay in updates:
-        if is_fraud:
+    risk = FeatureEngine.terminal_risk_for(config)
+    for kind, terminal, t, delay in updates:
+        if kind == "fraud":
             risk.record_fraud(terminal, t, known_at_ms=t + delay)
-        else:
+        elif kind == "transaction":
             risk.record_transaction(terminal, t)
-    buckets, frauds = terminal_to_batches(risk)
-    ipc = [pa.ipc.read_message(batch.serialize()) for batch in (buckets, frauds)]  # survives serialisation
-    buckets, frauds = (pa.ipc.read_record_batch(m, b.schema) for m, b in zip(ipc, (buckets, frauds), strict=True))
-    back = terminal_from_batches(config, buckets, frauds)
+        else:
+            risk.record_day(terminal, t)
+    batches = terminal_to_batches(risk)
+    ipc = [pa.ipc.read_message(batch.serialize()) for batch in batches]  # survives serialisation
+    batches = tuple(pa.ipc.read_record_batch(m, b.schema) for m, b in zip(ipc, batches, strict=True))
+    back = terminal_from_batches(config, *batches)
     assert set(back.terminals) == set(risk.terminals)
     for terminal, counts in risk.terminals.items():
         assert back.terminals[terminal].buckets == counts.buckets
+        assert back.terminals[terminal].days == counts.days
         assert sorted(back.terminals[terminal].frauds) == sorted(counts.frauds)
     for terminal, t in queries:
         assert back.stats(terminal, t) == risk.stats(terminal, t)
+        here: list[float] = []
+        there: list[float] = []
+        risk.delayed_into(terminal, t + 8 * DAY, here)
+        back.delayed_into(terminal, t + 8 * DAY, there)
+        assert here == there

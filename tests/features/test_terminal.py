@@ -198,18 +198,18 @@ def test_expire_leaves_no_stale_cached_total(impl) -> None:
 def test_pending_labels_bounded_by_count_oldest_first(impl) -> None:
     pending = impl.terminal.PendingLabels(max_entries=3, ttl_ms=DAY)
     for i in range(5):
-        pending.add(f"t{i}", "T1", T0 + i)
+        pending.add(f"t{i}", ("T1",), T0 + i)
     assert len(pending) == 3 and pending.evicted == 2
     assert pending.pop("t0") is None and pending.pop("t1") is None
-    assert pending.pop("t4") == ("T1", T0 + 4)
+    assert pending.pop("t4") == (("T1",), T0 + 4)
     assert pending.pop("t4") is None  # a label joins once
 
 
 def test_pending_labels_expire_by_event_time_behind_the_watermark(impl) -> None:
     pending = impl.terminal.PendingLabels(max_entries=100, ttl_ms=DAY)
-    pending.add("old", "T1", T0)
+    pending.add("old", ("T1",), T0)
     pending.add("edge", None, T0 + HOUR)
-    pending.add("new", "T2", T0 + 2 * HOUR)
+    pending.add("new", ("T2",), T0 + 2 * HOUR)
     assert pending.expire(watermark_ms=T0 + DAY + HOUR) == 1  # 'edge' is exactly a TTL old: kept
     assert list(pending.entries) == ["edge", "new"] and pending.expired == 1
     assert pending.expire(watermark_ms=T0 + 10 * DAY) == 2
@@ -337,3 +337,53 @@ def test_shared_terminal_table_answer_does_not_depend_on_other_partitions_progre
     vector, late = behind.transform_one(tx(T0 + 5 * HOUR + MINUTE, "B", terminal_id="T1"))
     assert not late
     assert _counts(behind, vector)[0] == 1.0  # actual: 0.0, the bucket was expired by the other engine
+
+
+# --------------------------------------------------------------------------- delay-aware day windows
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("tx"), st.integers(0, 60), st.integers(1, 3)),
+            st.tuples(st.just("fraud"), st.integers(0, 60), st.integers(0, 20)),  # known this many days later
+            st.tuples(st.just("set"), st.integers(0, 60), st.integers(0, 4)),  # a broadcast update replaces a day
+            st.tuples(st.just("query"), st.integers(0, 3), st.integers(0, 23)),  # days forward, hour
+        ),
+        max_size=120,
+    ),
+    windows=st.sampled_from([(1, 7, 30), (2, 5), (1,), (3, 4, 40)]),
+    delay_days=st.sampled_from([0, 1, 7]),
+)
+@settings(max_examples=150, deadline=None)
+def test_day_windows_slide_exactly_like_their_definition(impl, steps, windows, delay_days) -> None:
+    """Dense and sparse keys, cached totals slid day by day or recomputed after jumps and updates:
+    always the sum over the days of the window and the known frauds among them."""
+    risk = impl.terminal.TerminalRisk(window_ms=DAY, bucket_ms=HOUR, freshness_ms=MINUTE,
+                                      day_windows=windows, delay_ms=delay_days * DAY)
+    days: dict[int, int] = {}
+    frauds: list[tuple[int, int]] = []
+    clock = T0 + 20 * DAY
+    for kind, a, b in steps:
+        if kind == "tx":
+            risk.record_day("K", T0 + a * DAY + HOUR, b)
+            days[T0 // DAY + a] = days.get(T0 // DAY + a, 0) + b
+        elif kind == "fraud":
+            risk.record_fraud("K", T0 + a * DAY + HOUR, known_at_ms=T0 + (a + b) * DAY)
+            frauds.append((T0 // DAY + a, T0 + (a + b) * DAY))
+        elif kind == "set":
+            risk.set_buckets("K", [], None, [(T0 // DAY + a, b)])
+            days[T0 // DAY + a] = b
+        else:
+            clock += a * DAY + b * HOUR
+            out: list[float] = []
+            risk.delayed_into("K", clock, out)
+            head = (clock - delay_days * DAY - MINUTE) // DAY - 1
+            expected: list[float] = []
+            for w in windows:
+                n = sum(count for day, count in days.items() if head - w < day <= head)
+                known = sum(1 for day, known_at in frauds if head - w < day <= head and known_at <= clock - MINUTE)
+                expected += [float(n), known / n if n else 0.0]
+            if not any(days.values()):
+                expected = [0.0] * (2 * len(windows))
+            assert out == expected, (kind, clock, head)

@@ -152,7 +152,7 @@ def test_state_saved_under_other_scoring_settings_is_refused(
 def test_state_saved_under_other_features_or_format_is_refused(registry: FeatureRegistry) -> None:
     blob = Scorer.from_settings(ScoringSettings(), registry).state_bytes()
     other = FeatureRegistry.from_settings(FeatureSettings(ewma_alpha=0.2))
-    with pytest.raises(ValueError, match=r"saved for features fs1-\w+ \(41 features\), the config gives fs1-"):
+    with pytest.raises(ValueError, match=r"saved for features fs1-\w+ \(59 features\), the config gives fs1-"):
         Scorer.from_state(ScoringSettings(), other, blob)
     with pytest.raises(ValueError, match="not a scorer state"):
         Scorer.from_state(ScoringSettings(), registry, b"\x80\x04pickle")

@@ -47,6 +47,8 @@ def _data(seed: int = 7, events: int = 2000) -> ReportData:
         scenarios=scenarios,
         false_alerts=21,
         alerts_sample=sample,
+        warmup_scenarios=[{"scenario": "compromised_terminal", "frauds": 64, "alerted": 48, "accounts": 9, "caught": 8}],
+        warmup_false_alerts=13,
     )
 
 
@@ -79,6 +81,8 @@ def test_page_links_plots_and_escapes_text(tmp_path: Path) -> None:
     for row in data.scenarios:
         assert html.escape(row["scenario"]) in page
     assert "75.0%" in page and "41.7%" in page  # recall of card_testing (30/40) and account_takeover (5/12)
+    # the warm-up's scenarios beside the live days' (the backlog replayed before them)
+    assert "<td>warm-up</td><td>compromised_terminal</td>" in page and "<td>live</td><td>card_testing</td>" in page
     assert html.escape(SCRIPT) in page
     assert "<script>" not in page
     assert "transactions, alerts" in page and "<th>classifier</th><td>v3</td>" in page and "0.7123" in page
