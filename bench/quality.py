@@ -175,10 +175,13 @@ def main() -> None:
         generator = msgspec.structs.replace(settings.generator, label_delay=profile,
                                             label_delay_days=fixed_days or settings.generator.label_delay_days)  # fmt: skip
         # a fixed delay is known to whoever trains: the train/test gap and the baseline's windows follow it
+        # (and so do the delay-aware entity windows: features.label_delay_days)
         history_settings = msgspec.structs.replace(settings.history, label_delay_days=fixed_days) if fixed_days else \
             settings.history
+        feature_settings = msgspec.structs.replace(settings.features, label_delay_days=fixed_days) if fixed_days else \
+            settings.features
         settings = msgspec.structs.replace(settings, mlflow=mlflow_settings, evaluation=evaluation, generator=generator,
-                                           history=history_settings)  # fmt: skip
+                                           history=history_settings, features=feature_settings)  # fmt: skip
         delay_days = settings.history.label_delay_days
         log(f"generating {args.accounts:,} accounts x {args.days} days (seed {args.seed}, labels {profile}"
             f"{f' {fixed_days:g} d' if fixed_days else ''})")

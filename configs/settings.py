@@ -512,11 +512,11 @@ class OnlineSettings(_Section):
 FUSED_SOURCES = ("anomaly", "online", "classifier")
 
 
-def _check_sources(key: str, values: dict[str, float]) -> None:
-    unknown = sorted(set(values) - set(FUSED_SOURCES))
+def _check_sources(key: str, values: dict[str, float], sources: tuple[str, ...] = FUSED_SOURCES) -> None:
+    unknown = sorted(set(values) - set(sources))
     if unknown:
         hint = "; rules are not fused (a matched rule lifts the fused score)" if "rules" in unknown else ""
-        raise ValueError(f"{key}: unknown source {unknown[0]!r} (sources: {', '.join(FUSED_SOURCES)}){hint}")
+        raise ValueError(f"{key}: unknown source {unknown[0]!r} (sources: {', '.join(sources)}){hint}")
     bad = sorted(name for name, value in values.items() if not math.isfinite(value))
     if bad:
         raise ValueError(f"{key}: {bad[0]} is {values[bad[0]]}; give a finite number")
@@ -528,14 +528,15 @@ class StackingSettings(_Section):
     `fraudstream train` fits: one source with coefficient 1 and intercept 0 is then exactly that source)."""
 
     intercept: float = 0.0
-    #: Source name -> coefficient on its input; a source not listed has coefficient 0.
+    #: Source name -> coefficient on its input; a source not listed has coefficient 0. ``rules`` listed here is an
+    #: input (its matched rule's score) instead of a floor; the learned fusion always treats it so.
     coefficients: dict[str, float] = msgspec.field(default_factory=dict)
     inputs: Literal["score", "logit"] = "score"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.intercept):
             raise ValueError(f"intercept: {self.intercept} is not a finite number")
-        _check_sources("coefficients", self.coefficients)
+        _check_sources("coefficients", self.coefficients, (*FUSED_SOURCES, "rules"))
 
 
 class FusionSettings(_Section):

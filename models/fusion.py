@@ -16,9 +16,13 @@ Four methods, each vectorised over the batch:
   :func:`fit_stacking` fits the coefficients on labelled per-source scores (a
   backtest's).
 
-Rules are not fused: a matched rule lifts the fused score to at least its
-``score`` afterwards (under ``max`` the same thing), and the decision is then
-taken as always (a source's demanded action, the thresholds).
+Under ``weighted`` and a configured ``stacking``, rules are not fused: a
+matched rule lifts the fused score to at least its ``score`` afterwards (under
+``max`` the same thing). Under ``learned`` the rules' score is one more input of
+the stacking, weighed like any source's (a rule that flags many genuine
+payments would otherwise lift them above frauds and rank the fused score below
+its best source). The decision is then taken as always (a source's demanded
+action, a matched rule's included, and the thresholds).
 
 >>> from configs import FusionSettings, StackingSettings
 >>> anomaly, classifier, rules = np.array([0.2, 0.9, 0.0]), np.array([0.6, 0.1, 0.0]), np.array([0.0, 0.0, 0.97])
@@ -34,8 +38,8 @@ taken as always (a source's demanded action, the thresholds).
 [0.0474, 0.6225, 0.97]
 >>> learned = StackingSettings(coefficients={"classifier": 1.0}, inputs="logit")  # the classifier alone, as it is
 >>> fusion = Fusion(FusionSettings(), names, learned, "fraud-classifier/3")
->>> fusion.fuse([anomaly, classifier, rules]).round(6).tolist(), fusion.version
-([0.6, 0.1, 0.97], 'learned:fraud-classifier/3:b=0,classifier=1,logit')
+>>> fusion.fuse([anomaly, classifier, rules]).round(6).tolist(), fusion.version   # learned: the rule is an input
+([0.6, 0.1, 0.0], 'learned:fraud-classifier/3:b=0,classifier=1,logit')
 >>> Fusion(FusionSettings(), names).version is None  # learned, but nothing learned served: max
 True
 """
@@ -99,8 +103,11 @@ class Fusion:
         if self.method == "learned":
             self.method, stacking = ("stacking", learned) if learned is not None else ("max", stacking)
         self.names = tuple(names)
-        fused = [i for i, name in enumerate(self.names) if name not in FLOORS]
-        self._floors = [i for i, name in enumerate(self.names) if name in FLOORS]
+        # rules are a floor, unless an input: always under learned, when given a coefficient under stacking
+        inputs = set(stacking.coefficients) if self.method == "stacking" else set()
+        floors = frozenset() if settings.method == "learned" else FLOORS - inputs
+        fused = [i for i, name in enumerate(self.names) if name not in floors]
+        self._floors = [i for i, name in enumerate(self.names) if name in floors]
         self._fused = fused
         if self.method == "weighted":
             weights = np.array([settings.weights.get(self.names[i], 1.0) for i in fused], dtype=np.float64)
@@ -156,17 +163,18 @@ def fit_stacking(
     is_fraud: npt.NDArray[np.bool_],
     regularization: float = 1.0,
     inputs: Literal["score", "logit"] = "score",
+    floors: frozenset[str] = FLOORS,
 ) -> StackingSettings:
     """Stacking coefficients fitted on per-source scores and their labels (e.g. a backtest's ``sources``).
 
     An L2-regularised logistic regression (scikit-learn, ``C = 1 / regularization``)
     of the fraud label on the fused sources' scores, or their log-odds with
-    ``inputs="logit"`` (``rules`` is left out: it is a floor); the result goes
-    under ``scoring.fusion.stacking``.
+    ``inputs="logit"`` (``floors`` are left out: by default ``rules``, a floor
+    of a configured stacking); the result goes under ``scoring.fusion.stacking``.
     """
     from sklearn.linear_model import LogisticRegression
 
-    names = sorted(name for name in scores if name not in FLOORS)
+    names = sorted(name for name in scores if name not in floors)
     if not names:
         raise ValueError("fit_stacking needs the scores of at least one fused source (anomaly, online, classifier)")
     labels = np.asarray(is_fraud, dtype=bool)
@@ -254,7 +262,8 @@ def learn_fusion(
     groups: npt.NDArray[np.int64] | None = None,
     min_win_share: float = 0.9,
 ) -> LearnedFusion | None:
-    """A fusion that ranks no worse than its best source: logistic stacking of the sources' log-odds, fitted on the
+    """A fusion that ranks no worse than its best source: logistic stacking of the sources' log-odds (rules
+    included: under ``learned`` they are an input, not a floor), fitted on the
     rows outside ``validation`` and kept only when, on the ``validation`` rows, it ranks better than the best single
     source there in at least ``min_win_share`` of bootstrap resamples of their ``groups`` (e.g. days; default: each
     row its own): a stacking that is better only by the luck of the draw is not kept. Otherwise the best source
@@ -267,13 +276,13 @@ def learn_fusion(
     >>> scores = {"classifier": strong, "anomaly": noise, "rules": np.zeros(20_000)}
     >>> learned = learn_fusion(scores, fraud, np.arange(20_000) % 2 == 1)
     >>> learned.chosen in ("stacking", "classifier"), sorted(learned.validation_ap)
-    (True, ['anomaly', 'classifier', 'stacking'])
+    (True, ['anomaly', 'classifier', 'rules', 'stacking'])
     >>> learned.validation_ap["stacking"] >= learned.validation_ap["classifier"] or learned.chosen == "classifier"
     True
     >>> learn_fusion(scores, np.zeros(20_000, bool), np.arange(20_000) % 2 == 1) is None
     True
     """
-    names = sorted(name for name in scores if name not in FLOORS)
+    names = sorted(scores)
     labels = np.asarray(is_fraud, dtype=bool)
     check = np.asarray(validation, dtype=bool)
     fit = ~check
@@ -283,11 +292,12 @@ def learn_fusion(
     singles = {name: StackingSettings(coefficients={name: 1.0}, inputs="logit") for name in names}
     candidates: dict[str, StackingSettings] = dict(singles)
     if 0 < labels[fit].sum() < fit.sum():
-        candidates["stacking"] = fit_stacking({n: scores[n][fit] for n in names}, labels[fit], regularization, "logit")
+        candidates["stacking"] = fit_stacking({n: scores[n][fit] for n in names}, labels[fit], regularization, "logit",
+                                              floors=frozenset())
     validation_ap: dict[str, float | None] = {}
     fused_scores: dict[str, FloatArray] = {}
     for name, stacking in candidates.items():
-        fused = Fusion(FusionSettings(method="stacking", stacking=stacking), names)
+        fused = Fusion(FusionSettings(method="learned"), names, stacking)
         fused_scores[name] = fused.fuse([np.asarray(scores[n], dtype=np.float64)[check] for n in names])
         validation_ap[name] = _ap(truth, fused_scores[name])
     best_single = max(singles, key=lambda name: validation_ap[name] or -1.0)
@@ -297,5 +307,6 @@ def learn_fusion(
         share = win_share(truth, fused_scores["stacking"], fused_scores[best_single], days)
         if share >= min_win_share:
             chosen = "stacking"
-            candidates["stacking"] = fit_stacking({n: scores[n] for n in names}, labels, regularization, "logit")
+            candidates["stacking"] = fit_stacking({n: scores[n] for n in names}, labels, regularization, "logit",
+                                                  floors=frozenset())
     return LearnedFusion(candidates[chosen], chosen, validation_ap, int(fit.sum()), int(check.sum()), share)

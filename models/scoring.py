@@ -3,7 +3,8 @@
 Fusion (:mod:`models.fusion`, ``scoring.fusion``): by default the fused score
 is the maximum of the sources' scores (each in [0, 1]); ``weighted`` and
 ``stacking`` combine the model sources' scores instead, and a matched rule then
-lifts the result to at least its score. The decision is the strongest of what
+lifts the result to at least its score; ``learned`` (the default once a
+classifier carrying one is served) weighs the rules' score like any source's. The decision is the strongest of what
 the sources demand (a matched rule's action, a classifier's probability above
 its review or block level) and what the thresholds give (``block`` at or above
 ``block_threshold``, ``review`` at or above ``review_threshold``); rows with

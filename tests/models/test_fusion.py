@@ -150,7 +150,7 @@ def test_fusion_by_hand_on_given_scores() -> None:
          "unknown source 'rules' (sources: anomaly, online, classifier); rules are not fused"),
         ({"weights": {"anomaly": -1}}, "scoring.fusion.weights[...]: Expected `float` >= 0.0"),
         ({"method": "stacking", "stacking": {"coefficients": {"clasifier": 2}}},
-         "scoring.fusion.stacking.coefficients: unknown source 'clasifier' (sources: anomaly, online, classifier)"),
+         "scoring.fusion.stacking.coefficients: unknown source 'clasifier' (sources: anomaly, online, classifier, rules)"),
         ({"method": "stacking"}, "scoring.fusion.stacking.coefficients: method stacking needs a coefficient"),
         ({"method": "mean"}, "scoring.fusion.method: Invalid enum value 'mean' (allowed: 'learned', 'max', 'weighted', 'stacking')"),
         ({"method": "weighted", "weights": {"anomaly": float("inf")}}, "weights: anomaly is inf; give a finite number"),
@@ -205,8 +205,10 @@ def test_learned_fusion_moves_with_the_served_classifier(
     for scored in _run(scorer, values, make_batch):
         a, c, rules = scored.sources["anomaly"], scored.sources["classifier"], scored.sources["rules"]
         logit = lambda s: np.log(np.clip(s, 1e-9, 1 - 1e-9) / (1 - np.clip(s, 1e-9, 1 - 1e-9)))
-        by_hand = np.maximum(1 / (1 + np.exp(-(-1.0 + 0.8 * logit(c) + 0.5 * logit(a)))), rules)
+        # learned: the rules are an input (weight 0 here), not a floor; a matched rule still decides
+        by_hand = 1 / (1 + np.exp(-(-1.0 + 0.8 * logit(c) + 0.5 * logit(a))))
         np.testing.assert_allclose(scored.score, by_hand, rtol=1e-12, atol=1e-12)
+        assert all(scored.decision[i] is not None for i in np.flatnonzero(rules > 0))
     plain = _scorer(FusionSettings(), registry, batch_model)  # a version registered without a fusion
     assert plain.fusion.method == "max" and "fusion" not in plain.model_versions
     assert _scorer(FusionSettings(method="max"), registry, carrying).fusion.method == "max"
@@ -233,7 +235,8 @@ def test_learn_fusion_never_keeps_a_stacking_that_ranks_below_its_best_source() 
     # complementary sources: stacking ranks better than either alone, on the rows it was not fitted on
     assert learned.chosen == "stacking" and learned.stacking.inputs == "logit"
     assert learned.validation_ap["stacking"] > max(learned.validation_ap[s] for s in ("classifier", "anomaly", "online"))
-    assert set(learned.stacking.coefficients) == {"anomaly", "classifier", "online"}  # rules: a floor, not fitted
+    # rules are an input of the learned fusion (never matched here: weight 0 or near it)
+    assert set(learned.stacking.coefficients) == {"anomaly", "classifier", "online", "rules"}
     # one strong source and noise: whatever is chosen ranks within a hair of the strong source on fresh data
     fresh, fresh_fraud = _synthetic_sources(60_000, 4)
     only = {"classifier": fresh["classifier"], "online": fresh["online"]}
