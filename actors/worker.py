@@ -39,6 +39,7 @@ from actors.partition import Output, PartitionProcessor
 from actors.serving import ClassifierServing, Served
 from actors.terminal_stage import (
     IDLE,
+    UNKNOWN,
     BroadcastRisk,
     TerminalStage,
     decode_delta_batch,
@@ -63,6 +64,8 @@ COMMIT_TIMEOUT_S = 10.0
 FETCH_MAX_WAIT_MS = 5
 #: Terminal-stage updates are sent at most this often (well inside terminal_freshness_s).
 STAGE_FLUSH_S = 0.5
+#: Progress (and stage completeness) the broadcast table has not caught up with is sent again this often.
+RESEND_S = 1.0
 #: Periodic partition checkpoints of one actor are at least this far apart.
 CHECKPOINT_SPACING_S = 1.0
 
@@ -154,6 +157,7 @@ class ScoringWorker:
         self._commit_pending: set[int] = set()
         self._last_commit = 0.0
         self._last_stage_flush = 0.0
+        self._last_resend = 0.0
         self._last_snapshot = 0.0
         self._stage_unsaved: set[int] = set()
         self._stage_checkpoint: dict[int, float] = {}
@@ -474,10 +478,14 @@ class ScoringWorker:
             phases.lap("poll")
             self.health.observe(self._fetch_times())
             if not polled:
+                # no records, yet what waits for the table must go on: with every partition waiting (or
+                # paused), none may come, so the flushes and re-sends below are the only way it moves again
+                scored = await self._release_and_publish()
+                phases.start()  # the phase below is the checkpoint's alone, as in a step with records
                 self._sample_rate()
                 await self._checkpoint_if_due()
                 phases.lap("checkpoint")
-                return 0
+                return scored
             polled_ms = time.time() * 1000.0
             if self.first_poll_wall is None:
                 self.first_poll_wall = polled_ms / 1000.0
@@ -501,15 +509,7 @@ class ScoringWorker:
                     self._stage_unsaved.add(tp.partition)
             phases.lap("stage")
             arriving = {tp.partition for tp, records in polled.items() if tp.topic == self.tx_topic and records}
-            for partition, processor in self.processors.items():
-                if processor.waiting and partition not in arriving:  # the table moved on: what it lets through
-                    output = processor.release_held()
-                    if output.scored:
-                        scored += output.scored
-                        touched.append(partition)
-                        self._unsaved.add(partition)
-                        self._take(partition, output, outgoing)
-                    self._pause_or_resume(partition, processor)
+            scored += self._release_waiting(arriving, outgoing, touched)
             for tp, records in polled.items():
                 processor = self.processors.get(tp.partition)
                 if processor is None or not records or tp.topic not in (self.tx_topic, self.label_topic):
@@ -546,6 +546,37 @@ class ScoringWorker:
             await self._checkpoint_if_due()
             phases.lap("checkpoint")
             return scored
+
+    def _release_waiting(self, arriving: set[int], outgoing: list[Outgoing], touched: list[int]) -> int:
+        """Score what the table now lets through of the waiting partitions (those in ``arriving`` release
+        with their new records); returns the events scored."""
+        scored = 0
+        for partition, processor in self.processors.items():
+            if processor.waiting and partition not in arriving:  # the table moved on: what it lets through
+                output = processor.release_held()
+                if output.scored:
+                    scored += output.scored
+                    touched.append(partition)
+                    self._unsaved.add(partition)
+                    self._take(partition, output, outgoing)
+                self._pause_or_resume(partition, processor)
+        return scored
+
+    async def _release_and_publish(self) -> int:
+        """A step that polled nothing: release what the table lets through, send the terminal updates
+        that are due (timer, progress, re-sends), wait for them; returns the events scored.
+
+        Without alignment nothing is held: this only sends the updates whose timer is due."""
+        outgoing: list[Outgoing] = []
+        touched: list[int] = []
+        self._mutating = True
+        scored = self._release_waiting(set(), outgoing, touched)
+        outgoing += self._publish_terminal_updates()
+        await self._deliver(outgoing)
+        self._mutating = False
+        if touched:
+            await self._commit(touched)
+        return scored
 
     async def _checkpoint_if_due(self) -> None:
         """Checkpoint a changed partition whose interval (time or events) has passed.
@@ -612,6 +643,13 @@ class ScoringWorker:
         answers from buckets closed ``terminal_freshness_s`` ago), at once when a
         partition has just caught up (so a backlog's end completes the table), and
         always before a checkpoint (``force``): what a checkpoint covers was sent.
+
+        Every RESEND_S, while the broadcast table is behind the progress a partition
+        sent (or behind what an owned stage published), the progress and the stages'
+        completeness go out again even if unchanged. A waiting partition's progress
+        changes only when the table moves, so one delta batch that never reached its
+        stage would otherwise hold every partition back for good (the embedded broker
+        can skip a record for a reader while two producers append to one partition).
         """
         progress = {}
         for partition, processor in self.processors.items():
@@ -627,13 +665,19 @@ class ScoringWorker:
                       for p, processor in self.processors.items())  # fmt: skip
         stage_moved = any(stage.complete_through_ms != self._stage_sent.get(number) for number, stage in self.stages.items())
         aligned = self.settings.stream.terminal_alignment and (waiting or stage_moved)
-        if not (force or caught_up or aligned or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
+        table = self.broadcast
+        resend = time.monotonic() - self._last_resend >= RESEND_S and (
+            any(table.complete_through_ms < self._progress_sent.get(p, UNKNOWN) for p in self.processors)
+            or any(table.progress.get(n) != self._stage_sent.get(n) for n in self.stages))
+        if not (force or caught_up or aligned or resend or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
             return []
         self._last_stage_flush = time.monotonic()
+        if resend:
+            self._last_resend = self._last_stage_flush
         sends = []
         for partition, processor in self.processors.items():
             through = progress[partition]
-            progressed = self._progress_sent.get(partition) != through
+            progressed = resend or self._progress_sent.get(partition) != through
             for destination, batch in enumerate(processor.terminal_deltas(through, self.stage_count)):
                 if batch.deltas or progressed:
                     sends.append(Outgoing(self.deltas_topic, encode_stage_message(batch), partition=destination,
@@ -645,7 +689,7 @@ class ScoringWorker:
                 table = self.broadcast.table
                 oldest, oldest_day = table.horizon(complete - self._retention_ms)
                 stage.expire(oldest, oldest_day, table.fraud_horizon(oldest, oldest_day))
-            if stage.dirty or self._stage_sent.get(number) != complete:
+            if resend or stage.dirty or self._stage_sent.get(number) != complete:
                 update = stage.flush(number)
                 sends.append(Outgoing(self.risk_topic, encode_stage_message(update), partition=number, kind="stage"))
                 self._stage_sent[number] = complete

@@ -633,9 +633,8 @@ class StreamSettings(_Section):
     #: Most records taken per poll (per actor, all its partitions).
     max_batch_records: PositiveInt = 1_000
     #: Hold a partition's transactions until the broadcast terminal table is complete for the buckets they read
-    #: (event-time alignment, as Flink's watermark alignment): a backlog is scored as a live stream is. Off by
-    #: default: one CI run in four saw a 4-partition backlog stall with every partition waiting (not yet found).
-    terminal_alignment: bool = False
+    #: (event-time alignment, as Flink's watermark alignment): a backlog is scored as a live stream is.
+    terminal_alignment: bool = True
     #: Transactions a partition holds at most while waiting for the table (the partition is paused at the bound).
     max_held_transactions: PositiveInt = 20_000
     #: Longest a poll waits for records.

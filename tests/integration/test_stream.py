@@ -98,6 +98,7 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     status = _wait_scored(job, report.transactions)
     totals = status["totals"]
     assert totals["scored"] == report.transactions
+    assert totals["terminal_stale"] == 0, totals["terminal_stale"]
     assert totals["dead_letters"] == 0
     assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
     for actor in status["actors"]:  # where each loop's time went, phase by phase
