@@ -666,7 +666,7 @@ class ScoringWorker:
         stage_moved = any(stage.complete_through_ms != self._stage_sent.get(number) for number, stage in self.stages.items())
         aligned = self.settings.stream.terminal_alignment and (waiting or stage_moved)
         table = self.broadcast
-        resend = time.monotonic() - self._last_resend >= RESEND_S and (
+        resend = self.settings.stream.terminal_alignment and time.monotonic() - self._last_resend >= RESEND_S and (
             any(table.complete_through_ms < self._progress_sent.get(p, UNKNOWN) for p in self.processors)
             or any(table.progress.get(n) != self._stage_sent.get(n) for n in self.stages))
         if not (force or caught_up or aligned or resend or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
