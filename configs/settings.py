@@ -589,6 +589,12 @@ class ScoringSettings(_Section):
             action="review",
             score=0.97,
         ),
+        RuleSettings(
+            name="compromised_terminal",
+            when="terminal_fraud_count >= 3 and terminal_fraud_rate >= 0.15",
+            action="review",
+            score=0.9,
+        ),
     )
     #: Fused score at or above which an alert is raised with decision "review"
     #: (the anomaly score is a percentile rank: 0.995 = the 0.5 % most unusual events).
