@@ -59,6 +59,7 @@ from configs import ConfigError, KafkaSettings, load_settings
 from contracts.errors import RecordError
 from contracts.records import Alert, Decision, decode_alert
 from pipelines.kafka import KafkaSetupError, make_consumer, partition_counts, wait_until_ready
+from pipelines.session import kafka_for, running_embedded_broker
 
 console = Console(stderr=True)
 
@@ -503,9 +504,7 @@ def tail_command(
     check_bootstrap(bootstrap)
     settings = load_settings(config)
     topic = settings.kafka.topics.alerts.name
-    from pipelines import cli  # the CLI module imports this one: import it when the command runs
-
-    if bootstrap is None and settings.kafka.embedded and cli._running_embedded_broker() is None:
+    if bootstrap is None and settings.kafka.embedded and running_embedded_broker() is None:
         console.print(
             "[yellow]no `fraudstream broker` runs in this folder: the broker started for this tail is new and "
             "empty, and no scoring job writes to it; start `fraudstream broker` (and the job) here, or pass "
@@ -523,7 +522,7 @@ def tail_command(
         elif follow:
             console.print(f"[dim]waiting for new alerts on {where}; Ctrl-C to stop[/dim]", soft_wrap=True)
 
-    with cli.kafka_for(settings, bootstrap) as servers:
+    with kafka_for(settings, bootstrap) as servers:
         try:
             run_tail(
                 settings.kafka, servers, topic, stats,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +17,9 @@ from rich.table import Table
 
 from configs import ConfigError, Settings, load_settings
 from pipelines.broker import BrokerUnavailable, EmbeddedBroker
-from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
+from pipelines.kafka import KafkaSetupError
+from pipelines.session import BROKER_STATE, kafka_for
+from pipelines.session import prepare as _prepare
 
 app = typer.Typer(
     add_completion=False,
@@ -29,9 +29,6 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
-#: Where `fraudstream broker` records the address of the broker it runs.
-BROKER_STATE = Path(".fraudstream") / "broker.json"
-
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="Settings YAML (default: the bundled configs/local.yaml).")
 ]
@@ -39,44 +36,6 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
     return load_settings(config, {k: v for k, v in (overrides or {}).items() if v is not None})
-
-
-def _running_embedded_broker() -> str | None:
-    """The address recorded by a `fraudstream broker` still running in this folder."""
-    from pipelines.broker import port_answers
-
-    try:
-        state = json.loads(BROKER_STATE.read_text())
-    except (OSError, ValueError):
-        return None
-    host, _, port = str(state.get("bootstrap_servers", "")).rpartition(":")
-    return state["bootstrap_servers"] if port.isdigit() and port_answers(host, int(port)) else None
-
-
-@contextlib.contextmanager
-def kafka_for(settings: Settings, bootstrap: str | None) -> Iterator[str | None]:
-    """Yield the bootstrap servers to use: given, configured, or an embedded broker.
-
-    With ``kafka.embedded`` and no address given, reuse the broker a running
-    `fraudstream broker` recorded, else start one for the duration of the block.
-    """
-    if bootstrap or not settings.kafka.embedded:
-        yield bootstrap
-        return
-    existing = _running_embedded_broker()
-    if existing:
-        console.print(f"[dim]using the embedded broker at {existing}[/dim]")
-        yield existing
-        return
-    with EmbeddedBroker(port=settings.kafka.embedded_port) as broker:
-        console.print(f"[dim]started an embedded broker at {broker.bootstrap_servers} for this run[/dim]")
-        asyncio.run(_prepare(settings, broker.bootstrap_servers))
-        yield broker.bootstrap_servers
-
-
-async def _prepare(settings: Settings, bootstrap: str | None) -> dict[str, int]:
-    await wait_until_ready(settings.kafka, bootstrap)
-    return await ensure_topics(settings.kafka, bootstrap)
 
 
 @app.command()

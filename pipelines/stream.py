@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         check_start(settings, args.actors)  # before a broker, Kafka or Ray is started or waited for
         if settings.kafka.embedded and args.bootstrap is None:
-            from pipelines.cli import kafka_for
+            from pipelines.session import kafka_for
 
             with kafka_for(settings, None) as servers:
                 return _run(settings, servers, args)
