@@ -177,6 +177,13 @@ class SourceShare:
         return batches
 
 
+def _trim(per_source: dict[int, dict[int, int]], oldest: int) -> None:
+    """Drop every source's buckets (or days) at or before ``oldest``."""
+    for source, values in per_source.items():
+        if any(k <= oldest for k in values):
+            per_source[source] = {k: n for k, n in values.items() if k > oldest}
+
+
 class _Shares:
     __slots__ = ("buckets", "frauds", "low", "days", "day_low")
 
@@ -286,9 +293,7 @@ class TerminalStage:
             self._expired_through = oldest_bucket
             for terminal in [t for t, shares in self.terminals.items() if shares.low <= oldest_bucket]:
                 shares = self.terminals[terminal]
-                for source, buckets in shares.buckets.items():
-                    if any(b <= oldest_bucket for b in buckets):
-                        shares.buckets[source] = {b: n for b, n in buckets.items() if b > oldest_bucket}
+                _trim(shares.buckets, oldest_bucket)
                 for source, frauds in shares.frauds.items():
                     if any(b <= fraud_bucket for b, _ in frauds):
                         shares.frauds[source] = [f for f in frauds if f[0] > fraud_bucket]
@@ -302,9 +307,7 @@ class TerminalStage:
             self._expired_day = oldest_day
             for terminal in [t for t, shares in self.terminals.items() if shares.day_low <= oldest_day]:
                 shares = self.terminals[terminal]
-                for source, days in shares.days.items():
-                    if any(d <= oldest_day for d in days):
-                        shares.days[source] = {d: n for d, n in days.items() if d > oldest_day}
+                _trim(shares.days, oldest_day)
                 shares.day_low = min((d for days in shares.days.values() for d in days), default=UNKNOWN_LOW)
                 self._drop_if_empty(terminal, shares)
 

@@ -665,10 +665,10 @@ class ScoringWorker:
                       for p, processor in self.processors.items())  # fmt: skip
         stage_moved = any(stage.complete_through_ms != self._stage_sent.get(number) for number, stage in self.stages.items())
         aligned = self.settings.stream.terminal_alignment and (waiting or stage_moved)
-        table = self.broadcast
+        broadcast = self.broadcast
         resend = self.settings.stream.terminal_alignment and time.monotonic() - self._last_resend >= RESEND_S and (
-            any(table.complete_through_ms < self._progress_sent.get(p, UNKNOWN) for p in self.processors)
-            or any(table.progress.get(n) != self._stage_sent.get(n) for n in self.stages))
+            any(broadcast.complete_through_ms < self._progress_sent.get(p, UNKNOWN) for p in self.processors)
+            or any(broadcast.progress.get(n) != self._stage_sent.get(n) for n in self.stages))
         if not (force or caught_up or aligned or resend or time.monotonic() - self._last_stage_flush >= STAGE_FLUSH_S):
             return []
         self._last_stage_flush = time.monotonic()
@@ -686,9 +686,7 @@ class ScoringWorker:
         for number, stage in self.stages.items():
             complete = stage.complete_through_ms
             if complete < IDLE:
-                table = self.broadcast.table
-                oldest, oldest_day = table.horizon(complete - self._retention_ms)
-                stage.expire(oldest, oldest_day, table.fraud_horizon(oldest, oldest_day))
+                stage.expire(*broadcast.table.horizon(complete - self._retention_ms))
             if resend or stage.dirty or self._stage_sent.get(number) != complete:
                 update = stage.flush(number)
                 sends.append(Outgoing(self.risk_topic, encode_stage_message(update), partition=number, kind="stage"))

@@ -59,6 +59,14 @@ def entity_key(kind: str, entity_id: str) -> str:
     return kind + KEY_SEPARATOR + entity_id
 
 
+def _values(table: dict[int, int] | None, keys: list[int]) -> list[tuple[int, int]]:
+    """(key, value) of the given keys of a bucket or day table (0 where none, or no table)."""
+    if table is None:
+        return [(k, 0) for k in keys]
+    get = table.get
+    return [(k, get(k, 0)) for k in keys]
+
+
 class _TerminalCounts:
     __slots__ = ("buckets", "frauds", "cache_head", "cache_total", "low", "days", "day_head", "day_totals", "day_row")
 
@@ -133,18 +141,12 @@ class TerminalRisk:
     def bucket_values(self, terminal_id: str, buckets: list[int]) -> list[tuple[int, int]]:
         """(bucket, transactions) of the given buckets of a terminal (0 where none)."""
         counts = self.terminals.get(terminal_id)
-        if counts is None:
-            return [(b, 0) for b in buckets]
-        get = counts.buckets.get
-        return [(b, get(b, 0)) for b in buckets]
+        return _values(counts.buckets if counts is not None else None, buckets)
 
     def day_values(self, key: str, days: list[int]) -> list[tuple[int, int]]:
         """(day, transactions) of the given days of a key (0 where none)."""
         counts = self.terminals.get(key)
-        if counts is None:
-            return [(d, 0) for d in days]
-        get = counts.days.get
-        return [(d, get(d, 0)) for d in days]
+        return _values(counts.days if counts is not None else None, days)
 
     def frauds_of(self, terminal_id: str) -> list[tuple[int, int]]:
         """A terminal's frauds as (bucket, known_at), in the order recorded."""
@@ -217,13 +219,18 @@ class TerminalRisk:
 
     def record_day(self, key: str, event_time_ms: int, count: int = 1) -> None:
         """Count a transaction of the key on its day (the delay-aware windows)."""
-        if self.outbox is not None:
-            self.day_outbox.append((key, event_time_ms // _DAY_MS, count))
-            return
-        counts = self.terminals.get(key)
-        if counts is None:
-            counts = self.terminals[key] = _TerminalCounts()
+        self._count_day(key, None, event_time_ms, count)
+
+    def _count_day(self, key: str, counts: _TerminalCounts | None, event_time_ms: int, count: int) -> None:
+        """:meth:`record_day`, given the key's entry when the caller looked it up already."""
         day = event_time_ms // _DAY_MS
+        if self.outbox is not None:
+            self.day_outbox.append((key, day, count))
+            return
+        if counts is None:
+            counts = self.terminals.get(key)
+            if counts is None:
+                counts = self.terminals[key] = _TerminalCounts()
         counts.days[day] = counts.days.get(day, 0) + count
         if day <= counts.day_head:
             counts.day_head = _NO_HEAD
@@ -322,7 +329,7 @@ class TerminalRisk:
         if counts is None or not counts.days:
             out.extend(self._day_zeros)
             if record:
-                self.record_day(key, event_time_ms)
+                self._count_day(key, counts, event_time_ms, 1)
             return
         head = self._day_head(event_time_ms)
         if counts.day_head != head:
@@ -343,13 +350,7 @@ class TerminalRisk:
                 out.append(float(n))
                 out.append(known[i] / n if n else 0.0)
         if record:
-            if self.outbox is not None:
-                self.day_outbox.append((key, event_time_ms // _DAY_MS, 1))
-            else:
-                day = event_time_ms // _DAY_MS
-                counts.days[day] = counts.days.get(day, 0) + 1
-                if day <= counts.day_head:
-                    counts.day_head = _NO_HEAD
+            self._count_day(key, counts, event_time_ms, 1)
 
     def _window_totals(self, counts: _TerminalCounts, head: int) -> list[int]:
         """Transactions per day window ending at day ``head``: one pass over a sparse key's days,
@@ -405,17 +406,14 @@ class TerminalRisk:
                     known[i] += 1
         return known
 
-    def horizon(self, through_ms: int) -> tuple[int, int]:
-        """(bucket, day) at or before which no query after ``through_ms`` looks: what expiry drops."""
+    def horizon(self, through_ms: int) -> tuple[int, int, int]:
+        """(bucket, day, fraud bucket) at or before which no query after ``through_ms`` looks: what expiry
+        drops. A fraud is kept while an hourly or a daily window can see its bucket."""
         oldest_bucket = self._head(through_ms) - self.window_buckets
-        oldest_day = self._day_head(through_ms) - self.day_span if self.day_windows else _NO_HEAD
-        return oldest_bucket, oldest_day
-
-    def fraud_horizon(self, oldest_bucket: int, oldest_day: int) -> int:
-        """The bucket at or before which a fraud is seen by no window (hourly or daily)."""
         if not self.day_windows:
-            return oldest_bucket
-        return min(oldest_bucket, ((oldest_day + 1) * _DAY_MS) // self.bucket_ms - 1)
+            return oldest_bucket, _NO_HEAD, oldest_bucket
+        oldest_day = self._day_head(through_ms) - self.day_span
+        return oldest_bucket, oldest_day, min(oldest_bucket, ((oldest_day + 1) * _DAY_MS) // self.bucket_ms - 1)
 
     def expire(self, through_ms: int) -> int:
         """Forget buckets, days and frauds no window after ``through_ms`` can see; drop empty terminals.
@@ -423,11 +421,10 @@ class TerminalRisk:
         Engines sharing the table all call this; only the first call past a
         point does the work.
         """
-        oldest, oldest_day = self.horizon(through_ms)
+        oldest, oldest_day, fraud_oldest = self.horizon(through_ms)
         if oldest <= self._expired_through:
             return 0
         self._expired_through = oldest
-        fraud_oldest = self.fraud_horizon(oldest, oldest_day)
         dropped = 0
         for terminal_id in list(self.terminals):
             counts = self.terminals[terminal_id]
