@@ -39,6 +39,8 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
+from actors.serving import Served
+from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, DeltaBatch, SourceShare
 from configs import RuleSettings, Settings
 from contracts.errors import RecordError
 from contracts.guards import DecodeLimits
@@ -52,14 +54,13 @@ from contracts.records import (
     decode_transactions,
     encode,
 )
-from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, DeltaBatch, SourceShare
 from features import FeatureEngine
 from features.state import (
-    EngineSnapshot,
-    FrozenEngine,
     TERMINAL_BUCKETS_SCHEMA,
     TERMINAL_DAYS_SCHEMA,
     TERMINAL_FRAUDS_SCHEMA,
+    EngineSnapshot,
+    FrozenEngine,
     TerminalCopy,
     freeze_engine,
     ipc_bytes,
@@ -70,7 +71,6 @@ from features.state import (
     terminal_copies_to_batches,
     terminal_from_batches,
 )
-from actors.serving import Served
 from models import Scorer
 from models.batch import ClassifierSource
 from models.online import EVENT_TIME, TRANSACTION_ID

@@ -80,7 +80,7 @@ class ClassifierServing:
         return bool(self.uri)
 
     def _connect(self) -> Any:
-        from pipelines.registry import connect, store_exists
+        from connectors.registry import connect, store_exists
 
         if self._client is None:
             if not store_exists(self.settings.mlflow):
@@ -90,7 +90,7 @@ class ClassifierServing:
 
     def _resolve(self, client: Any, uri: str, option: str, required: bool) -> str | None:
         """The ``models:/NAME/VERSION`` URI that ``uri`` names now; None when it names nothing yet."""
-        from pipelines.registry import MissingModel, resolve
+        from connectors.registry import MissingModel, resolve
 
         try:
             return resolve(client, uri, option).uri
@@ -100,7 +100,7 @@ class ClassifierServing:
             return None
 
     def _load(self, client: Any, uri: str, option: str) -> ClassifierSource:
-        from pipelines.registry import RegistryError, load_batch_model
+        from connectors.registry import RegistryError, load_batch_model
 
         model = load_batch_model(client, uri, option)
         try:
@@ -123,7 +123,7 @@ class ClassifierServing:
         client = self._connect()
         if client is None:
             if required:
-                from pipelines.registry import MissingModel
+                from connectors.registry import MissingModel
 
                 raise MissingModel(
                     f"{option}: the MLflow store {self.settings.mlflow.tracking_uri} holds no model yet; "

@@ -31,7 +31,6 @@ import numpy as np
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.delivery import Delivery, Outgoing, Undelivered
 from actors.health import KafkaHealth
 from actors.metrics import ActorMetrics
@@ -44,13 +43,16 @@ from actors.terminal_stage import (
     TerminalStage,
     decode_delta_batch,
     decode_risk_update,
+)
+from actors.terminal_stage import (
     encode as encode_stage_message,
 )
 from configs import RuleSettings, Settings
+from connectors.checkpoint import CheckpointStore, cluster_namespace
+from connectors.kafka import cluster_id, make_consumer, make_producer
 from features import FeatureEngine, FeatureRegistry
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
 from models.sources import RuleSource
-from pipelines.kafka import cluster_id, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
 

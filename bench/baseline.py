@@ -38,8 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.history import History
 from models.batch import average_precision, card_precision_at_k_per_day, mean_of, roc_auc
-from pipelines.history import History
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

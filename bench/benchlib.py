@@ -10,7 +10,7 @@ from configs import Settings
 from contracts import Transaction
 from contracts.arrow import table_to_records
 from features.offline import history_transactions
-from pipelines.synthetic import SyntheticHistory, generate
+from synthetic import SyntheticHistory, generate
 
 
 def pin_to_one_core() -> None:

@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
+import reference_workload  # noqa: E402
+from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-import reference_workload  # noqa: E402
 import features  # noqa: E402
 from configs import load_settings  # noqa: E402
 from features.offline import PartitionedFeatures  # noqa: E402
 from features.runtime import configure_gc_for_streaming  # noqa: E402
-from features.state import ipc_bytes, accounts_to_batch  # noqa: E402
-from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
+from features.state import accounts_to_batch, ipc_bytes  # noqa: E402
 
 
 def main() -> None:

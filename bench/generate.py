@@ -1,7 +1,7 @@
 """Synthetic history throughput: generate + write Parquet, on one core.
 
 Prints one JSON line: generate_per_s (transactions per second for
-``pipelines.synthetic.generate`` plus ``write_history``, best of --repeat runs),
+``synthetic.generate`` plus ``write_history``, best of --repeat runs),
 the transaction count, the achieved fraud rate and the per-phase seconds.
 
     python bench/generate.py --accounts 20000 --days 30
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.settings import GeneratorSettings
-from pipelines.synthetic import generate, write_history
+from synthetic import generate, write_history
 
 
 def main() -> None:

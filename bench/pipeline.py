@@ -33,16 +33,16 @@ sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
+import reference_workload  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-import reference_workload  # noqa: E402
 from configs import TopicSettings, TopicsSettings, load_settings  # noqa: E402
-from pipelines.broker import EmbeddedBroker  # noqa: E402
-from pipelines.kafka import ensure_topics, make_consumer, wait_until_ready  # noqa: E402
+from connectors.broker import EmbeddedBroker  # noqa: E402
+from connectors.kafka import ensure_topics, make_consumer, wait_until_ready  # noqa: E402
 from pipelines.produce import produce_history  # noqa: E402
 from pipelines.stream import StreamJob  # noqa: E402
-from pipelines.synthetic import generate  # noqa: E402
+from synthetic import generate  # noqa: E402
 
 
 async def _consume_loop(settings: Any, bootstrap: str, topic: str, expected: int, handle: Any) -> float:

@@ -61,7 +61,7 @@ import msgspec  # noqa: E402
 
 from bench.benchlib import generated  # noqa: E402
 from configs import load_settings  # noqa: E402
-from pipelines.synthetic import write_history  # noqa: E402
+from synthetic import write_history  # noqa: E402
 
 TARGETS = {"batch_ap": 0.7, "recall": 0.8, "alert_rate": 0.01}
 
@@ -160,9 +160,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     from bench.baseline import run_baselines
+    from connectors.history import read_history
+    from connectors.registry import connect, load_batch_model
     from pipelines.backtest import backtest
-    from pipelines.history import read_history
-    from pipelines.registry import connect, load_batch_model
     from pipelines.train import feature_table, register, train_model
 
     profile, fixed_days = args.label_delay

@@ -30,16 +30,16 @@ sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import reference_workload  # noqa: E402
+from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
-import reference_workload  # noqa: E402
 from configs import load_settings  # noqa: E402
 from features import FeatureBatch, FeatureRegistry  # noqa: E402
 from features.offline import build_feature_table  # noqa: E402
 from models import Scorer  # noqa: E402
 from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed, OnlineClassifierSource  # noqa: E402
-from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E402
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ from features._impl import FeatureEngine
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
 
 
-
 def interleave(transactions: Iterable[Transaction], labels: Iterable[Label]) -> Iterator[Transaction | Label]:
     """Transactions in the given order, each followed by the labels its event time releases.
 

@@ -1,7 +1,7 @@
 """The batch classifier: event-time split, training, ranking metrics, and the trained model as a score source.
 
 Pure code: no MLflow, Kafka, Ray or clock (the MLflow adapter is
-``pipelines/registry.py``). Fraud teams split by time, never at random: a
+``connectors/registry.py``). Fraud teams split by time, never at random: a
 model is fitted on one period and judged on a later one, with a gap between
 them as long as the label delay (the labels of the last training days must
 have arrived before the model goes live). Frauds are rare, so the classifier

@@ -56,9 +56,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from configs import ConfigError, KafkaSettings, load_settings
+from connectors.kafka import KafkaSetupError, make_consumer, partition_counts, wait_until_ready
 from contracts.errors import RecordError
 from contracts.records import Alert, Decision, decode_alert
-from pipelines.kafka import KafkaSetupError, make_consumer, partition_counts, wait_until_ready
 from pipelines.session import kafka_for, running_embedded_broker
 
 console = Console(stderr=True)
@@ -104,7 +104,7 @@ def parse_since(value: str | None, option: str = "--since") -> int | None:
     ...
     configs.settings.ConfigError: --since: expected an RFC 3339 time such as 2026-01-15T12:00:00Z or 2026-01-15T13:00:00+01:00 (or a date, 2026-01-15, read as UTC midnight), got 'yesterday'
     """
-    from pipelines.history import parse_time  # the parser `train` and `backtest` use for --from / --until
+    from connectors.history import parse_time  # the parser `train` and `backtest` use for --from / --until
 
     if value is None:
         return None

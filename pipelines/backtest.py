@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from configs import Settings
+from connectors.history import History, HistoryError
 from models.batch import (
     BatchModel,
     average_precision,
@@ -43,7 +44,6 @@ from models.batch import (
     roc_auc,
 )
 from models.fusion import fit_stacking
-from pipelines.history import History, HistoryError
 from pipelines.replay import score_features
 from pipelines.train import FeatureTable
 

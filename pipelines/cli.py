@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from configs import ConfigError, Settings, load_settings
-from pipelines.broker import BrokerUnavailable, EmbeddedBroker
-from pipelines.kafka import KafkaSetupError
+from connectors.broker import BrokerUnavailable, EmbeddedBroker
+from connectors.kafka import KafkaSetupError
 from pipelines.session import BROKER_STATE, kafka_for
 from pipelines.session import prepare as _prepare
 
@@ -90,8 +90,8 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Generate a synthetic card-payment history with injected, labelled fraud."""
-    from pipelines.synthetic import generate as generate_history
-    from pipelines.synthetic import write_history
+    from synthetic import generate as generate_history
+    from synthetic import write_history
 
     settings = _settings(
         config,
@@ -144,7 +144,7 @@ def produce(
 
     settings = _settings(config, {"generator.accounts": accounts, "generator.days": days})
     if history is None:
-        from pipelines.synthetic import generate as generate_history
+        from synthetic import generate as generate_history
 
         with console.status("generating a synthetic history"):
             generated = generate_history(settings.generator)
@@ -213,8 +213,8 @@ def features_command(
     import msgspec
     import pyarrow.parquet as pq
 
+    from connectors.history import HistoryError, Span, read_history
     from features.offline import build_feature_table
-    from pipelines.history import HistoryError, Span, read_history
 
     if order not in ("event_time", "delivery"):
         raise ConfigError(f"--order: expected event_time or delivery, got {order!r}")
@@ -300,7 +300,7 @@ def run(
         producer = None
         if produce:
             from pipelines.produce import produce_history
-            from pipelines.synthetic import generate as generate_history
+            from synthetic import generate as generate_history
 
             with console.status("generating a synthetic history"):
                 history = generate_history(settings.generator)

@@ -361,8 +361,8 @@ def _progress() -> Any:
 
 def train_champion(settings: Settings, history_dir: Path, until_ms: int, client: Any) -> dict[str, Any]:
     """Train on the history before ``until_ms``, register the model and make it the champion."""
-    from pipelines.history import read_history
-    from pipelines.registry import promote
+    from connectors.history import read_history
+    from connectors.registry import promote
     from pipelines.train import feature_table, register, train_model
 
     loaded = read_history(history_dir, settings.history, until_ms=until_ms - 1)
@@ -386,9 +386,9 @@ def train_champion(settings: Settings, history_dir: Path, until_ms: int, client:
 
 def replay_live(settings: Settings, history_dir: Path, live_from_ms: int, client: Any) -> Any:
     """The live days replayed through the same features and models (event time, no Kafka): every row's score."""
+    from connectors.history import read_history
+    from connectors.registry import load_batch_model
     from pipelines.backtest import backtest
-    from pipelines.history import read_history
-    from pipelines.registry import load_batch_model
     from pipelines.train import feature_table
 
     loaded = read_history(history_dir, settings.history)
@@ -403,11 +403,11 @@ def replay_live(settings: Settings, history_dir: Path, live_from_ms: int, client
 
 def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     """The demo, start to end; returns the report's path and the summary (its summary.json)."""
-    from pipelines.broker import EmbeddedBroker
-    from pipelines.registry import connect
+    from connectors.broker import EmbeddedBroker
+    from connectors.registry import connect
     from pipelines.scoreboard import GroundTruth, Scoreboard
     from pipelines.stream import StreamJob
-    from pipelines.synthetic import generate, write_history
+    from synthetic import generate, write_history
 
     options.check()
     wall = time.monotonic()

@@ -50,7 +50,7 @@ def _progress() -> Progress:
 
 
 def _load(settings: Settings, history: Path, labels: Path | None, from_: str | None, until: str | None) -> Any:
-    from pipelines.history import parse_span, read_history
+    from connectors.history import parse_span, read_history
 
     span = parse_span(from_, until)
     with console.status(f"reading {history}"):
@@ -77,7 +77,7 @@ def train_command(
     config: ConfigOption = None,
 ) -> None:
     """Train the batch classifier on a history (time split, label-delay gap), log it to MLflow and register it."""
-    from pipelines.registry import connect
+    from connectors.registry import connect
     from pipelines.train import register, train_model
 
     settings = load_settings(config)
@@ -111,7 +111,7 @@ def promote_command(
     config: ConfigOption = None,
 ) -> None:
     """Point the champion (or challenger) alias at a registered version; a champion must not lower the test AP."""
-    from pipelines.registry import connect, promote
+    from connectors.registry import connect, promote
 
     settings = load_settings(config)
     if version is not None and not version.isdigit():
@@ -184,7 +184,7 @@ def _batch_model(settings: Settings, uri: str | None) -> Any:
 
 
 def _registered_model(settings: Settings, uri: str | None) -> Any:
-    from pipelines.registry import MissingModel, connect, load_batch_model, store_exists
+    from connectors.registry import MissingModel, connect, load_batch_model, store_exists
 
     if uri is not None:
         with console.status(f"loading {uri}"):

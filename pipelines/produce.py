@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs import KafkaSettings, ProducerSettings
+from connectors.kafka import make_producer
 from contracts.arrow import table_to_records
 from contracts.records import Label, Transaction, encode
-from pipelines.kafka import make_producer
 
 
 @dataclass

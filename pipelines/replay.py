@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from configs import Settings
+from connectors.history import HistoryError
 from features import FeatureBatch
 from models import Scorer
 from models.batch import BatchModel, ClassifierSource
 from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed
-from pipelines.history import HistoryError
 
 if TYPE_CHECKING:
     from pipelines.train import FeatureTable

@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from configs import Settings
-from pipelines.broker import EmbeddedBroker, port_answers
-from pipelines.kafka import ensure_topics, wait_until_ready
+from connectors.broker import EmbeddedBroker, port_answers
+from connectors.kafka import ensure_topics, wait_until_ready
 
 #: Where `fraudstream broker` records the address of the broker it runs.
 BROKER_STATE = Path(".fraudstream") / "broker.json"

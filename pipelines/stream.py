@@ -28,8 +28,8 @@ from typing import Any
 import msgspec
 
 from configs import ConfigError, RuleSettings, Settings, load_settings
+from connectors.kafka import KafkaSetupError, ensure_topics, wait_until_ready
 from models.rules import load_rules_file, rules_fingerprint
-from pipelines.kafka import KafkaSetupError, ensure_topics, wait_until_ready
 
 
 def check_layout(settings: Settings) -> None:
@@ -174,8 +174,7 @@ class StreamJob:
         import ray
 
         from actors.controller import NAMESPACE, Controller, controller_name
-
-        from actors.checkpoint import CheckpointStore
+        from connectors.checkpoint import CheckpointStore
 
         check_layout(self.settings)
         check_start(self.settings, actors)
@@ -248,9 +247,9 @@ class StreamJob:
         (None when there is none); a failing store is reported, never stops the job."""
         import ray
 
+        from connectors.registry import connect, log_online_snapshot
         from features import FeatureRegistry
         from models.state import unpack
-        from pipelines.registry import connect, log_online_snapshot
 
         online = self.settings.scoring.online
         snapshots: dict[int, bytes] = {}

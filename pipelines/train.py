@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from configs import ConfigError, Settings
+from connectors.history import History, HistoryError
 from features import FeatureRegistry, build_feature_table
 from models.batch import (
     DAY_MS,
@@ -47,7 +48,6 @@ from models.batch import (
     roc_auc,
 )
 from models.fusion import LearnedFusion, alternate_days, learn_fusion
-from pipelines.history import History, HistoryError
 from pipelines.replay import score_features
 
 #: Stages reported to ``on_stage`` (for a progress display).
@@ -308,10 +308,10 @@ def pr_curve_png(truth: np.ndarray, score: np.ndarray, path: Path, title: str) -
 
 
 def register(settings: Settings, trained: TrainedModel, history_source: str, client: Any) -> Any:
-    """Log the run and register the version (pipelines.registry); returns the RegisteredVersion."""
+    """Log the run and register the version (connectors.registry); returns the RegisteredVersion."""
     import json
 
-    from pipelines.registry import log_training
+    from connectors.registry import log_training
 
     with tempfile.TemporaryDirectory(prefix="fraudstream-train-") as folder:
         plot = pr_curve_png(trained.test_truth, trained.test_score, Path(folder) / "pr_curve.png",

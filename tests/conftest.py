@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from configs import Settings, TopicSettings, TopicsSettings, load_settings
-from pipelines.broker import EmbeddedBroker
-from pipelines.kafka import ensure_topics, wait_until_ready
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import ensure_topics, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def ray_session() -> Iterator[str]:
     yields the URL of its Prometheus metrics endpoint."""
     import ray
 
-    from pipelines.broker import free_port
+    from connectors.broker import free_port
 
     port = free_port()
     ray.init(num_cpus=8, include_dashboard=False, namespace="fraudstream", log_to_driver=False,

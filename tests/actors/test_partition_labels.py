@@ -16,7 +16,7 @@ from contracts.records import Label, encode
 from features import FeatureEngine
 from features.offline import history_transactions
 from models.online import OnlineClassifierSource
-from pipelines.synthetic import generate
+from synthetic import generate
 
 
 @dataclass(frozen=True)

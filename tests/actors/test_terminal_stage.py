@@ -9,11 +9,11 @@ from actors.terminal_stage import (
     IDLE,
     BroadcastRisk,
     RiskUpdate,
+    SourceShare,
     TerminalStage,
     decode_delta_batch,
     decode_risk_update,
     encode,
-    SourceShare,
 )
 from configs import FeatureSettings
 from contracts.partitioning import partition_for

@@ -18,10 +18,10 @@ import pytest
 from aiokafka import TopicPartition
 
 import actors.worker as worker_module
-from actors.checkpoint import CheckpointStore
 from actors.terminal_stage import IDLE, decode_delta_batch
 from actors.worker import ScoringWorker
 from configs import Settings, TopicSettings, TopicsSettings, load_settings
+from connectors.checkpoint import CheckpointStore
 from contracts.records import Transaction, encode
 
 START = 1_767_225_600_000

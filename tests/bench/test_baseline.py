@@ -11,9 +11,9 @@ import pytest
 
 from bench.baseline import FEATURES, NEVER_MS, baseline_features, run_baselines
 from configs import Settings
+from connectors.history import History, read_history
 from contracts.arrow import LABEL_SCHEMA, TIME
-from pipelines.history import History, read_history
-from pipelines.synthetic import generate, write_history
+from synthetic import generate, write_history
 
 DAY, HOUR = 86_400_000, 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a Thursday

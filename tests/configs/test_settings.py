@@ -10,7 +10,7 @@ import pytest
 
 from configs import ConfigError, Settings, load_settings
 from configs.settings import SCENARIOS, settings_from_dict
-from pipelines.kafka import client_kwargs
+from connectors.kafka import client_kwargs
 
 
 def test_bundled_local_config_loads_with_embedded_defaults() -> None:

@@ -33,7 +33,7 @@ from contracts.arrow import (
     table_to_records,
 )
 from contracts.records import decode_alert, decode_dead_letter
-from contracts.schemas import SCHEMA_DIR, RECORD_TYPES, render
+from contracts.schemas import RECORD_TYPES, SCHEMA_DIR, render
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -16,7 +16,7 @@ from features import _impl
 from features import engine as pure_engine
 from features.ckernel import CEventWindow, CRecentDistinct
 from features.offline import history_transactions
-from pipelines.synthetic import generate
+from synthetic import generate
 
 
 def test_ci_runs_the_compiled_kernel() -> None:

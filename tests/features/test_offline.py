@@ -15,7 +15,7 @@ from contracts.arrow import HISTORY_SCHEMA, LABEL_SCHEMA, TRANSACTION_SCHEMA, ta
 from contracts.partitioning import partition_for
 from features.offline import PartitionedFeatures, build_feature_table, history_transactions, interleave
 from features.registry import FeatureRegistry
-from pipelines.synthetic import generate
+from synthetic import generate
 
 T0 = 1_767_225_600_000
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000

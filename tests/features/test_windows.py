@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from itertools import accumulate
-
 from types import SimpleNamespace
 
 import pytest

@@ -34,7 +34,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
 
-from pipelines.broker import LOOPBACK, free_port
+from connectors.broker import LOOPBACK, free_port
 
 
 class FaultProxy:
@@ -207,8 +207,9 @@ class FaultProxy:
                     await asyncio.sleep(self._delay_s)
                 if writer.transport.is_closing():
                     return
+                # counted before the write: the peer can only have the bytes once the count includes them
+                setattr(self, counter, getattr(self, counter) + len(chunk))
                 writer.write(chunk)
                 await writer.drain()
-                setattr(self, counter, getattr(self, counter) + len(chunk))
         except (ConnectionError, OSError):
             return

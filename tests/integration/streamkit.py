@@ -16,7 +16,7 @@ import yaml
 from aiokafka import TopicPartition
 
 from configs import Settings, load_settings
-from pipelines.kafka import make_consumer
+from connectors.kafka import make_consumer
 from pipelines.produce import produce_history
 from pipelines.stream import StreamJob
 

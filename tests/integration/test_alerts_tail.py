@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from configs import Settings
+from connectors.kafka import make_producer
 from contracts import Alert, FeatureContribution, Reasons, SourcePosition, encode
-from pipelines.kafka import make_producer
 from tests.integration.streamkit import run_cli
 
 pytestmark = pytest.mark.integration

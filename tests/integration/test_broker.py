@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from configs import Settings, TopicSettings
-from pipelines.broker import BrokerUnavailable, EmbeddedBroker, port_answers, free_port
-from pipelines.kafka import KafkaSetupError, ensure_topics, partition_counts, wait_until_ready
+from connectors.broker import BrokerUnavailable, EmbeddedBroker, free_port, port_answers
+from connectors.kafka import KafkaSetupError, ensure_topics, partition_counts, wait_until_ready
 
 pytestmark = pytest.mark.integration
 

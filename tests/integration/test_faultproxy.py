@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, NodeNotReadyError, RequestTimedOutError
 
 from configs import KafkaSettings, Settings, TopicSettings
-from pipelines.broker import EmbeddedBroker
-from pipelines.kafka import ensure_topics, make_consumer, make_producer, wait_until_ready
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import ensure_topics, make_consumer, make_producer, wait_until_ready
 from tests.integration.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.integration]

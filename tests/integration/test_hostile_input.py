@@ -19,9 +19,9 @@ import jsonschema
 import msgspec
 import pytest
 
+from connectors.kafka import make_producer
 from contracts.records import decode_dead_letter
-from pipelines.kafka import make_producer
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.streamkit import consume_all, produce, wait_scored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,14 +17,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.worker import checkpoint_key
 from configs import Settings
+from connectors.broker import free_port
+from connectors.checkpoint import CheckpointStore, cluster_namespace
+from connectors.kafka import cluster_id
 from contracts.records import decode_alert
-from pipelines.broker import free_port
 from pipelines.jobs import ScoringJobs
-from pipelines.kafka import cluster_id
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.streamkit import consume_all, job_config, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

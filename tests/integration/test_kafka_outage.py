@@ -20,11 +20,11 @@ import msgspec
 import pytest
 
 from configs import RuleSettings, Settings, TopicSettings, TopicsSettings
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import ensure_topics, wait_until_ready
 from contracts.records import decode_alert
-from pipelines.broker import EmbeddedBroker
-from pipelines.kafka import ensure_topics, wait_until_ready
 from pipelines.stream import StreamJob
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.streamkit import consume_all, produce, wait_labels_read, wait_scored
 from tests.integration.test_stream import _digests, _reference_digests, _reference_run

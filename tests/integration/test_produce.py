@@ -16,10 +16,10 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 
 from configs import Settings
+from connectors.kafka import make_consumer
 from contracts import decode_label, decode_transaction
-from pipelines.kafka import make_consumer
 from pipelines.produce import produce_history, read_history
-from pipelines.synthetic import generate, write_history
+from synthetic import generate, write_history
 
 pytestmark = pytest.mark.integration
 

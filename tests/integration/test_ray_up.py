@@ -29,10 +29,10 @@ import msgspec
 import pytest
 import yaml
 
+from connectors.broker import free_port, port_answers
 from contracts.records import decode_alert
-from pipelines.broker import free_port, port_answers
 from pipelines.jobs import ScoringJobs
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.streamkit import consume_all, job_config, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

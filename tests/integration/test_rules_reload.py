@@ -15,7 +15,7 @@ import pytest
 from contracts.records import decode_alert
 from features import FeatureRegistry
 from models.rules import load_rules_file
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.streamkit import consume_all, produce, wait_scored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,12 +16,12 @@ import msgspec
 import pytest
 
 from configs import ConfigError, Settings
+from connectors.history import read_history
+from connectors.registry import connect, promote
 from contracts.records import decode_alert
-from pipelines.history import read_history
-from pipelines.registry import connect, promote
 from pipelines.stream import StreamJob
-from pipelines.synthetic import generate, write_history
 from pipelines.train import feature_table, register, train_model
+from synthetic import generate, write_history
 from tests.integration.streamkit import consume_all, produce, wait_scored
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

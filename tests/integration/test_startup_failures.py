@@ -21,11 +21,11 @@ import msgspec
 import pytest
 import ray
 
-from actors.checkpoint import cluster_namespace
 from actors.controller import NAMESPACE, controller_name
 from actors.worker import checkpoint_key
 from configs import Settings
-from pipelines.kafka import cluster_id
+from connectors.checkpoint import cluster_namespace
+from connectors.kafka import cluster_id
 from pipelines.stream import StreamJob
 from tests.integration.streamkit import job_config
 

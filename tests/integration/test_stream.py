@@ -14,16 +14,16 @@ import pyarrow.compute as pc
 import pytest
 import ray
 
-from actors.checkpoint import CheckpointStore, cluster_namespace
 from actors.partition import PartitionProcessor
 from actors.terminal_stage import BroadcastRisk
 from actors.worker import checkpoint_key
 from configs import Settings
+from connectors.checkpoint import CheckpointStore, cluster_namespace
+from connectors.kafka import cluster_id, make_producer
 from contracts.records import decode_alert, decode_dead_letter
 from features import FeatureEngine
-from pipelines.kafka import cluster_id, make_producer
 from pipelines.stream import StreamJob
-from pipelines.synthetic import generate
+from synthetic import generate
 from tests.integration.streamkit import consume_all as _consume_all
 from tests.integration.streamkit import produce as _produce
 from tests.integration.streamkit import wait_labels_read

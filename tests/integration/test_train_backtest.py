@@ -14,7 +14,7 @@ import pytest
 from configs import load_settings
 from features import FeatureRegistry
 from pipelines.cli import main
-from pipelines.synthetic import generate, write_history
+from synthetic import generate, write_history
 from tests.integration.streamkit import run_cli
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,7 @@ def test_a_model_loads_from_the_store_of_the_client_given(workspace, first_versi
     from mlflow import MlflowClient
 
     from configs import MlflowSettings
-    from pipelines.registry import connect, load_batch_model
+    from connectors.registry import connect, load_batch_model
 
     client = connect(MlflowSettings(tracking_uri=f"sqlite:///{workspace['store']}"))
     elsewhere = f"sqlite:///{tmp_path / 'other.db'}"

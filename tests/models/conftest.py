@@ -12,7 +12,7 @@ import pytest
 from configs import FeatureSettings, load_settings
 from features import FeatureBatch, FeatureRegistry
 from features.offline import build_feature_table
-from pipelines.synthetic import generate
+from synthetic import generate
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,8 @@ def test_notebook_runs_top_to_bottom_and_logs_to_mlflow(tmp_path: Path, monkeypa
     from nbclient import NotebookClient
 
     from configs import MlflowSettings, load_settings
+    from connectors.registry import connect, load_batch_model
     from features import FeatureRegistry
-    from pipelines.registry import connect, load_batch_model
 
     store = tmp_path / "mlruns" / "mlflow.db"
     uri = f"sqlite:///{store}"

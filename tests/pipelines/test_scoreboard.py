@@ -10,7 +10,7 @@ from configs import GeneratorSettings
 from contracts.partitioning import partition_for
 from contracts.records import Alert, Reasons
 from pipelines.scoreboard import GroundTruth, Scoreboard
-from pipelines.synthetic import generate
+from synthetic import generate
 
 DAY_MS = 86_400_000
 

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from configs import ConfigError, Settings
-from pipelines.broker import free_port
+from connectors.broker import free_port
 from pipelines.stream import StreamJob, check_start, main
 from tests.integration.streamkit import job_config, run_cli
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from configs import Settings, load_settings
+from connectors.history import read_history
 from models.batch import DAY_MS, fraud_probability, iso_utc
-from pipelines.history import read_history
-from pipelines.synthetic import generate, write_history
 from pipelines.train import FeatureTable, feature_table, train_model
+from synthetic import generate, write_history
 
 
 def _settings(refit: bool) -> Settings:

@@ -17,7 +17,7 @@ import pytest
 from configs.settings import SCENARIOS, GeneratorSettings
 from contracts.arrow import HISTORY_SCHEMA, LABEL_SCHEMA, table_to_records
 from contracts.records import Label, Transaction
-from pipelines.synthetic import SyntheticHistory, generate, write_history
+from synthetic import SyntheticHistory, generate, write_history
 
 SMALL = GeneratorSettings(accounts=2500, days=21, seed=11)
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import ConfigError, HistorySettings
-from pipelines.history import History, Span, iso_ms, parse_span, parse_time, read_history
+from connectors.history import History, Span, iso_ms, parse_span, parse_time, read_history
 
 MIDNIGHT_14 = 1534204800000  # 2018-08-14T00:00:00Z
 MIDNIGHT_15 = MIDNIGHT_14 + 86_400_000

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs import HistorySettings, load_settings
+from connectors.history import HistoryError, iso_ms, parse_time, read_history
 from features import FeatureRegistry, build_feature_table
-from pipelines.history import HistoryError, iso_ms, parse_time, read_history
-from pipelines.synthetic import generate, write_history
+from synthetic import generate, write_history
 from tests.integration.streamkit import run_cli
 
 SETTINGS = load_settings()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.checkpoint import CheckpointStore
 from configs import ConfigError
+from connectors.checkpoint import CheckpointStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ def test_concurrent_writers_of_different_keys_in_separate_processes(tmp_path: Pa
     root = tmp_path / "shared"  # does not exist yet: both create it
     child = """
 import sys
-from actors.checkpoint import CheckpointStore
+from connectors.checkpoint import CheckpointStore
 store = CheckpointStore(sys.argv[1], keep=3)
 for n in range(20):
     store.save(sys.argv[2], {"state": sys.argv[2].encode() * 1000}, {"n": n})
@@ -242,7 +242,7 @@ def test_permission_denied_is_a_config_error_at_construction() -> None:
     """A directory the process may not write to."""
     child = """
 import sys
-from actors.checkpoint import CheckpointStore
+from connectors.checkpoint import CheckpointStore
 from configs import ConfigError
 for uri in sys.argv[1:]:
     try:
@@ -268,7 +268,7 @@ for uri in sys.argv[1:]:
 # ---------------------------------------------------------------------------------------------- crash
 CRASHING_WRITER = """
 import sys, time
-from actors.checkpoint import CheckpointStore
+from connectors.checkpoint import CheckpointStore
 
 store = CheckpointStore(sys.argv[1])
 store.save("k", {"model": b"m1", "state": b"complete" * 1000}, {"next_offset": 100})
@@ -340,7 +340,7 @@ def test_a_refused_read_is_raised_not_skipped() -> None:
     partition is never restored empty, or from an older checkpoint, because the store did not answer."""
     child = """
 import sys
-from actors.checkpoint import CheckpointStore
+from connectors.checkpoint import CheckpointStore
 store = CheckpointStore(sys.argv[1])
 try:
     store.load_latest("k")
