@@ -60,7 +60,7 @@ def native_extensions() -> list[object]:
             debug_level="0",
             group_name="features._native.kernel",
         )
-    except BaseException as exc:  # noqa: BLE001 - mypyc exits on type errors; never block installation
+    except BaseException as exc:
         print(f"fraudstream: mypyc compilation skipped ({exc}); using pure Python features")
         return []
     for extension in extensions:

@@ -105,7 +105,7 @@ class Controller:
                         status = await asyncio.wait_for(
                             actor.ensure.remote(self.plan[index], self.stage_plan[index], self.rules), timeout=60
                         )
-                    except (RayActorError, RayError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, RayActorError, RayError) as exc:
                         self._event("actor_unavailable", index, repr(exc)[:200])
                         continue
                     previous = self.last_status.get(index)
@@ -196,7 +196,7 @@ class Controller:
     async def _actor_status(self, index: int) -> dict[str, Any]:
         try:
             status = await asyncio.wait_for(self.actors[index].status.remote(), timeout=10)
-        except (RayActorError, RayError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RayActorError, RayError) as exc:
             return {"actor": self.names[index], "partitions": {}, "error": repr(exc)[:200], "restarts": self.restarts[index]}
         status["restarts"] = self.restarts[index]
         return status

@@ -85,7 +85,7 @@ class Delivery:
                 try:
                     sent.append((record, await producer.send(record.topic, record.value, key=record.key,
                                                              partition=record.partition)))
-                except Exception as exc:  # noqa: BLE001 - too large, no metadata in time, producer closed
+                except Exception as exc:
                     self._failed(record, exc, failed, errors)
             results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
             for (record, _), result in zip(sent, results):

@@ -185,7 +185,7 @@ def _trim(per_source: dict[int, dict[int, int]], oldest: int) -> None:
 
 
 class _Shares:
-    __slots__ = ("buckets", "frauds", "low", "days", "day_low")
+    __slots__ = ("buckets", "day_low", "days", "frauds", "low")
 
     def __init__(self) -> None:
         #: No bucket (of any source, transactions or frauds) is below this one.

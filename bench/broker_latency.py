@@ -103,12 +103,12 @@ def main() -> None:
     producer = base.producer if args.linger_ms is None else msgspec.structs.replace(base.producer, linger_ms=args.linger_ms)
     settings = msgspec.structs.replace(base, producer=producer)
     topic = TopicSettings(name="bench.broker", partitions=args.partitions)
-    with Console(stderr=True).status(f"{args.rate:,.0f} records/s for {args.seconds:.0f}s, broker only"):
-        with EmbeddedBroker() as broker:
-            asyncio.run(wait_until_ready(settings.kafka, broker.bootstrap_servers))
-            asyncio.run(ensure_topics(settings.kafka, broker.bootstrap_servers, [topic]))
-            samples = asyncio.run(measure(settings, broker.bootstrap_servers, topic.name, args.partitions,
-                                          args.rate, args.seconds, args.fetch_max_wait_ms))
+    status = Console(stderr=True).status(f"{args.rate:,.0f} records/s for {args.seconds:.0f}s, broker only")
+    with status, EmbeddedBroker() as broker:
+        asyncio.run(wait_until_ready(settings.kafka, broker.bootstrap_servers))
+        asyncio.run(ensure_topics(settings.kafka, broker.bootstrap_servers, [topic]))
+        samples = asyncio.run(measure(settings, broker.bootstrap_servers, topic.name, args.partitions,
+                                      args.rate, args.seconds, args.fetch_max_wait_ms))
     latency = samples[:, 1]
     windows = []
     if samples.size:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import generated, pin_to_one_core  # noqa: E402
+from benchlib import generated, pin_to_one_core
 
-from configs import load_settings  # noqa: E402
-from contracts import decode_transactions  # noqa: E402
-from pipelines.produce import encode_transactions  # noqa: E402
+from configs import load_settings
+from contracts import decode_transactions
+from pipelines.produce import encode_transactions
 
 
 def best_rate(fn, values: list[bytes], repeat: int) -> float:

@@ -57,11 +57,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import msgspec  # noqa: E402
+import msgspec
 
-from bench.benchlib import generated  # noqa: E402
-from configs import load_settings  # noqa: E402
-from synthetic import write_history  # noqa: E402
+from bench.benchlib import generated
+from configs import load_settings
+from synthetic import write_history
 
 TARGETS = {"batch_ap": 0.7, "recall": 0.8, "alert_rate": 0.01}
 

@@ -42,7 +42,7 @@ _TIMES = ("event_time", "label_time")
 _TRUTH = ("is_fraud", "fraud_scenario")
 _EPOCH_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 DAY_MS = 86_400_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class HistoryError(ConfigError):
@@ -89,7 +89,7 @@ def parse_time(value: str | None, option: str, *, end_of_day: bool = False) -> i
             f"{option}: expected an ISO 8601 date or time such as 2026-01-15 or 2026-01-15T12:00:00Z, got {value!r}"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     millis = int(moment.timestamp() * 1000)
     return millis + DAY_MS - 1 if end_of_day and _date_only(value) else millis
 

@@ -7,6 +7,7 @@ only the settings differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import sys
@@ -143,14 +144,12 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another client created one meanwhile
                 await admin.create_topics([
                     NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor,
                              topic_configs=t.kafka_configs())
                     for t in missing
                 ])  # fmt: skip
-            except TopicAlreadyExistsError:
-                pass
         counts = await partition_counts(kafka, bootstrap_servers, [t.name for t in wanted])
         for message in await _config_differences(admin, [t for t in wanted if t.configs and t.name in existing]):
             print(f"warning: {message}", file=sys.stderr)

@@ -104,7 +104,7 @@ def connect(settings: MlflowSettings) -> Any:
         try:
             client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
             client.search_experiments(max_results=1)  # opens (and on first use creates) the store
-        except Exception as exc:  # noqa: BLE001 - any store failure is a configuration problem here
+        except Exception as exc:
             raise RegistryError(
                 f"mlflow.tracking_uri: cannot open {settings.tracking_uri} ({_first_line(exc)}); "
                 "fix the URI or start the tracking server"
@@ -248,7 +248,7 @@ def _version(client: Any, model_version: Any) -> RegisteredVersion:
     if model_version.run_id:
         try:
             metrics = dict(client.get_run(model_version.run_id).data.metrics)
-        except Exception:  # noqa: BLE001 - a deleted run leaves the version without metrics
+        except Exception:
             metrics = {}
     return RegisteredVersion(
         name=model_version.name,
@@ -267,7 +267,7 @@ def _not_found(exc: BaseException) -> bool:
 def _latest(client: Any, name: str, option: str) -> Any:
     try:
         versions = client.search_model_versions(f"name = '{name}'")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise RegistryError(f"{option}: cannot list versions of {name!r} ({_first_line(exc)})") from None
     if not versions:
         raise MissingModel(f"{option}: no registered model {name!r} yet; train one with `fraudstream train`")
@@ -287,7 +287,7 @@ def resolve(client: Any, uri: str, option: str = "--model") -> RegisteredVersion
         _latest(client, name, option)  # the registered model exists
         try:
             found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not _not_found(exc):
                 raise RegistryError(f"{option}: cannot resolve {uri} ({_first_line(exc)})") from None
             if alias:
@@ -339,7 +339,7 @@ def load_batch_model(client: Any, uri: str, option: str = "--model") -> BatchMod
 
         try:
             model = mlflow.sklearn.load_model(version.uri)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise RegistryError(f"{option}: cannot load {uri} (version {version.version}): {_first_line(exc)}") from None
     return BatchModel(model, names, feature_version, f"{version.name}/{version.version}",
                       _fusion_tag(version, uri, option))  # fmt: skip

@@ -299,7 +299,7 @@ def decode_batch(
             append(decode(raw))  # type: ignore[arg-type]
         except msgspec.MsgspecError as exc:
             bad.append((index, RecordError.from_msgspec(record, exc)))
-        except Exception as exc:  # noqa: BLE001 - whatever a record can make the parser raise is that record's fault
+        except Exception as exc:
             bad.append((index, RecordError(record, None, f"could not be decoded ({type(exc).__name__}: {exc})")))
     return good, bad
 

@@ -93,7 +93,7 @@ def _novel(seen: NoveltyFilter, h1: int, h2: int, late: bool) -> float:
 class AccountState:
     """Everything remembered about one account."""
 
-    __slots__ = ("window", "stats", "trail", "seen", "recent", "last_seen_ms", "frauds")
+    __slots__ = ("frauds", "last_seen_ms", "recent", "seen", "stats", "trail", "window")
 
     def __init__(
         self,
@@ -328,12 +328,12 @@ class FeatureEngine:
             merchant_key = entity_key("merchant", tx.merchant_id) if tx.merchant_id is not None else None
             self._delayed(merchant_key, t, late, out)
             if merchant_key is not None:
-                keys = (merchant_key,) if keys is None else keys + (merchant_key,)
+                keys = (merchant_key,) if keys is None else (*keys, merchant_key)
         if self._days_device:
             device_key = entity_key("device", tx.device_id) if tx.device_id is not None else None
             self._delayed(device_key, t, late, out)
             if device_key is not None:
-                keys = (device_key,) if keys is None else keys + (device_key,)
+                keys = (device_key,) if keys is None else (*keys, device_key)
 
         # account known frauds (labels arrived by t; nothing at or behind watermark - window)
         frauds = account.frauds

@@ -30,7 +30,7 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 class LocationTrail:
     """The last ``capacity`` located events, in event-time order."""
 
-    __slots__ = ("capacity", "times", "lats", "lons")
+    __slots__ = ("capacity", "lats", "lons", "times")
 
     def __init__(
         self,

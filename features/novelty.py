@@ -76,7 +76,7 @@ def key_hashes(key: bytes, seed: int) -> tuple[int, int]:
 class RecentDistinct:
     """(time, merchant hash, country hash) of recent events, for distinct counts."""
 
-    __slots__ = ("times", "merchants", "countries")
+    __slots__ = ("countries", "merchants", "times")
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ import math
 class RunningStats:
     """Mean and variance of every amount seen, plus an exponentially weighted mean."""
 
-    __slots__ = ("alpha", "n", "mean", "m2", "ewma")
+    __slots__ = ("alpha", "ewma", "m2", "mean", "n")
 
     def __init__(self, alpha: float, n: int = 0, mean: float = 0.0, m2: float = 0.0, ewma: float = 0.0) -> None:
         self.alpha = alpha

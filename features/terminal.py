@@ -68,7 +68,7 @@ def _values(table: dict[int, int] | None, keys: list[int]) -> list[tuple[int, in
 
 
 class _TerminalCounts:
-    __slots__ = ("buckets", "frauds", "cache_head", "cache_total", "low", "days", "day_head", "day_totals", "day_row")
+    __slots__ = ("buckets", "cache_head", "cache_total", "day_head", "day_row", "day_totals", "days", "frauds", "low")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
@@ -259,7 +259,7 @@ class TerminalRisk:
         if head != cached:
             buckets = counts.buckets
             step = head - cached
-            if 0 < step and cached != _NO_HEAD and 2 * step < len(buckets):
+            if step > 0 and cached != _NO_HEAD and 2 * step < len(buckets):
                 # slide: buckets entering (cached, head], leaving (cached - n, first]
                 get = buckets.get
                 total = counts.cache_total

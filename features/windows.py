@@ -37,7 +37,7 @@ class EventWindow:
     how the state got there: a restored checkpoint computes the same values.
     """
 
-    __slots__ = ("times", "amounts", "prefix", "starts")
+    __slots__ = ("amounts", "prefix", "starts", "times")
 
     def __init__(self, times: list[int] | None = None, amounts: list[float] | None = None) -> None:
         self.times: list[int] = times if times is not None else []

@@ -107,7 +107,7 @@ for n in range(20):
         assert process.returncode == 0, err
     store = CheckpointStore(str(root))
     assert store.keys() == ["transactions-0", "transactions-1"]
-    for key in store.keys():
+    for key in store.keys():  # noqa: SIM118 (a store, not a dict)
         assert [r.seq for r in store.list(key)] == [18, 19, 20]
         latest = store.load_latest(key)
         assert latest is not None and latest.meta == {"n": 19} and latest.blobs == {"state": key.encode() * 1000}
@@ -212,7 +212,7 @@ def test_keys_and_blob_names_must_be_plain_names(tmp_path: Path, key: str, blob:
     ("", "is empty"),
 ])
 def test_a_malformed_uri_is_a_one_line_config_error(uri: str, problem: str) -> None:
-    with pytest.raises(ConfigError, match="stream.checkpoint_uri") as error:
+    with pytest.raises(ConfigError, match=r"stream\.checkpoint_uri") as error:
         CheckpointStore(uri)
     assert problem in str(error.value) and "\n" not in str(error.value)
     assert "s3://bucket/prefix" in str(error.value)  # the fix

@@ -232,9 +232,9 @@ def test_bad_mappings_name_the_field_in_one_line(native: Path, columns: dict, ex
 
 
 def test_missing_files_and_required_columns_say_what_to_do(native: Path, tmp_path: Path) -> None:
-    with pytest.raises(HistoryError, match="--history: .* does not exist"):
+    with pytest.raises(HistoryError, match=r"--history: .* does not exist"):
         read_history(tmp_path / "nowhere", HistorySettings())
-    with pytest.raises(HistoryError, match="--labels: .* does not exist"):
+    with pytest.raises(HistoryError, match=r"--labels: .* does not exist"):
         read_history(native, HistorySettings(), tmp_path / "labels.parquet")
     tx = pq.read_table(native / "transactions.parquet")
     pq.write_table(tx.drop_columns(["amount"]), tmp_path / "no_amount.parquet")

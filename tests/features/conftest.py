@@ -250,7 +250,7 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Lab
 
         # distinct merchants / countries in (t - 24h, t]
         for name, attribute in (("distinct_merchants_24h", "merchant_id"), ("distinct_countries_24h", "country")):
-            def distinct(low: int, attribute: str = attribute) -> float:
+            def distinct(low: int, attribute: str = attribute, pool: list[_Accepted] = pool, t: int = t) -> float:
                 inside = [e.tx for e in pool if low < e.tx.event_time <= t]  # type: ignore[operator]
                 values = {getattr(event, attribute) for event in inside}
                 return float(len(values - {None}))
@@ -268,7 +268,7 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Lab
             def closes(event_time: int) -> int:
                 return (event_time // bucket + 1) * bucket
 
-            def visible(event_time: int) -> bool:
+            def visible(event_time: int, edge: int = edge) -> bool:
                 return edge - window_buckets * bucket < closes(event_time) <= edge
 
             same_terminal = [e.tx.event_time for e in accepted if e.tx.terminal_id == tx.terminal_id]
@@ -334,7 +334,7 @@ def reference_rows(settings: FeatureSettings, events: Sequence[Transaction | Lab
             row.bounds["account_days_since_fraud"] = (days, neutral_days)
 
         # calendar (UTC)
-        moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=t)
+        moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=t)
         start, stop = settings.night_hours
         night = set(range(start, stop)) if start <= stop else set(range(start, 24)) | set(range(stop))
         put["hour_of_day"] = (float(moment.hour), 0.0, 0.0)

@@ -18,7 +18,7 @@ from features.ckernel import CEventWindow
 from .conftest import IMPLEMENTATIONS
 
 #: Every EventWindow there is: the kernel's (pure, compiled) and the C twin when built.
-WINDOWS = {name: kernel for name, kernel in IMPLEMENTATIONS.items()}
+WINDOWS = dict(IMPLEMENTATIONS.items())
 if CEventWindow is not None:
     WINDOWS["c"] = SimpleNamespace(name="c", windows=SimpleNamespace(EventWindow=CEventWindow))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,7 @@ def job_factory(ray_session, kafka_broker: str):
 
     yield make
     for job in jobs:
-        try:
+        with contextlib.suppress(Exception):  # already drained by the test
             job.drain()
-        except Exception:  # already drained by the test
-            pass
 
 

@@ -93,9 +93,9 @@ def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_unreachable_kafka_times_out_with_advice(local_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     address = f"127.0.0.1:{free_port()}"
-    with caplog.at_level(logging.ERROR, logger="aiokafka"):
-        with pytest.raises(KafkaSetupError, match="did not answer .* check kafka.bootstrap_servers"):
-            asyncio.run(wait_until_ready(local_settings.kafka, address, timeout_s=1.0))
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), \
+            pytest.raises(KafkaSetupError, match=r"did not answer .* check kafka\.bootstrap_servers"):
+        asyncio.run(wait_until_ready(local_settings.kafka, address, timeout_s=1.0))
     # one message, ours, not aiokafka's "Unable connect" line for every try
     assert not [r for r in caplog.records if "Unable connect" in r.getMessage()]
     assert not logging.getLogger("aiokafka").filters  # the filter is gone once the wait is over

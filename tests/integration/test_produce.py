@@ -90,7 +90,7 @@ def test_produce_then_consume_keys_on_stable_partitions(isolated_settings, kafka
 
     # labels: same key and partition as their transaction, sent after it, event-time clock past label_time
     max_event_time = pc.max(transactions.column("event_time")).cast("int64").as_py()
-    for partition, offset, key, value, timestamp in label_records:
+    for partition, _offset, key, value, timestamp in label_records:
         label = decode_label(value)
         tx_partition, _, tx, tx_timestamp = decoded[label.transaction_id]
         assert key == label.account_id.encode() == tx.account_id.encode()

@@ -402,7 +402,7 @@ def test_terminal_seen_from_every_partition_agrees_across_actors_and_with_offlin
     for item in interleave(transactions, labels):
         (offline.observe_label if isinstance(item, Label) else offline.transform_one)(item)
     actors = ray.get(job.controller.actor_handles.remote())
-    probes = [start + k * 97 * minute for k in range(0, 80)]
+    probes = [start + k * 97 * minute for k in range(80)]
     for terminal in ["T-shared", "T-1", "T-4"]:
         expected = [offline.terminal_risk.stats(terminal, t) for t in probes]
         assert any(f for _, f in expected) or terminal != "T-shared"  # frauds are known there

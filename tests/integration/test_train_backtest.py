@@ -144,7 +144,7 @@ def test_promote_gate_refuses_a_lower_ap_unless_forced(workspace, first_version,
 
 def test_backtest_writes_scores_and_metrics(workspace, first_version, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     out_json, scores = workspace["root"] / "bt" / "metrics.json", workspace["root"] / "bt" / "scores.parquet"
-    code, out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]),
+    code, _out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]),
                              "--model", "models:/fraud-classifier/1", "--out", str(out_json),
                              "--scores-out", str(scores), "--config", str(workspace["config"]))  # fmt: skip
     assert code == 0, err
@@ -176,7 +176,7 @@ def test_backtest_writes_scores_and_metrics(workspace, first_version, monkeypatc
 
 def test_backtest_from_until_replays_a_span_after_a_warm_up(workspace, first_version, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     out_json, scores = workspace["root"] / "span" / "metrics.json", workspace["root"] / "span" / "scores.parquet"
-    code, out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]), "--no-model",
+    code, _out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]), "--no-model",
                              "--from", DAY.format(8), "--until", DAY.format(11) + "T23:59:59Z", "--out", str(out_json),
                              "--scores-out", str(scores), "--config", str(workspace["config"]))  # fmt: skip
     assert code == 0, err
@@ -210,7 +210,7 @@ def test_bad_input_stops_with_one_line(workspace, first_version, monkeypatch, ca
             "--out": str(workspace["root"] / "bad.json")}  # fmt: skip
     given = dict(zip(args[::2], args[1::2], strict=True))
     argv = ["backtest", *[item for key, value in {**base, **given}.items() for item in (key, value)]]
-    code, out, err = run_cli(monkeypatch, capsys, *argv)
+    code, _out, err = run_cli(monkeypatch, capsys, *argv)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
     assert len(lines) == 1 and expected in lines[0], err
@@ -218,7 +218,7 @@ def test_bad_input_stops_with_one_line(workspace, first_version, monkeypatch, ca
 
 
 def test_a_model_trained_on_other_features_is_refused(workspace, first_version, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    code, out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]),
+    code, _out, err = run_cli(monkeypatch, capsys, "backtest", "--history", str(workspace["history"]),
                              "--model", "models:/fraud-classifier/1", "--out", str(workspace["root"] / "x.json"),
                              "--config", str(workspace["other_features"]))  # fmt: skip
     lines = [line for line in err.splitlines() if line.strip()]

@@ -154,7 +154,7 @@ def test_every_scenario_is_present_in_similar_shares(history: SyntheticHistory) 
 
 
 def test_a_scenario_with_weight_zero_is_absent() -> None:
-    weights = {name: 1.0 for name in SCENARIOS} | {"impossible_travel": 0.0, "bust_out": 3.0}
+    weights = dict.fromkeys(SCENARIOS, 1.0) | {"impossible_travel": 0.0, "bust_out": 3.0}
     generated = generate(GeneratorSettings(accounts=2000, days=14, seed=3, scenario_weights=weights))
     counts = Counter(generated.transactions.column("fraud_scenario").drop_null().to_pylist())
     assert "impossible_travel" not in counts
