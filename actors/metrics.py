@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Batch latency buckets, milliseconds (ingest -> alert acknowledged).
-LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
+LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0]
 CHECKPOINT_BOUNDARIES_S = [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30]
 
 

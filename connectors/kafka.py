@@ -49,7 +49,7 @@ def client_kwargs(kafka: KafkaSettings, bootstrap_servers: str | None = None) ->
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     """A TLS context verifying the brokers against ``ssl_ca_file`` (or the system CAs)."""
-    context = create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=kafka.ssl_ca_file, certfile=kafka.ssl_cert_file, keyfile=kafka.ssl_key_file
     )
     context.check_hostname = kafka.ssl_check_hostname

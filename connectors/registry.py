@@ -315,7 +315,7 @@ def _stores_of(client: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to unset, as before
         registry_state._registry_uri = saved[1]
         for name, value in saved[2].items():
             if value is None:

@@ -144,4 +144,4 @@ def table_to_records(table: pa.Table, record_type: type[R]) -> list[R]:
         for key, value in row.items():
             if isinstance(value, list) and value and isinstance(value[0], tuple):
                 row[key] = dict(value)
-    return msgspec.convert(rows, list[record_type], strict=False)
+    return [msgspec.convert(row, record_type, strict=False) for row in rows]

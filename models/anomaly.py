@@ -103,13 +103,13 @@ class BatchHalfSpaceTrees:
     def _build_river(self) -> HalfSpaceTrees:
         """River's model with its trees built exactly as its first ``learn_one`` builds them."""
         river = HalfSpaceTrees(n_trees=self.n_trees, height=self.height, window_size=self.window_size, seed=self.seed)
-        river.learn_one(dict.fromkeys(self.features, 0.0))  # builds the trees; to_river() overwrites the masses
+        river.learn_one(dict.fromkeys(self.features, 0.0))  # type: ignore[no-untyped-call]  # builds the trees; to_river() overwrites the masses
         return river
 
     @property
     def max_score(self) -> int:
         """River's normaliser: every tree's every node at full window mass."""
-        return self.n_trees * self.window_size * (2 ** (self.height + 1) - 1)
+        return int(self.n_trees * self.window_size * (2 ** (self.height + 1) - 1))
 
     def leaves(self, x: FloatArray) -> IntArray:
         """The leaf each row reaches in each tree, numbered ``tree * 2**height + position``: shape (trees, rows).

@@ -219,7 +219,8 @@ def alternate_days(event_time_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_
     >>> alternate_days(np.array([0, 86_400_000, 2 * 86_400_000 + 5])).tolist()
     [False, True, False]
     """
-    return (np.asarray(event_time_ms) // 86_400_000) % 2 == 1
+    odd: npt.NDArray[np.bool_] = (np.asarray(event_time_ms) // 86_400_000) % 2 == 1
+    return odd
 
 
 def win_share(

@@ -237,7 +237,7 @@ def local_ray(settings: Settings) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="fsdemo-ray-")  # short: Ray's socket paths must stay < 108 bytes
     # Ray turns token authentication on for a new local cluster and says so; it stays on, the line stays out
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(address="local", namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False,
+    ray.init(address="local", namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
              include_dashboard=False, configure_logging=True, _temp_dir=temp_dir)
     try:
         yield temp_dir

@@ -92,7 +92,8 @@ class GroundTruth:
     def phase_mask(self, phase: str) -> np.ndarray:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        return self.live if phase == "live" else ~self.live
+        mask: np.ndarray = self.live if phase == "live" else ~self.live
+        return mask
 
     def scored_mask(self, positions: Mapping[int, int]) -> np.ndarray:
         """Rows scored when each partition's next offset is ``positions[p]`` (missing partitions: none)."""
