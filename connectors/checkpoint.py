@@ -45,8 +45,9 @@ import uuid
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -59,6 +60,31 @@ _TEMP_SUFFIX = ".tmp"
 _SEQ_DIGITS = 12
 #: Keys and blob names become path components: Kafka topic characters, no leading dot.
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+
+
+class BlobEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One blob of a checkpoint as its manifest records it."""
+
+    file: Annotated[str, msgspec.Meta(pattern=_NAME.pattern)]
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    crc32: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """A checkpoint's manifest: written last, so the checkpoint exists once it does.
+
+    Unknown fields are ignored (a newer writer may add some: ``format`` says whether this code can read it).
+    """
+
+    seq: int
+    created_ms: int
+    meta: dict[str, Any]
+    blobs: dict[str, BlobEntry]
+    format: int = FORMAT
+    key: str | None = None  # absent in the first manifests written
+
+
+_MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +179,8 @@ class CheckpointStore:
         refs = []
         for seq, path in sorted(self._listing(_checked("key", key)).manifests.items()):
             manifest = self._read_manifest(key, seq, path)
-            if isinstance(manifest, dict):
-                refs.append(CheckpointRef(key, seq, manifest["created_ms"]))
+            if isinstance(manifest, Manifest):
+                refs.append(CheckpointRef(key, seq, manifest.created_ms))
         return refs
 
     def save(self, key: str, blobs: Mapping[str, bytes], meta: dict[str, Any]) -> CheckpointRef:
@@ -175,11 +201,10 @@ class CheckpointStore:
             file_name = f"{name}.bin"
             with self.fs.open_output_stream(f"{blob_dir}/{file_name}") as out:
                 out.write(data)
-            entries[name] = {"file": file_name, "size": memoryview(data).nbytes, "crc32": zlib.crc32(data)}
+            entries[name] = BlobEntry(file_name, memoryview(data).nbytes, zlib.crc32(data))
         created_ms = time.time_ns() // 1_000_000
-        manifest = {"format": FORMAT, "key": key, "seq": seq, "created_ms": created_ms, "meta": meta,
-                    "blobs": entries}
-        self._put_whole(self._path(key, f"{seq:0{_SEQ_DIGITS}d}{MANIFEST_SUFFIX}"), json.dumps(manifest).encode())
+        manifest = Manifest(seq, created_ms, meta, entries, FORMAT, key)
+        self._put_whole(self._path(key, f"{seq:0{_SEQ_DIGITS}d}{MANIFEST_SUFFIX}"), msgspec.json.encode(manifest))
         self._prune(key, seq)
         return CheckpointRef(key, seq, created_ms)
 
@@ -256,21 +281,21 @@ class CheckpointStore:
         for temp in listing.temps:
             self.fs.delete_file(temp)
 
-    def _read_manifest(self, key: str, seq: int, path: str) -> dict[str, Any] | str:
+    def _read_manifest(self, key: str, seq: int, path: str) -> Manifest | str:
         """The manifest at ``path``, or why it cannot be used."""
         try:
             with self.fs.open_input_stream(path) as stream:
-                manifest = json.loads(stream.read())
-        except (FileNotFoundError, ValueError) as exc:
-            return f"unreadable manifest ({_one_line(exc)})"
-        if not _well_formed(manifest):
+                manifest = _MANIFEST_DECODER.decode(stream.read())
+        except msgspec.ValidationError:
             return "malformed manifest"
-        if manifest.get("format", FORMAT) > FORMAT:
-            return f"manifest format {manifest['format']} is newer than this code reads ({FORMAT})"
-        if manifest["seq"] != seq or manifest.get("key", key) != key:
-            return f"manifest names {manifest.get('key', key)} checkpoint {manifest['seq']}"
-        checked: dict[str, Any] = manifest
-        return checked
+        except (FileNotFoundError, msgspec.DecodeError) as exc:
+            return f"unreadable manifest ({_one_line(exc)})"
+        if manifest.format > FORMAT:
+            return f"manifest format {manifest.format} is newer than this code reads ({FORMAT})"
+        named = manifest.key if manifest.key is not None else key
+        if manifest.seq != seq or named != key:
+            return f"manifest names {named} checkpoint {manifest.seq}"
+        return manifest
 
     def _load(self, key: str, seq: int, manifest_path: str) -> Checkpoint | str:
         """The verified checkpoint, or why it is not usable."""
@@ -278,20 +303,20 @@ class CheckpointStore:
         if isinstance(manifest, str):
             return manifest
         blobs = {}
-        for name, entry in manifest["blobs"].items():
+        for name, entry in manifest.blobs.items():
             try:
-                with self.fs.open_input_stream(self._path(key, f"{seq:0{_SEQ_DIGITS}d}/{entry['file']}")) as stream:
-                    data = stream.read(entry["size"] + 1)  # one byte more reveals an over-long file
+                with self.fs.open_input_stream(self._path(key, f"{seq:0{_SEQ_DIGITS}d}/{entry.file}")) as stream:
+                    data = stream.read(entry.size + 1)  # one byte more reveals an over-long file
             except FileNotFoundError:
                 return f"blob {name} missing"
-            if len(data) < entry["size"]:
-                return f"blob {name} truncated: {len(data)} of {entry['size']} bytes"
-            if len(data) > entry["size"]:
-                return f"blob {name} longer than the {entry['size']} bytes its manifest records"
-            if zlib.crc32(data) != entry["crc32"]:
+            if len(data) < entry.size:
+                return f"blob {name} truncated: {len(data)} of {entry.size} bytes"
+            if len(data) > entry.size:
+                return f"blob {name} longer than the {entry.size} bytes its manifest records"
+            if zlib.crc32(data) != entry.crc32:
                 return f"blob {name} fails its checksum"
             blobs[name] = data
-        return Checkpoint(CheckpointRef(key, seq, manifest["created_ms"]), manifest["meta"], blobs)
+        return Checkpoint(CheckpointRef(key, seq, manifest.created_ms), manifest.meta, blobs)
 
 
 def _open_root(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -343,23 +368,6 @@ def _checked(what: str, name: str) -> str:
 
 def _is_seq(name: str) -> bool:
     return len(name) == _SEQ_DIGITS and name.isdigit()
-
-
-def _well_formed(manifest: Any) -> bool:
-    """The manifest has the fields and types load_latest relies on."""
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("meta"), dict):
-        return False
-    if not all(isinstance(manifest.get(field), int) for field in ("seq", "created_ms")):
-        return False
-    if not isinstance(manifest.get("format", FORMAT), int) or not isinstance(manifest.get("key", ""), str):
-        return False
-    blobs = manifest.get("blobs")
-    return isinstance(blobs, dict) and all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("file"), str) and _NAME.match(entry["file"]) is not None
-        and all(isinstance(entry.get(field), int) and entry[field] >= 0 for field in ("size", "crc32"))
-        for entry in blobs.values()
-    )
 
 
 def _one_line(exc: BaseException) -> str:
