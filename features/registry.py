@@ -110,98 +110,141 @@ class FeatureRegistry:
 
     @classmethod
     def from_settings(cls, settings: FeatureSettings) -> FeatureRegistry:
-        max_window_s = float(settings.windows_s[-1])
+        """The features ``settings`` define, in vector order, and their fingerprint."""
         specs = [
-            FeatureSpec("amount", "transaction amount"),
-            FeatureSpec("log_amount", "log(1 + amount)"),
+            *_amount_specs(settings),
+            *_profile_specs(settings),
+            *_terminal_specs(settings),
+            *_delayed_entity_specs(settings),
+            *_account_fraud_specs(settings),
+            *_calendar_specs(settings),
         ]
-        for seconds in settings.windows_s:
-            w = window_name(seconds)
+        return cls(tuple(specs), f"fs{FEATURE_CODE_VERSION}-{zlib.crc32(_fingerprint(settings, specs).encode()):08x}")
+
+
+def _amount_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """The amount, and the account's count, sum and mean over each window."""
+    specs = [
+        FeatureSpec("amount", "transaction amount"),
+        FeatureSpec("log_amount", "log(1 + amount)"),
+    ]
+    for seconds in settings.windows_s:
+        w = window_name(seconds)
+        specs += [
+            FeatureSpec(f"count_{w}", f"account transactions in the last {w} of event time, this one included"),
+            FeatureSpec(f"sum_{w}", f"sum of amounts in the last {w}"),
+            FeatureSpec(f"mean_{w}", f"mean amount in the last {w}"),
+        ]
+    return specs
+
+
+def _profile_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """The account's spending profile, timing, geo-velocity and novelty."""
+    return [
+        FeatureSpec("amount_mean", "mean of the account's earlier amounts (this amount when none)"),
+        FeatureSpec("amount_std", "standard deviation of the account's earlier amounts"),
+        FeatureSpec("amount_ewma", f"exponentially weighted mean of earlier amounts (alpha {settings.ewma_alpha})"),
+        FeatureSpec("amount_z", "(amount - amount_mean) / amount_std; 0 when std is 0"),
+        FeatureSpec("amount_ratio", "amount / amount_mean; 1 when no history", neutral=1.0),
+        FeatureSpec("history_count", "account transactions seen before this one"),
+        FeatureSpec(
+            "seconds_since_prev",
+            "seconds since the account's previous transaction in event time",
+            neutral=float(settings.windows_s[-1]),
+        ),
+        FeatureSpec("distance_km", "great-circle distance from the previous located transaction"),
+        FeatureSpec("speed_kmh", "distance_km over the time between them (at least one minute)"),
+        FeatureSpec("new_merchant", "1 when the account has not used this merchant before"),
+        FeatureSpec("new_country", "1 when the account has not transacted in this country before"),
+        FeatureSpec("new_device", "1 when the account has not used this device before"),
+        FeatureSpec("distinct_merchants_24h", "distinct merchants of the account in the last 24h"),
+        FeatureSpec("distinct_countries_24h", "distinct countries of the account in the last 24h"),
+    ]
+
+
+def _terminal_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """The terminal's transactions and known frauds over its window of complete buckets."""
+    return [
+        FeatureSpec(
+            "terminal_tx_count",
+            f"transactions at this terminal over {settings.terminal_window_days:g} days (complete buckets)",
+        ),
+        FeatureSpec("terminal_fraud_count", "of those, frauds whose label had arrived by event time"),
+        FeatureSpec("terminal_fraud_rate", "terminal_fraud_count / terminal_tx_count"),
+        FeatureSpec(
+            "terminal_recent_frauds",
+            f"of those, frauds paid in the last {window_name(settings.terminal_recent_s)} (complete buckets)",
+        ),
+        FeatureSpec(
+            "terminal_hours_since_fraud",
+            "hours since the bucket of the terminal's latest known fraud closed (the window when none)",
+            neutral=settings.terminal_window_days * 24.0,
+        ),
+    ]
+
+
+def _delayed_entity_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """Per entity kind and window: transactions and known-fraud share, over days a label delay back."""
+    delay = f"{settings.label_delay_days:g}"
+    specs: list[FeatureSpec] = []
+    for kind in entity_kinds(settings):
+        for days in settings.entity_windows_days:
+            count, risk = delayed_feature_names(kind, days)
             specs += [
-                FeatureSpec(f"count_{w}", f"account transactions in the last {w} of event time, this one included"),
-                FeatureSpec(f"sum_{w}", f"sum of amounts in the last {w}"),
-                FeatureSpec(f"mean_{w}", f"mean amount in the last {w}"),
+                FeatureSpec(
+                    count,
+                    f"transactions at this {kind} over the {days} complete days ending {delay} days "
+                    "(features.label_delay_days) before the event",
+                ),
+                FeatureSpec(risk, "of those, the share whose fraud label had arrived by the event time"),
             ]
-        specs += [
-            FeatureSpec("amount_mean", "mean of the account's earlier amounts (this amount when none)"),
-            FeatureSpec("amount_std", "standard deviation of the account's earlier amounts"),
-            FeatureSpec("amount_ewma", f"exponentially weighted mean of earlier amounts (alpha {settings.ewma_alpha})"),
-            FeatureSpec("amount_z", "(amount - amount_mean) / amount_std; 0 when std is 0"),
-            FeatureSpec("amount_ratio", "amount / amount_mean; 1 when no history", neutral=1.0),
-            FeatureSpec("history_count", "account transactions seen before this one"),
-            FeatureSpec(
-                "seconds_since_prev",
-                "seconds since the account's previous transaction in event time",
-                neutral=max_window_s,
-            ),
-            FeatureSpec("distance_km", "great-circle distance from the previous located transaction"),
-            FeatureSpec("speed_kmh", "distance_km over the time between them (at least one minute)"),
-            FeatureSpec("new_merchant", "1 when the account has not used this merchant before"),
-            FeatureSpec("new_country", "1 when the account has not transacted in this country before"),
-            FeatureSpec("new_device", "1 when the account has not used this device before"),
-            FeatureSpec("distinct_merchants_24h", "distinct merchants of the account in the last 24h"),
-            FeatureSpec("distinct_countries_24h", "distinct countries of the account in the last 24h"),
-            FeatureSpec(
-                "terminal_tx_count",
-                f"transactions at this terminal over {settings.terminal_window_days:g} days (complete buckets)",
-            ),
-            FeatureSpec("terminal_fraud_count", "of those, frauds whose label had arrived by event time"),
-            FeatureSpec("terminal_fraud_rate", "terminal_fraud_count / terminal_tx_count"),
-            FeatureSpec(
-                "terminal_recent_frauds",
-                f"of those, frauds paid in the last {window_name(settings.terminal_recent_s)} (complete buckets)",
-            ),
-            FeatureSpec(
-                "terminal_hours_since_fraud",
-                "hours since the bucket of the terminal's latest known fraud closed (the window when none)",
-                neutral=settings.terminal_window_days * 24.0,
-            ),
+    return specs
+
+
+def _account_fraud_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """The account's own known frauds."""
+    window_days = account_fraud_window_ms(settings) / 86_400_000
+    return [
+        FeatureSpec(
+            account_fraud_window_name(settings),
+            "this account's transactions paid in the last "
+            f"{window_name(account_fraud_window_ms(settings) // 1000)} (event time, up to this one) that are "
+            f"frauds whose label had arrived by its event time (at most {ACCOUNT_FRAUDS_MAX})",
+        ),
+        FeatureSpec(
+            "account_days_since_fraud",
+            f"days since the latest of those known frauds was paid (the window, {window_days:g}, when none)",
+            neutral=window_days,
+        ),
+    ]
+
+
+def _calendar_specs(settings: FeatureSettings) -> list[FeatureSpec]:
+    """Hour, weekend and night of the event time."""
+    return [
+        FeatureSpec("hour_of_day", "hour of the event time (UTC)"),
+        FeatureSpec("is_weekend", "1 on Saturday and Sunday (UTC)"),
+        FeatureSpec("is_night", f"1 between {settings.night_hours[0]}:00 and {settings.night_hours[1]}:00 UTC"),
+    ]
+
+
+def _fingerprint(settings: FeatureSettings, specs: list[FeatureSpec]) -> str:
+    """Everything that changes a feature's value: a model trained under another fingerprint is refused."""
+    return "|".join(
+        [
+            str(FEATURE_CODE_VERSION),
+            ",".join(spec.name for spec in specs),
+            repr(settings.ewma_alpha),
+            repr(settings.night_hours),
+            repr(settings.terminal_window_days),
+            str(settings.terminal_bucket_s),
+            str(settings.terminal_freshness_s),
+            str(settings.terminal_recent_s),
+            repr(settings.label_delay_days),
+            str(account_fraud_window_ms(settings)),
+            str(ACCOUNT_FRAUDS_MAX),
+            str(settings.novelty_bits),
+            str(settings.location_trail),
+            str(settings.max_events_per_account),
         ]
-        delay = f"{settings.label_delay_days:g}"
-        for kind in entity_kinds(settings):
-            for days in settings.entity_windows_days:
-                count, risk = delayed_feature_names(kind, days)
-                specs += [
-                    FeatureSpec(
-                        count,
-                        f"transactions at this {kind} over the {days} complete days ending {delay} days "
-                        "(features.label_delay_days) before the event",
-                    ),
-                    FeatureSpec(risk, "of those, the share whose fraud label had arrived by the event time"),
-                ]
-        specs += [
-            FeatureSpec(
-                account_fraud_window_name(settings),
-                "this account's transactions paid in the last "
-                f"{window_name(account_fraud_window_ms(settings) // 1000)} (event time, up to this one) that are "
-                f"frauds whose label had arrived by its event time (at most {ACCOUNT_FRAUDS_MAX})",
-            ),
-            FeatureSpec(
-                "account_days_since_fraud",
-                "days since the latest of those known frauds was paid "
-                f"(the window, {account_fraud_window_ms(settings) / 86_400_000:g}, when none)",
-                neutral=account_fraud_window_ms(settings) / 86_400_000,
-            ),
-            FeatureSpec("hour_of_day", "hour of the event time (UTC)"),
-            FeatureSpec("is_weekend", "1 on Saturday and Sunday (UTC)"),
-            FeatureSpec("is_night", f"1 between {settings.night_hours[0]}:00 and {settings.night_hours[1]}:00 UTC"),
-        ]
-        fingerprint = "|".join(
-            [
-                str(FEATURE_CODE_VERSION),
-                ",".join(spec.name for spec in specs),
-                repr(settings.ewma_alpha),
-                repr(settings.night_hours),
-                repr(settings.terminal_window_days),
-                str(settings.terminal_bucket_s),
-                str(settings.terminal_freshness_s),
-                str(settings.terminal_recent_s),
-                repr(settings.label_delay_days),
-                str(account_fraud_window_ms(settings)),
-                str(ACCOUNT_FRAUDS_MAX),
-                str(settings.novelty_bits),
-                str(settings.location_trail),
-                str(settings.max_events_per_account),
-            ]
-        )
-        return cls(tuple(specs), f"fs{FEATURE_CODE_VERSION}-{zlib.crc32(fingerprint.encode()):08x}")
+    )
