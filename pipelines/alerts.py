@@ -47,7 +47,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import msgspec
 import typer
@@ -308,10 +308,8 @@ async def tail_alerts(
     without ``follow``, every partition was read to the end it had at the start.
     """
     stats = stats if stats is not None else TailStats()
-    alert_filter = alert_filter if alert_filter is not None else AlertFilter()
     stats.topic = topic
     stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
     consumer = make_consumer(kafka, bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -322,42 +320,21 @@ async def tail_alerts(
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
-        # per partition, the high watermark of the first fetch answer: where "now" is
-        ends: dict[TopicPartition, int] = {}
-        done: set[TopicPartition] = set()
-        answer_s = max(10.0, kafka.request_timeout_ms / 1000)
-        deadline = loop.time() + answer_s
+        tail = _Tail(consumer, tps, stats, from_beginning=from_beginning, follow=follow,
+                     answer_s=max(10.0, kafka.request_timeout_ms / 1000))  # fmt: skip
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=poll_ms, max_records=2_000)
-            if len(ends) < len(tps):
-                for tp in tps:
-                    high = consumer.highwater(tp) if tp not in ends else None
-                    if high is None:
-                        continue
-                    ends[tp] = high
-                    if not from_beginning and await consumer.position(tp) < high:
-                        consumer.seek(tp, high)  # skips what is already there (and drops what was prefetched)
-                if len(ends) == len(tps):
-                    on_ready(stats)
-                elif loop.time() > deadline:
-                    missing = sorted(tp.partition for tp in tps if tp not in ends)
-                    raise KafkaSetupError(
-                        f"partitions {missing} of {topic!r} gave no fetch answer in {answer_s:.0f}s; "
-                        "check that their leaders are up"
-                    )
+            if not tail.ready and await tail.learn_ends():
+                on_ready(stats)
             for tp in sorted(batch, key=lambda tp: tp.partition):
-                first = 0 if from_beginning else ends.get(tp)
-                last = None if follow else ends.get(tp)
-                for record in batch[tp]:
-                    if first is None or record.offset < first or (last is not None and record.offset >= last):
-                        continue
+                for record in tail.wanted(tp, batch[tp]):
                     try:
                         alert = read_alert(record.value)
                     except RecordError as exc:
                         stats.not_alerts += 1
                         report(f"{topic} partition {tp.partition} offset {record.offset}: not an alert, skipped: {exc}")
                         continue
-                    if not alert_filter.matches(alert):
+                    if alert_filter is not None and not alert_filter.matches(alert):
                         stats.filtered += 1
                         continue
                     write(alert_line(record.value))
@@ -365,17 +342,70 @@ async def tail_alerts(
                     if limit is not None and stats.printed >= limit:
                         stats.limit_reached = True
                         return stats
-            if not follow and len(ends) == len(tps):
-                for tp in tps:
-                    if tp not in done and await consumer.position(tp) >= ends[tp]:
-                        done.add(tp)
-                        consumer.pause(tp)
-                if len(done) == len(tps):
-                    stats.reached_end = True
-                    return stats
+            if not follow and await tail.all_read():
+                stats.reached_end = True
+                return stats
         return stats
     finally:
         await consumer.stop()
+
+
+class _Tail:
+    """Where "now" is on each partition of a tail, and which records fall inside the tail's span.
+
+    "Now" is each partition's high watermark in the first fetch answer; a tail that does not start from
+    the beginning reads from there, one that does not follow stops there.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stats: TailStats, *,
+                 from_beginning: bool, follow: bool, answer_s: float) -> None:  # fmt: skip
+        self.consumer, self.tps, self.stats = consumer, tps, stats
+        self.from_beginning, self.follow, self.answer_s = from_beginning, follow, answer_s
+        self.ends: dict[TopicPartition, int] = {}
+        self.done: set[TopicPartition] = set()
+        self.deadline = asyncio.get_running_loop().time() + answer_s
+
+    @property
+    def ready(self) -> bool:
+        """Every partition's end is known: from now on every alert written to the topic is seen."""
+        return len(self.ends) == len(self.tps)
+
+    async def learn_ends(self) -> bool:
+        """Record the ends the last fetch answered; True once all are known; KafkaSetupError after the deadline."""
+        for tp in self.tps:
+            high = self.consumer.highwater(tp) if tp not in self.ends else None
+            if high is None:
+                continue
+            self.ends[tp] = high
+            if not self.from_beginning and await self.consumer.position(tp) < high:
+                self.consumer.seek(tp, high)  # skips what is already there (and drops what was prefetched)
+        if self.ready:
+            return True
+        if asyncio.get_running_loop().time() > self.deadline:
+            missing = sorted(tp.partition for tp in self.tps if tp not in self.ends)
+            raise KafkaSetupError(
+                f"partitions {missing} of {self.stats.topic!r} gave no fetch answer in {self.answer_s:.0f}s; "
+                "check that their leaders are up"
+            )
+        return False
+
+    def wanted(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """The records of ``tp`` inside the span (none before the partition's end is known, unless from the start)."""
+        first = 0 if self.from_beginning else self.ends.get(tp)
+        if first is None:
+            return []
+        last = None if self.follow else self.ends.get(tp)
+        return [r for r in records if r.offset >= first and (last is None or r.offset < last)]
+
+    async def all_read(self) -> bool:
+        """Without follow: every partition read up to its end (each is paused once it is)."""
+        if not self.ready:
+            return False
+        for tp in self.tps:
+            if tp not in self.done and await self.consumer.position(tp) >= self.ends[tp]:
+                self.done.add(tp)
+                self.consumer.pause(tp)
+        return len(self.done) == len(self.tps)
 
 
 def stdout_closed() -> bool:
