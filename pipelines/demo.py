@@ -207,12 +207,12 @@ class Traffic:
             self.produced = report.transactions
         except asyncio.CancelledError:
             pass
-        except Exception as exc:  # noqa: BLE001 - shown on the dashboard and in the summary
+        except Exception as exc:  # shown on the dashboard and in the summary
             self.error = f"producer: {exc}"
         await self._stop.wait()
         try:
             await reader
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.error = self.error or f"alerts reader: {exc}"
 
 
@@ -403,11 +403,7 @@ def replay_live(settings: Settings, history_dir: Path, live_from_ms: int, client
 
 def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     """The demo, start to end; returns the report's path and the summary (its summary.json)."""
-    from connectors.broker import EmbeddedBroker
     from connectors.registry import connect
-    from pipelines.scoreboard import GroundTruth, Scoreboard
-    from pipelines.stream import StreamJob
-    from synthetic import generate, write_history
 
     options.check()
     wall = time.monotonic()
@@ -418,19 +414,8 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     console.print(f"[bold]fraudstream demo[/bold] → {out}")
 
     mark = time.monotonic()
-    with console.status(f"generating {options.accounts:,} accounts × {options.days} days of card payments"):
-        history = generate(settings.generator)
-        write_history(history, run_dir / "history")
-    start_ms = int(history.transactions.column("event_time").cast("int64")[0].as_py())
-    first_day = datetime.fromtimestamp(start_ms / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    live_from = first_day + timedelta(days=options.days - options.live_days)
-    live_from_ms = int(live_from.timestamp() * 1000)
-    partitions = settings.kafka.topics.transactions.partitions
-    truth = GroundTruth(history.transactions, partitions, live_from_ms)
-    live_row = int(np.argmax(truth.live)) if truth.live.any() else len(truth)
+    history, truth, live_from_ms = _history(options, settings, run_dir)
     timings["generate"] = time.monotonic() - mark
-    frauds = int(truth.fraud.sum())
-    console.print(f"  history: {len(truth):,} transactions, {frauds:,} fraudulent; live from {iso_utc(live_from_ms)}")
 
     mark = time.monotonic()
     client = connect(settings.mlflow)
@@ -439,93 +424,140 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     model_name = f"{model['name']} v{model['version']}"
     console.print(f"  model: {model_name} (test AP {model['test_ap']:.3f}) is the champion")
 
-    board = Scoreboard(truth)
-    dash = Dashboard(board, total=len(truth), model=model_name)
-    latency: list[float] = []
-    phases: list[tuple[str, float, float]] = []
-    interrupted = False
-    live_started: float | None = None
-    final: dict[str, Any] = {}
-    failure: str | None = None
-    stall = Stall(STALL_S)
-    with contextlib.ExitStack() as stack:
-        mark = time.monotonic()
-        with console.status("starting the embedded broker, a local Ray and the scoring actors"):
-            servers = stack.enter_context(EmbeddedBroker(port=0)).bootstrap_servers
-            stack.enter_context(local_ray(settings))
-            job = StreamJob(settings, servers)
-            job.start(options.actors)
-        timings["start"] = time.monotonic() - mark
-        traffic = Traffic(settings, servers, history, live_row, options.rate)
-        stack.callback(traffic.stop)
-
-        def on_status(status: dict[str, Any]) -> None:
-            nonlocal live_started
-            _read_alerts(board, traffic.alerts)
-            positions = {int(p): s.get("next_offset", 0) for p, s in status.get("partitions", {}).items()}
-            board.set_positions(positions)
-            dash.update(status)
-            waiting_at = traffic.waiting_at
-            if waiting_at is not None and not traffic.gate.is_set() and sum(positions.values()) >= waiting_at:
-                import ray  # the actors caught up with the warm-up: the live days begin
-
-                ray.get(job.controller.call_all.remote("reset_latency"))
-                live_started = time.monotonic() - dash.started
-                dash.phase = f"live at {options.rate:,.0f} tx/s" if options.rate else "live"
-                traffic.gate.set()
-            live.update(dash.render(traffic.error or "", console.width))
-
-        def finished(status: dict[str, Any]) -> bool:
-            parts = status.get("partitions", {}).values()
-            return traffic.produced is not None and all(p.get("lag") == 0 for p in parts) and sum(
-                p.get("next_offset", 0) for p in parts) >= traffic.produced
-
-        def done(status: dict[str, Any]) -> bool:
-            nonlocal failure
-            failure = traffic.error or stall.check(status)
-            return failure is not None or finished(status)
-
-        def collect_latency() -> None:
-            import ray
-
-            try:
-                for samples in ray.get(job.controller.call_all.remote("latency_samples"), timeout=30):
-                    latency.extend(samples)
-            except Exception as exc:  # noqa: BLE001 - a report without latency beats none
-                console.print(f"[yellow]latency samples not collected: {exc}[/yellow]")
-
-        mark = time.monotonic()
-        dash.started = mark
-        traffic.start()
-        with Live(dash.render(width=console.width), console=console, refresh_per_second=4, transient=False) as live:
-            final = job.run(None, on_status=on_status, until=done, before_drain=collect_latency)
-        if not console.is_terminal:
-            console.print()  # the last frame ends without a line break when it is not drawn on a terminal
-        stream_end = time.monotonic() - dash.started
-        interrupted = not finished(dash.status)
-        traffic.stop()
-        if failure is not None:
-            raise DemoError(f"the demo stopped: {failure}; the run's files are in {run_dir}")
-        timings["stream"] = time.monotonic() - mark
-        phases.append(("warm-up", 0.0, live_started if live_started is not None else stream_end))
-        if live_started is not None:
-            phases.append(("live", live_started, stream_end))
-        _read_alerts(board, read_all_alerts(settings, servers))  # the complete set, after the drain
-        console.print("  stopping Ray and the broker")
+    run = _StreamRun(options, settings, history, truth, model_name)
+    run.stream(timings)
+    if run.failure is not None:
+        raise DemoError(f"the demo stopped: {run.failure}; the run's files are in {run_dir}")
 
     replay = None
-    if not interrupted:
+    if not run.interrupted:
         mark = time.monotonic()
         replay = replay_live(settings, run_dir / "history", live_from_ms, client)
         timings["replay"] = time.monotonic() - mark
-    summary = _summary(options, settings, truth, board, model, dash, final, latency, replay, interrupted,
-                       live_from_ms)
+    summary = _summary(options, settings, truth, run.board, model, run.dash, run.final, run.latency, replay,
+                       run.interrupted, live_from_ms)  # fmt: skip
     summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     summary["wall_s"] = round(time.monotonic() - wall, 1)  # to the report (which takes about a second)
-    _write(out, summary, dash, phases, latency, truth, board, replay)
+    _write(out, summary, run.dash, run.phases, run.latency, truth, run.board, replay)
     summary["wall_s"] = round(time.monotonic() - wall, 1)
     _write_summary(out, summary)
     return out / "index.html", summary
+
+
+def _history(options: DemoOptions, settings: Settings, run_dir: Path) -> tuple[Any, Any, int]:
+    """Generate and write the demo's history; (history, ground truth, first live event time in ms)."""
+    from pipelines.scoreboard import GroundTruth
+    from synthetic import generate, write_history
+
+    with console.status(f"generating {options.accounts:,} accounts × {options.days} days of card payments"):
+        history = generate(settings.generator)
+        write_history(history, run_dir / "history")
+    start_ms = int(history.transactions.column("event_time").cast("int64")[0].as_py())
+    first_day = datetime.fromtimestamp(start_ms / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    live_from = first_day + timedelta(days=options.days - options.live_days)
+    live_from_ms = int(live_from.timestamp() * 1000)
+    truth = GroundTruth(history.transactions, settings.kafka.topics.transactions.partitions, live_from_ms)
+    frauds = int(truth.fraud.sum())
+    console.print(f"  history: {len(truth):,} transactions, {frauds:,} fraudulent; live from {iso_utc(live_from_ms)}")
+    return history, truth, live_from_ms
+
+
+class _StreamRun:
+    """The streamed part of the demo: broker, Ray and actors up, traffic in, the dashboard live, all down after.
+
+    After :meth:`stream`: ``final`` (the job's last status), ``latency`` samples, ``phases`` (name, start s,
+    end s), ``interrupted`` (stopped before every transaction was scored) and ``failure`` (why it stopped early).
+    """
+
+    def __init__(self, options: DemoOptions, settings: Settings, history: Any, truth: Any, model_name: str) -> None:
+        from pipelines.scoreboard import Scoreboard
+
+        self.options, self.settings, self.history, self.truth = options, settings, history, truth
+        self.live_row = int(np.argmax(truth.live)) if truth.live.any() else len(truth)
+        self.board = Scoreboard(truth)
+        self.dash = Dashboard(self.board, total=len(truth), model=model_name)
+        self.latency: list[float] = []
+        self.phases: list[tuple[str, float, float]] = []
+        self.interrupted = False
+        self.live_started: float | None = None
+        self.final: dict[str, Any] = {}
+        self.failure: str | None = None
+        self.stall = Stall(STALL_S)
+
+    def stream(self, timings: dict[str, float]) -> None:
+        """Run the stream to its end (or a failure, or Ctrl-C) and collect every alert after the drain."""
+        from connectors.broker import EmbeddedBroker
+        from pipelines.stream import StreamJob
+
+        with contextlib.ExitStack() as stack:
+            mark = time.monotonic()
+            with console.status("starting the embedded broker, a local Ray and the scoring actors"):
+                servers = stack.enter_context(EmbeddedBroker(port=0)).bootstrap_servers
+                stack.enter_context(local_ray(self.settings))
+                self.job = StreamJob(self.settings, servers)
+                self.job.start(self.options.actors)
+            timings["start"] = time.monotonic() - mark
+            self.traffic = Traffic(self.settings, servers, self.history, self.live_row, self.options.rate)
+            stack.callback(self.traffic.stop)
+
+            mark = time.monotonic()
+            self.dash.started = mark
+            self.traffic.start()
+            with Live(self.dash.render(width=console.width), console=console, refresh_per_second=4,
+                      transient=False) as self.live:  # fmt: skip
+                self.final = self.job.run(None, on_status=self.on_status, until=self.done,
+                                          before_drain=self.collect_latency)  # fmt: skip
+            if not console.is_terminal:
+                console.print()  # the last frame ends without a line break when it is not drawn on a terminal
+            stream_end = time.monotonic() - self.dash.started
+            self.interrupted = not self.finished(self.dash.status)
+            self.traffic.stop()
+            if self.failure is not None:
+                return
+            timings["stream"] = time.monotonic() - mark
+            self.phases.append(("warm-up", 0.0, self.live_started if self.live_started is not None else stream_end))
+            if self.live_started is not None:
+                self.phases.append(("live", self.live_started, stream_end))
+            _read_alerts(self.board, read_all_alerts(self.settings, servers))  # the complete set, after the drain
+            console.print("  stopping Ray and the broker")
+
+    def on_status(self, status: dict[str, Any]) -> None:
+        """Each status of the job: alerts onto the board, the dashboard redrawn, the live days let in."""
+        _read_alerts(self.board, self.traffic.alerts)
+        positions = {int(p): s.get("next_offset", 0) for p, s in status.get("partitions", {}).items()}
+        self.board.set_positions(positions)
+        self.dash.update(status)
+        waiting_at = self.traffic.waiting_at
+        if waiting_at is not None and not self.traffic.gate.is_set() and sum(positions.values()) >= waiting_at:
+            import ray  # the actors caught up with the warm-up: the live days begin
+
+            ray.get(self.job.controller.call_all.remote("reset_latency"))
+            self.live_started = time.monotonic() - self.dash.started
+            rate = self.options.rate
+            self.dash.phase = f"live at {rate:,.0f} tx/s" if rate else "live"
+            self.traffic.gate.set()
+        self.live.update(self.dash.render(self.traffic.error or "", console.width))
+
+    def finished(self, status: dict[str, Any]) -> bool:
+        """Every produced transaction scored: no lag, offsets summing to what was produced."""
+        parts = status.get("partitions", {}).values()
+        return self.traffic.produced is not None and all(p.get("lag") == 0 for p in parts) and sum(
+            p.get("next_offset", 0) for p in parts) >= self.traffic.produced
+
+    def done(self, status: dict[str, Any]) -> bool:
+        """Stop streaming: finished, or a failure (the traffic's, or a stall)."""
+        self.failure = self.traffic.error or self.stall.check(status)
+        return self.failure is not None or self.finished(status)
+
+    def collect_latency(self) -> None:
+        """Before the drain: every actor's latency samples (a report without them beats none)."""
+        import ray
+
+        try:
+            for samples in ray.get(self.job.controller.call_all.remote("latency_samples"), timeout=30):
+                self.latency.extend(samples)
+        except Exception as exc:  # a report without latency beats none
+            console.print(f"[yellow]latency samples not collected: {exc}[/yellow]")
 
 
 def _read_alerts(board: Any, values: deque[bytes] | list[bytes]) -> None:
