@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs import Settings
+from connectors.registry import MissingModel, RegistryError, connect, load_batch_model, resolve, store_exists
 from features import FeatureRegistry
 from models.batch import ClassifierSource
 
@@ -80,8 +81,6 @@ class ClassifierServing:
         return bool(self.uri)
 
     def _connect(self) -> Any:
-        from connectors.registry import connect, store_exists
-
         if self._client is None:
             if not store_exists(self.settings.mlflow):
                 return None  # a local store nothing was ever registered in: nothing to serve yet
@@ -90,8 +89,6 @@ class ClassifierServing:
 
     def _resolve(self, client: Any, uri: str, option: str, required: bool) -> str | None:
         """The ``models:/NAME/VERSION`` URI that ``uri`` names now; None when it names nothing yet."""
-        from connectors.registry import MissingModel, resolve
-
         try:
             return resolve(client, uri, option).uri
         except MissingModel:
@@ -100,8 +97,6 @@ class ClassifierServing:
             return None
 
     def _load(self, client: Any, uri: str, option: str) -> ClassifierSource:
-        from connectors.registry import RegistryError, load_batch_model
-
         model = load_batch_model(client, uri, option)
         try:
             return ClassifierSource(model, self.registry, self.settings.scoring)
@@ -123,8 +118,6 @@ class ClassifierServing:
         client = self._connect()
         if client is None:
             if required:
-                from connectors.registry import MissingModel
-
                 raise MissingModel(
                     f"{option}: the MLflow store {self.settings.mlflow.tracking_uri} holds no model yet; "
                     "train and promote one (`fraudstream train`, `fraudstream promote`) or set "

@@ -269,7 +269,7 @@ class StreamJob:
                 metrics={"scored": float(sum(p.get("scored", 0) for p in partitions)),
                          "labels_learned": float(sum(p.get("labels_learned", 0) for p in partitions))},
             )
-        except Exception as exc:  # noqa: BLE001 - the stream matters more than its snapshot
+        except Exception as exc:  # the stream matters more than its snapshot
             print(f"warning: online models not logged to MLflow: {exc}", file=sys.stderr)
             return None
         self._last_online_log = time.monotonic()

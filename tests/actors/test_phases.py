@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from actors.worker import PhaseTimes
+from actors.stats import PhaseTimes
 
 
 def test_laps_are_attributed_to_their_phase() -> None:

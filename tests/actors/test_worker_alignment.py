@@ -17,7 +17,7 @@ import msgspec
 import pytest
 from aiokafka import TopicPartition
 
-import actors.worker as worker_module
+import actors.terminal_io as terminal_io_module
 from actors.terminal_stage import IDLE, decode_delta_batch
 from actors.worker import ScoringWorker
 from configs import Settings, TopicSettings, TopicsSettings, load_settings
@@ -69,7 +69,7 @@ class _Consumer:
         self.positions[tp] = offset
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: 0 for tp in tps}
+        return dict.fromkeys(tps, 0)
 
     def highwater(self, tp: TopicPartition) -> int:
         return len(self.kafka.logs.get(tp, []))
@@ -157,7 +157,7 @@ async def _run(worker: ScoringWorker, expected: int, steps: int = 400) -> int:
         await worker.step()
         if sum(p.counters.scored for p in worker.processors.values()) >= expected:
             break
-    for task in list(worker._saving.values()) + list(worker._saving_stages.values()):
+    for task in list(worker.checkpoints.saving.values()) + list(worker.checkpoints.saving_stages.values()):
         await task
     return sum(p.counters.scored for p in worker.processors.values())
 
@@ -173,8 +173,8 @@ def _worker(settings: Settings, kafka: _Kafka) -> ScoringWorker:
 def short_timers(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop's timers shortened (each step still takes less than a timer's period, and the ones that
     poll nothing wait 20 ms, as a broker holding an empty fetch)."""
-    monkeypatch.setattr(worker_module, "STAGE_FLUSH_S", 0.05)
-    monkeypatch.setattr(worker_module, "RESEND_S", 0.1)
+    monkeypatch.setattr(terminal_io_module, "STAGE_FLUSH_S", 0.05)
+    monkeypatch.setattr(terminal_io_module, "RESEND_S", 0.1)
 
 
 def test_an_aligned_backlog_is_scored_whole_and_never_stale(tmp_path: Path, short_timers: None) -> None:

@@ -51,7 +51,7 @@ def _brute_daily(times: np.ndarray, keys: np.ndarray, truth: np.ndarray, score: 
             groups.setdefault(keys[i], []).append(i)
         ranked = sorted(groups.values(), key=lambda g: (-max(score[i] for i in g), str(keys[g[0]])))
         hits = sum(any(truth[i] for i in g) for g in ranked[:k])
-        result[dt.datetime.fromtimestamp(day * 86_400, dt.timezone.utc).date().isoformat()] = hits / k
+        result[dt.datetime.fromtimestamp(day * 86_400, dt.UTC).date().isoformat()] = hits / k
     return result
 
 

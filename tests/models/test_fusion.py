@@ -170,7 +170,7 @@ def test_weights_that_leave_no_source_are_refused_when_the_scorer_is_built(regis
 
 
 def test_the_fused_source_names_are_the_sources_names() -> None:
-    assert FUSED_SOURCES == (AnomalySource.name, OnlineClassifierSource.name, ClassifierSource.name)
+    assert (AnomalySource.name, OnlineClassifierSource.name, ClassifierSource.name) == FUSED_SOURCES
     assert RuleSource.name not in FUSED_SOURCES
 
 
@@ -202,9 +202,11 @@ def test_learned_fusion_moves_with_the_served_classifier(
     assert scorer.fusion.method == "stacking"
     assert scorer.model_versions["fusion"] == "learned:lr/2:b=-1,anomaly=0.5,classifier=0.8,logit"
     values = generated.values[:3_000]
+    def logit(s: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(s, 1e-9, 1 - 1e-9) / (1 - np.clip(s, 1e-9, 1 - 1e-9)))
+
     for scored in _run(scorer, values, make_batch):
         a, c, rules = scored.sources["anomaly"], scored.sources["classifier"], scored.sources["rules"]
-        logit = lambda s: np.log(np.clip(s, 1e-9, 1 - 1e-9) / (1 - np.clip(s, 1e-9, 1 - 1e-9)))
         # learned: the rules are an input (weight 0 here), not a floor; a matched rule still decides
         by_hand = 1 / (1 + np.exp(-(-1.0 + 0.8 * logit(c) + 0.5 * logit(a))))
         np.testing.assert_allclose(scored.score, by_hand, rtol=1e-12, atol=1e-12)

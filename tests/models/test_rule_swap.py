@@ -120,7 +120,7 @@ def test_a_checkpoint_outlives_a_rules_change_but_not_an_anomaly_change(
     other_anomaly = msgspec.structs.replace(
         _settings(SMALL), anomaly=msgspec.structs.replace(ScoringSettings().anomaly, window_size=100)
     )
-    with pytest.raises(ValueError, match="scorer state was saved for models .*'anomaly': 'river.HalfSpaceTrees:25x8w250s1") as e:
+    with pytest.raises(ValueError, match=r"scorer state was saved for models .*'anomaly': 'river.HalfSpaceTrees:25x8w250s1") as e:
         Scorer.from_state(other_anomaly, registry, blob)
     assert "(sources that keep state)" in str(e.value) and "'rules'" not in str(e.value)
 

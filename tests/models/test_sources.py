@@ -32,7 +32,7 @@ def test_scores_are_the_calibrated_river_score_one_of_the_model_before_the_batch
     expected = source.calibration.rank(raw)
     scored = source.process(make_batch(batch))
     np.testing.assert_array_equal(scored.score, expected)
-    assert 0.0 <= scored.score.min() and scored.score.max() <= 1.0 and scored.score.any()
+    assert scored.score.min() >= 0.0 and scored.score.max() <= 1.0 and scored.score.any()
     assert not scored.action.any() and not scored.matched
 
 

@@ -146,9 +146,9 @@ def test_limit_must_be_a_positive_whole_number(value: str) -> None:
 
 
 def test_empty_account_and_rule_are_refused() -> None:
-    with pytest.raises(ConfigError, match="^--account: expected an account id"):
+    with pytest.raises(ConfigError, match=r"^--account: expected an account id"):
         make_filter(accounts=["acc-1", ""])
-    with pytest.raises(ConfigError, match="^--rule: expected the name of a decision rule"):
+    with pytest.raises(ConfigError, match=r"^--rule: expected the name of a decision rule"):
         make_filter(rule=" ")
 
 
