@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
 
@@ -82,8 +82,11 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
     transaction_id: Id
     account_id: Id
-    #: Epoch milliseconds (UTC) after decoding; RFC 3339 accepted on the wire.
-    event_time: WireTime
+    if TYPE_CHECKING:  # what every constructed record holds: __post_init__ turns a wire time into epoch ms
+        event_time: int
+    else:
+        #: Epoch milliseconds (UTC) after decoding; RFC 3339 accepted on the wire.
+        event_time: WireTime
     amount: Amount
     currency: Currency | None = None
     merchant_id: Id | None = None
@@ -112,8 +115,11 @@ class Label(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     transaction_id: Id
     account_id: Id
     label: Literal["fraud", "genuine"]
-    #: When the label became known (epoch ms after decoding).
-    label_time: WireTime
+    if TYPE_CHECKING:  # epoch ms once constructed, as event_time
+        label_time: int
+    else:
+        #: When the label became known (epoch ms after decoding).
+        label_time: WireTime
 
     def __post_init__(self) -> None:
         if not isinstance(self.label_time, int):

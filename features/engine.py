@@ -190,7 +190,7 @@ class FeatureEngine:
 
     def transform_one(self, tx: Transaction) -> tuple[list[float], bool]:
         """Update state with one transaction and return (feature vector, late)."""
-        t: int = tx.event_time  # type: ignore[assignment]  # epoch ms after decoding
+        t: int = tx.event_time
         amount: float = tx.amount
         self.stats.events += 1
         late = t < self.max_event_time_ms - self.lateness_ms
@@ -412,7 +412,7 @@ class FeatureEngine:
             return False
         keys, event_time = entry
         if label.label == "fraud":
-            label_time: int = label.label_time  # type: ignore[assignment]  # epoch ms after decoding
+            label_time: int = label.label_time
             if keys is not None:
                 for key in keys:
                     self.terminal_risk.record_fraud(key, event_time, label_time)
