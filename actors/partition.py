@@ -7,12 +7,18 @@ round-trips through a checkpoint. The scoring actor feeds it the records it
 polled and sends what comes back (alerts, dead letters); nothing here talks to
 Kafka, Ray or a filesystem, so it is tested fast and replayed exactly.
 
+Features, scores and labels go through :class:`models.pipeline.PartitionPipeline`,
+the pipeline the backtest replays; this module adds what only a live stream has:
+decoding records (bad ones become dead letters), alerts, alignment with the
+terminal table, the partition's share of the terminal stage and checkpoints.
+
 Labels join the stream in event time: a label is applied once the partition's
 event-time clock (the latest transaction time seen) has reached its
-``label_time``, in offset order, the way the offline builder interleaves them.
-A label that arrives before the stream has got that far is held (bounded; the
-actor pauses the labels partition while the buffer is full), so a backlog
-replayed at any speed joins labels identically.
+``label_time``, in offset order (:class:`features.labels.LabelQueue`, the rule
+the producer and the offline builder apply too). A label that arrives before
+the stream has got that far is held (bounded; the actor pauses the labels
+partition while the buffer is full), so a backlog replayed at any speed joins
+labels identically.
 
 Transactions are aligned with the broadcast terminal table in event time (as
 Flink aligns watermarks) when :attr:`PartitionProcessor.align` is set (the
@@ -37,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-import numpy as np
 
 from actors.serving import Served
 from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, DeltaBatch, SourceShare
@@ -55,6 +60,7 @@ from contracts.records import (
     encode,
 )
 from features import FeatureEngine
+from features.labels import LabelQueue
 from features.state import (
     TERMINAL_BUCKETS_SCHEMA,
     TERMINAL_DAYS_SCHEMA,
@@ -73,7 +79,7 @@ from features.state import (
 )
 from models import Scorer
 from models.batch import ClassifierSource
-from models.online import EVENT_TIME, TRANSACTION_ID
+from models.pipeline import PartitionPipeline, new_scorer, with_classifier
 
 #: Bumped when the checkpoint layout of a partition changes.
 CHECKPOINT_FORMAT = 2
@@ -208,8 +214,10 @@ class PartitionProcessor:
         self.labels_topic = settings.kafka.topics.labels.name
         #: Engines read the broadcast table (publishing mode: their updates go to the outbox).
         self.broadcast = broadcast
-        self.engine = engine if engine is not None else FeatureEngine(settings.features, broadcast.table)
-        self.scorer = scorer if scorer is not None else Scorer.from_settings(settings.scoring, self.engine.registry)
+        engine = engine if engine is not None else FeatureEngine(settings.features, broadcast.table)
+        scorer = scorer if scorer is not None else new_scorer(settings.scoring, engine.registry)
+        #: Features -> score -> due labels, as the backtest replays them; its label queue holds (offset, label).
+        self.pipeline: PartitionPipeline[tuple[int, Label]] = PartitionPipeline(scorer, engine)
         #: This partition's own contribution to every terminal (sent to the stage as cumulative values).
         self.share = share if share is not None else SourceShare(FeatureEngine.terminal_risk_for(settings.features), partition)
         #: (transactions, frauds, days) taken from the outbox, not yet folded into the share
@@ -222,8 +230,6 @@ class PartitionProcessor:
         #: Next offset to read in each topic's partition (what a checkpoint records).
         self.next_offset = 0
         self.next_label_offset = 0
-        #: Labels read but not applied yet: (offset, label), in offset order.
-        self.held_labels: deque[tuple[int, Label]] = deque()
         self.max_held_labels = settings.features.pending_labels_max
         #: Hold transactions until the broadcast table is complete for what they read (the actors set it).
         self.align = False
@@ -239,15 +245,31 @@ class PartitionProcessor:
         #: The batch classifier scoring in shadow (never deciding), when a challenger is served.
         self.challenger: ClassifierSource | None = None
 
+    @property
+    def engine(self) -> Any:
+        """The partition's :class:`~features.FeatureEngine` (its feature state)."""
+        return self.pipeline.engine
+
+    @property
+    def scorer(self) -> Scorer:
+        """The partition's scorer (its model state)."""
+        return self.pipeline.scorer
+
+    @scorer.setter
+    def scorer(self, scorer: Scorer) -> None:
+        self.pipeline.scorer = scorer
+
+    @property
+    def held_labels(self) -> LabelQueue[tuple[int, Label]]:
+        """Labels read but not applied yet: (offset, label), in offset order."""
+        return self.pipeline.labels
+
     def use_classifiers(self, served: Served) -> None:
         """Score from the next micro-batch on with these registry versions (champion decides, challenger shadows).
 
         The scorer's learned state is untouched: only the stateless classifier source is replaced.
         """
-        sources = [s for s in self.scorer.sources if s.name != ClassifierSource.name]
-        if served.champion is not None:
-            sources.append(served.champion)
-        self.scorer = Scorer(self.scorer.settings, self.scorer.registry, sources)
+        self.scorer = with_classifier(self.scorer, served.champion)
         self.challenger = served.challenger
 
     def online_snapshot(self) -> bytes | None:
@@ -298,8 +320,9 @@ class PartitionProcessor:
         held = self.held
         if not held:
             return out
-        first = int(held[0][1].event_time)  # type: ignore[arg-type]
-        if self.held_labels and self.held_labels[0][1].label_time < first:  # type: ignore[operator]
+        first = int(held[0][1].event_time)
+        label_ms = self.held_labels.head_ms
+        if label_ms is not None and label_ms < first:
             # every transaction before the first held one is scored: labels from before it join now (in a
             # busy stream the offline builder's clock passed them before it too), and they no longer hold
             # this partition's progress, so it never waits on itself
@@ -309,7 +332,7 @@ class PartitionProcessor:
         needs = self._table_needs_ms
         ready = 0
         for _, tx in held:
-            if needs(tx.event_time) > complete:  # type: ignore[arg-type]
+            if needs(tx.event_time) > complete:
                 break
             ready += 1
         if ready:
@@ -323,14 +346,11 @@ class PartitionProcessor:
         """Features, models and decisions of decoded transactions (in offset order); alerts into ``out``."""
         complete = self.broadcast.complete_through_ms
         needs = self._table_needs_ms
-        if complete < IDLE and needs(max(tx.event_time for tx in good)) > complete:  # type: ignore[type-var, arg-type]
-            self.counters.terminal_stale += sum(1 for tx in good if needs(tx.event_time) > complete)  # type: ignore[arg-type]
-        batch = self.engine.transform_batch(good)
-        # what the online classifier keys its buffered vectors by (until the labels come)
-        batch.extra[TRANSACTION_ID] = np.array([tx.transaction_id for tx in good], dtype=object)
-        batch.extra[EVENT_TIME] = np.fromiter((tx.event_time for tx in good), dtype=np.int64, count=len(good))
+        if complete < IDLE and needs(max(tx.event_time for tx in good)) > complete:
+            self.counters.terminal_stale += sum(needs(tx.event_time) > complete for tx in good)
+        batch = self.pipeline.features(good)
         self._collect_updates()
-        scored = self.scorer.process(batch)
+        scored = self.pipeline.score(batch)
         out.scored += len(good)
         self.counters.scored += len(good)
         alerts_before = len(out.alerts)
@@ -357,8 +377,8 @@ class PartitionProcessor:
                 account_id=tx.account_id,
                 event_time=tx.event_time,
                 score=float(scored.score[row]),
-                decision=decision,
-                reasons=scored.reasons[row],
+                decision=decision,  # type: ignore[arg-type]  # review or block
+                reasons=scored.reasons[row],  # type: ignore[arg-type]  # set on every row with a decision
                 model_versions=model_versions,
                 feature_version=feature_version,
                 ingest_time=ingest_ms,
@@ -381,9 +401,10 @@ class PartitionProcessor:
         if not records:
             return out
         labels, kept = self._accept(records, decode_labels, "label", self.labels_topic, out)
-        for record, label in zip(kept, labels):
-            self.held_labels.append((record.offset, label))
-            self.label_clock = max(self.label_clock, label.label_time)  # type: ignore[type-var]
+        if labels:
+            times = [label.label_time for label in labels]
+            self.held_labels.extend(times, [(record.offset, label) for record, label in zip(kept, labels)])
+            self.label_clock = max(self.label_clock, *times)
         if not self.held_labels:
             self.next_label_offset = records[-1].offset + 1
         self._apply_due_labels()
@@ -430,25 +451,19 @@ class PartitionProcessor:
         return len(self.held_labels) >= self.max_held_labels
 
     def _apply_due_labels(self, clock: int | None = None) -> None:
-        """Apply the held labels whose time the clock (default: the latest transaction time scored) reached."""
-        held = self.held_labels
-        clock = self.engine.max_event_time_ms if clock is None else clock
-        engine = self.engine
-        applied_ids: list[str] = []
-        applied_fraud: list[bool] = []
-        while held and held[0][1].label_time <= clock:  # type: ignore[operator]
-            offset, label = held.popleft()
-            if engine.observe_label(label):
-                self.counters.labels_applied += 1
-            else:
-                self.counters.labels_unmatched += 1
-            applied_ids.append(label.transaction_id)
-            applied_fraud.append(label.label == "fraud")
-            self.next_label_offset = offset + 1
-        if held:
-            self.next_label_offset = held[0][0]
-        if applied_ids:  # once per call, in offset order: the sources that learn from labels (online classifier)
-            self.counters.labels_learned += self.scorer.observe_labels(applied_ids, applied_fraud)
+        """Apply the held labels whose time the clock (default: the latest transaction time scored) reached:
+        joined to the feature state, then learned by the sources that learn from labels (online classifier)."""
+        due = self.pipeline.due_labels(clock)
+        if due:
+            joined = self.pipeline.join_labels([label for _, label in due])
+            counters = self.counters
+            counters.labels_applied += joined.matched
+            counters.labels_unmatched += joined.unmatched
+            counters.labels_learned += joined.learned
+            self.next_label_offset = due[-1][0] + 1
+        head = self.held_labels.head
+        if head is not None:
+            self.next_label_offset = head[0]
 
     # ------------------------------------------------------------- terminal stage
     def _collect_updates(self) -> None:
@@ -465,12 +480,11 @@ class PartitionProcessor:
         consistent rather than exact.
         """
         if self.held:  # everything before the first held transaction was scored
-            tx = int(self.held[0][1].event_time)  # type: ignore[arg-type]
+            tx = int(self.held[0][1].event_time)
         else:
             tx = IDLE if transactions_caught_up else self.engine.max_event_time_ms
-        if self.held_labels:
-            labels = int(self.held_labels[0][1].label_time)  # type: ignore[arg-type]
-        else:
+        labels = self.held_labels.head_ms
+        if labels is None:
             labels = IDLE if labels_caught_up else self.label_clock
         return min(tx, labels)
 

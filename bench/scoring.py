@@ -1,12 +1,13 @@
 """Scorer throughput against the reference workload's per-event River model.
 
 On a generated stream (default 5k accounts × 30 days) in event-time order, one core:
-- scorer_per_s: models.Scorer.process on micro-batches (default 1000 rows) of the
+- scorer_per_s: the partition pipeline's scorer (models.pipeline.PartitionPipeline,
+  what the actors and the backtest run) on micro-batches (default 1000 rows) of the
   real feature vectors the offline builder computes for the stream (features
   are computed before timing), bundled defaults (anomaly model, online classifier
   and rules), from an empty scorer: score, fuse, explain the alerted rows, learn;
-  after each batch, the labels whose label_time the stream has reached go to
-  Scorer.observe_labels (timed too: the online classifier learns them);
+  after each batch, the labels whose label_time the stream has reached are learned
+  (timed too: the online classifier learns them);
 - reference_model_per_s: ../shared/bench/reference_workload.py's reference_model()
   (MinMaxScaler | HalfSpaceTrees(25 trees, height 8, window 250)), score_one then
   learn_one per event on the dicts its update_features returns for the same
@@ -36,10 +37,10 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
 from configs import load_settings  # noqa: E402
-from features import FeatureBatch, FeatureRegistry  # noqa: E402
+from features import FeatureBatch, FeatureRegistry, release_order  # noqa: E402
 from features.offline import build_feature_table  # noqa: E402
-from models import Scorer  # noqa: E402
-from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed, OnlineClassifierSource  # noqa: E402
+from models.online import EVENT_TIME, TRANSACTION_ID, OnlineClassifierSource  # noqa: E402
+from models.pipeline import PartitionPipeline, new_scorer  # noqa: E402
 
 
 def main() -> None:
@@ -63,20 +64,21 @@ def main() -> None:
     assert len(transactions) == n
     ids = np.array(table.column("transaction_id").to_pylist(), dtype=object)
     times = table.column("event_time").cast(pa.int64()).to_numpy()
-    labelled = table.column("label").is_valid().to_numpy(zero_copy_only=False)
-    is_fraud = table.column("label").fill_null(0).to_numpy()[labelled].astype(bool)
-    label_ms = table.column("label_time").cast(pa.int64()).to_numpy(zero_copy_only=False)[labelled]
-    feed = LabelFeed(ids[labelled].tolist(), is_fraud.tolist(), label_ms)
+    is_fraud = table.column("label").fill_null(0).to_numpy().astype(bool)
+    label_ms = table.column("label_time").cast(pa.int64()).fill_null(0).to_numpy()
+    known = np.flatnonzero(table.column("label").is_valid().to_numpy(zero_copy_only=False))
+    known = known[release_order(label_ms[known], ids[known].tolist())]
     batches = [
         FeatureBatch(values[i : i + args.batch], np.zeros(len(values[i : i + args.batch]), dtype=bool),
                      registry.names, registry.version,
                      {TRANSACTION_ID: ids[i : i + args.batch], EVENT_TIME: times[i : i + args.batch]})
         for i in range(0, n, args.batch)
     ]
-    clocks = np.maximum.accumulate([int(batch.extra[EVENT_TIME].max()) for batch in batches]).tolist()
     del history, table
 
-    scorer = Scorer.from_settings(settings.scoring, registry)
+    pipeline: PartitionPipeline[int] = PartitionPipeline(new_scorer(settings.scoring, registry))
+    pipeline.labels.extend(label_ms[known].tolist(), known.tolist())  # rows, released by the stream's clock
+    scorer = pipeline.scorer
     alerts = 0
     gc.collect()
     gc.freeze()
@@ -84,10 +86,11 @@ def main() -> None:
         task = progress.add_task(f"scorer on {n:,} events", total=n)
         scorer_s = 0.0
         labels_learned = 0
-        for batch, clock in zip(batches, clocks, strict=True):
+        for batch in batches:
             started = time.perf_counter()
-            scored = scorer.process(batch)
-            labels_learned += scorer.observe_labels(*feed.due(clock))
+            scored = pipeline.score(batch)
+            due = pipeline.due_labels()
+            labels_learned += pipeline.learn_labels(ids[due].tolist(), is_fraud[due].tolist())
             scorer_s += time.perf_counter() - started
             alerts += sum(decision is not None for decision in scored.decision)
             progress.advance(task, len(batch.values))

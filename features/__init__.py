@@ -4,7 +4,8 @@ Pure code: no Kafka, Ray or MLflow, and no clock (event time is an argument).
 """
 
 from features._impl import COMPILED, EngineStats, FeatureBatch, FeatureEngine, PendingLabels, TerminalRisk
-from features.offline import PartitionedFeatures, build_feature_table, interleave
+from features.labels import LabelQueue, interleave, release_order
+from features.offline import PartitionedFeatures, build_feature_table
 from features.registry import FeatureRegistry, FeatureSpec
 from features.state import EngineSnapshot, restore_engine, take_snapshot
 
@@ -16,11 +17,13 @@ __all__ = [
     "FeatureEngine",
     "FeatureRegistry",
     "FeatureSpec",
+    "LabelQueue",
     "PartitionedFeatures",
     "PendingLabels",
     "TerminalRisk",
     "build_feature_table",
     "interleave",
+    "release_order",
     "restore_engine",
     "take_snapshot",
 ]

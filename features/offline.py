@@ -5,14 +5,15 @@ history's row order, which is what a consumer of the topic saw) through one
 :class:`~features.engine.FeatureEngine` per Kafka partition, keyed exactly as
 Kafka's default partitioner keys the topic, with one terminal risk table shared
 by all of them. Labels join the stream as the producer releases them: after the
-transaction that moves the event-time clock past their ``label_time``. So every
-feature uses only what was known at its event time, and the table equals what
-the scoring actors computed, row for row.
+transaction that moves the event-time clock past their ``label_time``
+(:func:`features.labels.interleave`: the rule the producer and the scoring
+partitions apply too). So every feature uses only what was known at its event
+time, and the table equals what the scoring actors computed, row for row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -23,32 +24,8 @@ from contracts import Label, Transaction
 from contracts.arrow import table_to_records
 from contracts.partitioning import partition_for
 from features._impl import FeatureEngine
+from features.labels import interleave
 from features.runtime import configure_gc_for_streaming, freeze_long_lived_state
-
-
-def interleave(transactions: Iterable[Transaction], labels: Iterable[Label]) -> Iterator[Transaction | Label]:
-    """Transactions in the given order, each followed by the labels its event time releases.
-
-    A label is released once the largest event time so far reaches its
-    ``label_time``; labels still pending at the end follow the last transaction.
-
-    >>> T = 1_767_225_600_000
-    >>> txs = [Transaction(transaction_id=f"t{i}", account_id="a", event_time=T + i, amount=1.0) for i in range(3)]
-    >>> lab = Label(transaction_id="t0", account_id="a", label="fraud", label_time=T + 1)
-    >>> [getattr(e, "amount", "label") for e in interleave(txs, [lab])]
-    [1.0, 1.0, 'label', 1.0]
-    """
-    pending = sorted(labels, key=lambda label: (label.label_time, label.transaction_id))
-    next_label = 0
-    clock = -(2**62)
-    for tx in transactions:
-        yield tx
-        if tx.event_time > clock:  # type: ignore[operator]
-            clock = tx.event_time  # type: ignore[assignment]
-        while next_label < len(pending) and pending[next_label].label_time <= clock:  # type: ignore[operator]
-            yield pending[next_label]
-            next_label += 1
-    yield from pending[next_label:]
 
 
 class PartitionedFeatures:
@@ -83,13 +60,13 @@ class PartitionedFeatures:
     def transform_routed(self, partition: int, tx: Transaction) -> tuple[list[float], bool]:
         """(feature vector, late) for a transaction already routed, as a partition's consumer receives it."""
         engine = self.engines[partition]
-        result = engine.transform_one(tx)
+        result: tuple[list[float], bool] = engine.transform_one(tx)
         if engine.watermark_ms - self._last_shared_sweep >= self._sweep_interval_ms:
             self.expire_shared()
         return result
 
     def observe_label(self, label: Label) -> bool:
-        return self.engines[self.partition_of(label.account_id)].observe_label(label)
+        return bool(self.engines[self.partition_of(label.account_id)].observe_label(label))
 
     def expire_shared(self) -> None:
         """Expire the shared terminal table behind the slowest partition's watermark."""
@@ -188,9 +165,9 @@ def _chunk_table(
     label_times: list[int | None] = []
     for tx in records:
         label = known.get(tx.transaction_id)
-        if label is not None and (label_delay_ms is None or label.label_time <= tx.event_time + label_delay_ms):  # type: ignore[operator]
+        if label is not None and (label_delay_ms is None or label.label_time <= tx.event_time + label_delay_ms):
             label_values.append(1 if label.label == "fraud" else 0)
-            label_times.append(label.label_time)  # type: ignore[arg-type]
+            label_times.append(label.label_time)
         else:
             label_values.append(None)
             label_times.append(None)

@@ -206,7 +206,8 @@ class VectorBuffer:
             self.expired += 1
             return None
         self.taken += 1
-        return self.vectors[slot].copy()
+        vector: npt.NDArray[np.float32] = self.vectors[slot].copy()
+        return vector
 
     def sweep(self) -> int:
         """Drop the vectors older than the TTL behind the clock; how many."""
@@ -455,41 +456,15 @@ class OnlineClassifierSource:
         if weights.shape != (len(self.features),):
             raise ValueError(f"the saved online model has {weights.size} weights, this one {len(self.features)}")
         self.model = self._new_river()
-        iterations = int(state["model.iterations"])  # type: ignore[arg-type]
+        iterations = int(state["model.iterations"])
         if iterations:  # River's weights hold every feature once a row was learned
             self.model._weights = utils.VectorDict(dict(zip(self.features, weights.tolist())))
         self.model.intercept = float(np.asarray(state["model.intercept"])[0])
         self.model.optimizer.n_iterations = iterations
         self._mirror()
-        self.frauds_learned = int(state["frauds_learned"])  # type: ignore[arg-type]
-        self.genuine_learned = int(state["genuine_learned"])  # type: ignore[arg-type]
-        self.unbuffered = int(state["unbuffered"])  # type: ignore[arg-type]
+        self.frauds_learned = int(state["frauds_learned"])
+        self.genuine_learned = int(state["genuine_learned"])
+        self.unbuffered = int(state["unbuffered"])
         for prefix, part in (("scaler.", self.scaler), ("buffer.", self.buffer)):
             part.restore({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
 
-
-class LabelFeed:
-    """Labels released in event time, the way a scoring partition applies them (for backtests and benchmarks).
-
-    A label is due once the event-time clock (the latest transaction time
-    scored) has reached its ``label_time``; due labels come in
-    (label_time, transaction id) order, as the offline builder interleaves them.
-
-    >>> feed = LabelFeed(["t2", "t1", "t3"], [True, False, True], np.array([50, 50, 90]))
-    >>> feed.due(49), feed.due(60), feed.due(60), feed.due(100)
-    (([], []), (['t1', 't2'], [False, True]), ([], []), (['t3'], [True]))
-    """
-
-    def __init__(self, transaction_ids: Sequence[str], is_fraud: Sequence[bool], label_time_ms: IntArray) -> None:
-        times = np.asarray(label_time_ms, dtype=np.int64).tolist()
-        order = sorted(range(len(times)), key=lambda i: (times[i], transaction_ids[i]))
-        self._ids = [transaction_ids[i] for i in order]
-        self._fraud = [bool(is_fraud[i]) for i in order]
-        self._times = np.array([times[i] for i in order], dtype=np.int64)
-        self._next = 0
-
-    def due(self, clock_ms: int) -> tuple[list[str], list[bool]]:
-        """The labels not handed out yet whose label_time is at most ``clock_ms``."""
-        end = int(np.searchsorted(self._times, clock_ms, side="right"))
-        start, self._next = self._next, max(self._next, end)
-        return self._ids[start:end], self._fraud[start:end]

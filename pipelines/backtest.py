@@ -2,16 +2,14 @@
 
 Features come from the offline builder (the actors' feature code, one engine
 per partition of the transactions topic, labels joining at their
-``label_time``); each partition gets its own :class:`models.Scorer`, built as
-the scoring actors build it (anomaly model, rules) plus, when one is given,
-the registered batch classifier (:class:`models.batch.ClassifierSource`), and
-is fed that partition's rows in event-time order, ``backtest.micro_batch_records``
-at a time, through :meth:`Scorer.process` as the actors call it; after each
-micro-batch the labels whose ``label_time`` the partition's event-time clock has
-reached go to :meth:`Scorer.observe_labels` (the online classifier learns them),
-as the actors apply them. Rows before
-``--from`` go through features and models (warming their state up) but are not
-reported; rows after ``--until`` are not replayed.
+``label_time``); the scoring is :func:`pipelines.replay.score_features`: each
+partition's rows, in event-time order, ``backtest.micro_batch_records`` at a
+time, through the partition pipeline the scoring actors run
+(:class:`models.pipeline.PartitionPipeline`: their scorer, plus the registered
+batch classifier when one is given; after each micro-batch the labels whose
+``label_time`` the partition's event-time clock has reached are learned).
+Rows before ``--from`` go through features and models (warming their state up)
+but are not reported; rows after ``--until`` are not replayed.
 
 Metrics (over the reported rows, against ``is_fraud`` when the history has it,
 else the labels): AP and ROC AUC of the fused score and of each source,
@@ -44,8 +42,7 @@ from models.batch import (
     roc_auc,
 )
 from models.fusion import fit_stacking
-from pipelines.replay import score_features
-from pipelines.train import FeatureTable
+from pipelines.replay import FeatureTable, score_features
 
 SCORES_SCHEMA = pa.schema(
     [

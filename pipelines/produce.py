@@ -2,9 +2,11 @@
 
 Transactions go out in the history's row (delivery) order, keyed by account_id,
 at a target rate or as fast as possible. Labels are released once the stream's
-event-time clock (the latest event time sent) passes their ``label_time``, so a
-label never arrives before the transaction it labels; labels still pending when
-the history ends are sent last. Ground-truth columns never leave this module.
+event-time clock (the latest event time sent) passes their ``label_time``, in
+label-time order, ties by transaction id (:class:`features.labels.LabelQueue`,
+the rule the offline builder and the scoring partitions apply too), so a label
+never arrives before the transaction it labels; labels still pending when the
+history ends are sent last. Ground-truth columns never leave this module.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from configs import KafkaSettings, ProducerSettings
 from connectors.kafka import make_producer
 from contracts.arrow import table_to_records
 from contracts.records import Label, Transaction, encode
+from features.labels import LabelQueue, release_order
 
 
 @dataclass
@@ -57,7 +60,7 @@ def encode_transactions(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], 
     """(keys, values, event times) for a batch of history rows; ground truth dropped."""
     records = table_to_records(_as_table(batch), Transaction)
     return [tx.account_id.encode() for tx in records], [encode(tx) for tx in records], [
-        tx.event_time for tx in records  # type: ignore[misc]
+        tx.event_time for tx in records
     ]
 
 
@@ -65,7 +68,7 @@ def encode_labels(batch: pa.Table | pa.RecordBatch) -> tuple[list[bytes], list[b
     """(keys, values, label times) for a batch of label rows."""
     records = table_to_records(_as_table(batch), Label)
     return [lb.account_id.encode() for lb in records], [encode(lb) for lb in records], [
-        lb.label_time for lb in records  # type: ignore[misc]
+        lb.label_time for lb in records
     ]
 
 
@@ -98,13 +101,15 @@ async def produce_history(
         transactions = transactions.slice(0, limit)
     label_keys: list[bytes] = []
     label_values: list[bytes] = []
-    label_times: list[int] = []
+    # positions in label_keys / label_values, released by the event time of the transactions sent
+    queue: LabelQueue[int] = LabelQueue()
     if labels is not None and labels.num_rows:
         if limit is not None:
             sent_ids = pa.chunked_array(transactions.column("transaction_id"))
             labels = labels.filter(pa.compute.is_in(labels.column("transaction_id"), value_set=sent_ids.combine_chunks()))
-        labels = labels.sort_by([("label_time", "ascending"), ("transaction_id", "ascending")])
         label_keys, label_values, label_times = encode_labels(labels)
+        order = release_order(label_times, labels.column("transaction_id").to_pylist()).tolist()
+        queue.extend([label_times[i] for i in order], order)
 
     report = ProduceReport()
     producer = make_producer(kafka, producer_settings, bootstrap_servers)
@@ -118,22 +123,21 @@ async def produce_history(
             counter[metadata.partition] += 1  # type: ignore[attr-defined]
         pending.clear()
 
+    async def send_labels(due: list[int]) -> None:
+        for i in due:
+            pending.append((True, await producer.send(label_topic, label_values[i], key=label_keys[i])))
+        report.labels += len(due)
+
     await producer.start()
     started = time.perf_counter()
-    next_label = 0
-    clock_ms = -1
     try:
         for batch in transactions.to_batches(max_chunksize=chunk_rows):
             keys, values, times = encode_transactions(batch)
             for key, value, event_time in zip(keys, values, times, strict=True):
                 pending.append((False, await producer.send(tx_topic, value, key=key)))
-                if event_time > clock_ms:
-                    clock_ms = event_time
-                while next_label < len(label_times) and label_times[next_label] <= clock_ms:
-                    pending.append(
-                        (True, await producer.send(label_topic, label_values[next_label], key=label_keys[next_label]))
-                    )
-                    next_label += 1
+                due = queue.advance(event_time)
+                if due:
+                    await send_labels(due)
             report.transactions += len(values)
             if len(pending) >= producer_settings.max_in_flight:
                 await settle()
@@ -144,13 +148,10 @@ async def produce_history(
                 if ahead > 0:
                     await asyncio.sleep(ahead)
             if on_progress is not None:
-                on_progress(report.transactions, next_label)
-        while next_label < len(label_times):
-            pending.append((True, await producer.send(label_topic, label_values[next_label], key=label_keys[next_label])))
-            next_label += 1
+                on_progress(report.transactions, report.labels)
+        await send_labels(queue.release_all())
         await producer.flush()
         await settle()
-        report.labels = next_label
         if on_progress is not None:
             on_progress(report.transactions, report.labels)
     finally:

@@ -1,31 +1,52 @@
 """The scoring code replayed over a feature table in event time, no Kafka: what `backtest` and `train` score with.
 
-Each partition of the transactions topic gets its own :class:`models.Scorer`,
-built as the scoring actors build it (anomaly model, online classifier, rules)
-plus, when one is given, a batch classifier (:class:`models.batch.ClassifierSource`),
-and is fed that partition's rows in event-time order, ``backtest.micro_batch_records``
-at a time, through :meth:`Scorer.process` as the actors call it; after each
-micro-batch the labels whose ``label_time`` the partition's event-time clock
-has reached go to :meth:`Scorer.observe_labels`, as the actors apply them.
+Each partition of the transactions topic gets its own
+:class:`models.pipeline.PartitionPipeline`, the one the scoring actors run, with
+the scorer they build (:func:`models.pipeline.new_scorer`: anomaly model, online
+classifier, rules) plus, when one is given, a batch classifier
+(:class:`models.batch.ClassifierSource`). It is fed that partition's rows of
+the offline builder's table in event-time order, ``backtest.micro_batch_records``
+at a time; after each micro-batch the labels whose ``label_time`` the
+partition's event-time clock has reached are learned, as the actors apply them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from configs import Settings
 from connectors.history import HistoryError
-from features import FeatureBatch
-from models import Scorer
+from features import FeatureBatch, FeatureRegistry, release_order
 from models.batch import BatchModel, ClassifierSource
-from models.online import EVENT_TIME, TRANSACTION_ID, LabelFeed
+from models.online import EVENT_TIME, TRANSACTION_ID
+from models.pipeline import PartitionPipeline, new_scorer
 
-if TYPE_CHECKING:
-    from pipelines.train import FeatureTable
+
+@dataclass
+class FeatureTable:
+    """The features of a history's rows in event-time order, with ids, times, labels and ground truth."""
+
+    table: pa.Table
+    registry: FeatureRegistry
+    #: Event time, epoch ms.
+    times: np.ndarray
+    #: Eventual truth: is_fraud when the history has it, else a fraud label (at any time).
+    truth: np.ndarray
+    #: Where ``truth`` comes from: "is_fraud", "labels" or "" (none).
+    truth_source: str
+
+    def matrix(self, names: tuple[str, ...]) -> np.ndarray:
+        return np.column_stack([self.table.column(n).to_numpy() for n in names]).astype(np.float64, copy=False)
+
+    @property
+    def scenario(self) -> np.ndarray | None:
+        if "fraud_scenario" not in self.table.column_names:
+            return None
+        return np.array(self.table.column("fraud_scenario").to_pylist(), dtype=object)
 
 
 def score_features(
@@ -56,20 +77,20 @@ def score_features(
     versions: dict[str, str] = {}
     done = 0
     for p in np.unique(partition).tolist():
-        base = Scorer.from_settings(settings.scoring, registry)
-        scorer = Scorer(settings.scoring, registry, [*base.sources, *([classifier] if classifier else [])])
-        versions = scorer.model_versions
+        # no feature engine here: the features are the offline builder's
+        pipeline: PartitionPipeline[int] = PartitionPipeline(new_scorer(settings.scoring, registry, classifier))
+        versions = pipeline.scorer.model_versions
         mine = np.flatnonzero(partition == p)
-        # the partition's labels join when its event-time clock reaches their label_time, as in the stream
+        # the partition's labels (their rows) join when its event-time clock reaches their label_time
         known = mine[labelled[mine]]
-        feed = LabelFeed(ids[known].tolist(), is_fraud[known].tolist(), label_ms[known])
-        clock = np.iinfo(np.int64).min
+        known = known[release_order(label_ms[known], ids[known].tolist())]
+        pipeline.labels.extend(label_ms[known].tolist(), known.tolist())
         for start in range(0, len(mine), size):
             chunk = mine[start : start + size]
             extra = {TRANSACTION_ID: ids[chunk], EVENT_TIME: features.times[chunk]}
-            scored = scorer.process(FeatureBatch(values[chunk], late[chunk], names, registry.version, extra))
-            clock = max(clock, int(features.times[chunk].max()))
-            scorer.observe_labels(*feed.due(clock))
+            scored = pipeline.score(FeatureBatch(values[chunk], late[chunk], names, registry.version, extra))
+            due = pipeline.due_labels()
+            pipeline.learn_labels(ids[due].tolist(), is_fraud[due].tolist())
             score[chunk] = scored.score
             level[chunk] = [0 if d is None else (1 if d == "review" else 2) for d in scored.decision]
             for name, source_score in scored.sources.items():

@@ -48,33 +48,10 @@ from models.batch import (
     roc_auc,
 )
 from models.fusion import LearnedFusion, alternate_days, learn_fusion
-from pipelines.replay import score_features
+from pipelines.replay import FeatureTable, score_features
 
 #: Stages reported to ``on_stage`` (for a progress display).
 Stage = Callable[[str], None]
-
-
-@dataclass
-class FeatureTable:
-    """The features of a history's rows in event-time order, with ids, times, labels and ground truth."""
-
-    table: pa.Table
-    registry: FeatureRegistry
-    #: Event time, epoch ms.
-    times: np.ndarray
-    #: Eventual truth: is_fraud when the history has it, else a fraud label (at any time).
-    truth: np.ndarray
-    #: Where ``truth`` comes from: "is_fraud", "labels" or "" (none).
-    truth_source: str
-
-    def matrix(self, names: tuple[str, ...]) -> np.ndarray:
-        return np.column_stack([self.table.column(n).to_numpy() for n in names]).astype(np.float64, copy=False)
-
-    @property
-    def scenario(self) -> np.ndarray | None:
-        if "fraud_scenario" not in self.table.column_names:
-            return None
-        return np.array(self.table.column("fraud_scenario").to_pylist(), dtype=object)
 
 
 def feature_table(

@@ -13,7 +13,8 @@ from configs.settings import GeneratorSettings
 from contracts import Label, Transaction, decode_label, decode_transaction, encode
 from contracts.arrow import HISTORY_SCHEMA, LABEL_SCHEMA, TRANSACTION_SCHEMA, table_to_records
 from contracts.partitioning import partition_for
-from features.offline import PartitionedFeatures, build_feature_table, history_transactions, interleave
+from features.labels import interleave
+from features.offline import PartitionedFeatures, build_feature_table, history_transactions
 from features.registry import FeatureRegistry
 from synthetic import generate
 

@@ -18,7 +18,6 @@ from models.online import (
     SCALER_WARMUP,
     SWEEP_MS,
     TRANSACTION_ID,
-    LabelFeed,
     OnlineClassifierSource,
     VectorBuffer,
 )
@@ -368,10 +367,3 @@ def test_online_settings_errors_name_the_key(registry: FeatureRegistry) -> None:
         with pytest.raises(ConfigError) as error:
             settings_from_dict({"scoring": {"online": online}})
         assert str(error.value).startswith(expected), str(error.value)
-
-
-def test_label_feed_releases_labels_when_the_clock_reaches_them() -> None:
-    feed = LabelFeed(["b", "a", "c", "d"], [True, False, False, True], np.array([20, 20, 10, 40]))
-    assert feed.due(9) == ([], [])
-    assert feed.due(20) == (["c", "a", "b"], [False, False, True])
-    assert feed.due(30) == ([], []) and feed.due(40) == (["d"], [True]) and feed.due(1_000) == ([], [])
