@@ -57,7 +57,8 @@ class ScoringActor:
 
     def terminal_stats(self, terminal_id: str, event_time_ms: int) -> tuple[int, int]:
         """What this actor's broadcast table answers for a terminal at a time (tests compare actors)."""
-        return self.worker.broadcast.table.stats(terminal_id, event_time_ms)
+        stats: tuple[int, int] = self.worker.broadcast.table.stats(terminal_id, event_time_ms)
+        return stats
 
     async def checkpoint(self) -> dict[str, Any]:
         """Checkpoint every owned partition now."""
@@ -67,7 +68,7 @@ class ScoringActor:
     def status(self) -> dict[str, Any]:
         status = self.worker.status()
         status["restarted"] = self.restarted
-        status["node"] = ray.util.get_node_ip_address()
+        status["node"] = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in ray
         return status
 
     def reset_latency(self) -> None:

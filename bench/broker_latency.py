@@ -34,9 +34,10 @@ from aiokafka import TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from actors.clients import FETCH_MAX_WAIT_MS  # noqa: E402
-from configs import TopicSettings, load_settings  # noqa: E402
+from configs import TopicSettings  # noqa: E402
 from connectors.broker import EmbeddedBroker  # noqa: E402
 from connectors.kafka import ensure_topics, make_consumer, make_producer, wait_until_ready  # noqa: E402
+from models.checked_settings import load_settings  # noqa: E402
 
 WINDOW_S = 5.0
 

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import generated, pin_to_one_core
 
-from configs import load_settings
 from contracts import decode_transactions
+from models.checked_settings import load_settings
 from pipelines.produce import encode_transactions
 
 

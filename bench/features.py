@@ -31,10 +31,10 @@ from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E
 from rich.console import Console  # noqa: E402
 
 import features  # noqa: E402
-from configs import load_settings  # noqa: E402
 from features.offline import PartitionedFeatures  # noqa: E402
 from features.runtime import configure_gc_for_streaming  # noqa: E402
 from features.state import accounts_to_batch, ipc_bytes  # noqa: E402
+from models.checked_settings import load_settings  # noqa: E402
 
 
 def main() -> None:

@@ -37,9 +37,10 @@ import reference_workload  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from configs import TopicSettings, TopicsSettings, load_settings  # noqa: E402
+from configs import TopicSettings, TopicsSettings  # noqa: E402
 from connectors.broker import EmbeddedBroker  # noqa: E402
 from connectors.kafka import ensure_topics, make_consumer, wait_until_ready  # noqa: E402
+from models.checked_settings import load_settings  # noqa: E402
 from pipelines.produce import produce_history  # noqa: E402
 from pipelines.stream import StreamJob  # noqa: E402
 from synthetic import generate  # noqa: E402

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import msgspec
 
 from bench.benchlib import generated
-from configs import load_settings
+from models.checked_settings import load_settings
 from synthetic import write_history
 
 TARGETS = {"batch_ap": 0.7, "recall": 0.8, "alert_rate": 0.01}

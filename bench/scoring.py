@@ -36,9 +36,9 @@ from benchlib import generated, ordered_transactions, pin_to_one_core  # noqa: E
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
-from configs import load_settings  # noqa: E402
 from features import FeatureBatch, FeatureRegistry, release_order  # noqa: E402
 from features.offline import build_feature_table  # noqa: E402
+from models.checked_settings import load_settings  # noqa: E402
 from models.online import EVENT_TIME, TRANSACTION_ID, OnlineClassifierSource  # noqa: E402
 from models.pipeline import PartitionPipeline, new_scorer  # noqa: E402
 

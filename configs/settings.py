@@ -48,7 +48,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 TopicConfigValue: TypeAlias = str | int | float | bool
 
 
-class TopicSettings(_Section):
+class TopicSettings(_Section, frozen=True):
     """One Kafka topic and how to create it."""
 
     name: TopicName
@@ -68,7 +68,7 @@ class TopicSettings(_Section):
         return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in self.configs.items()}
 
 
-class TopicsSettings(_Section):
+class TopicsSettings(_Section, frozen=True):
     """The topics the product uses: four public ones and the terminal stage's two."""
 
     transactions: TopicSettings = TopicSettings(name="transactions", partitions=4)
@@ -103,7 +103,7 @@ class TopicsSettings(_Section):
             )
 
 
-class KafkaSettings(_Section):
+class KafkaSettings(_Section, frozen=True):
     """How to reach Kafka: the embedded broker locally, a real cluster in production."""
 
     #: Start the bundled Kafka-compatible broker on loopback (local runs and tests).
@@ -158,7 +158,7 @@ class KafkaSettings(_Section):
         return value
 
 
-class ProducerSettings(_Section):
+class ProducerSettings(_Section, frozen=True):
     """How `fraudstream produce` writes to Kafka."""
 
     #: Target transactions per second; 0 means as fast as possible.
@@ -177,18 +177,18 @@ class ProducerSettings(_Section):
     max_in_flight: PositiveInt = 20_000
 
 
-class GeneratorSettings(_Section):
+class GeneratorSettings(_Section, frozen=True):
     """The synthetic card-payment world of `fraudstream generate`."""
 
     accounts: PositiveInt = 10_000
     days: Annotated[int, msgspec.Meta(gt=0, le=3650)] = 30
     seed: int = 7
-    start: Annotated[dt.datetime, msgspec.Meta(tz=True)] = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start: Annotated[dt.datetime, msgspec.Meta(tz=True)] = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     #: Target share of fraudulent transactions (0.1 % to 2 % is realistic).
     fraud_rate: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.006
     #: Relative share of fraudulent transactions by scenario.
     scenario_weights: dict[str, Annotated[float, msgspec.Meta(ge=0.0)]] = msgspec.field(
-        default_factory=lambda: {name: 1.0 for name in SCENARIOS}
+        default_factory=lambda: dict.fromkeys(SCENARIOS, 1.0)
     )
     #: Share of genuine transactions that also get a (delayed) "genuine" label.
     genuine_label_rate: Fraction = 0.1
@@ -215,7 +215,7 @@ class GeneratorSettings(_Section):
             raise ValueError("max_late_s must exceed max_disorder_s")
 
 
-class FeatureSettings(_Section):
+class FeatureSettings(_Section, frozen=True):
     """Per-entity streaming features in event time (see features/)."""
 
     #: Sliding event-time windows for count/sum/mean of amount, in seconds.
@@ -277,7 +277,7 @@ class FeatureSettings(_Section):
             raise ValueError("entity_windows_days: give at least one window, or set entity_kinds: []")
 
 
-class MlflowSettings(_Section):
+class MlflowSettings(_Section, frozen=True):
     """Where models are tracked and registered."""
 
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
@@ -293,7 +293,7 @@ HISTORY_FIELDS = (
 )  # fmt: skip
 
 
-class HistorySettings(_Section):
+class HistorySettings(_Section, frozen=True):
     """How `train` and `backtest` read a Parquet history (a file or a directory of files) and its labels.
 
     ``columns`` maps our field names to the history's column names, for columns
@@ -327,7 +327,7 @@ class HistorySettings(_Section):
             raise ValueError(f"columns: column {repeated[0]!r} is mapped to more than one field; map each column once")
 
 
-class TrainingSettings(_Section):
+class TrainingSettings(_Section, frozen=True):
     """`fraudstream train`: the batch classifier, its time split, and where it is registered.
 
     The history's span is cut in event time into a train period, a gap of
@@ -372,21 +372,21 @@ class TrainingSettings(_Section):
             raise ValueError(f"features: {', '.join(repeated)} listed more than once; list each feature once")
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(_Section, frozen=True):
     """How `train` and `backtest` measure: the daily alert budget of the investigators."""
 
     #: k of precision@k and card precision@k: transactions / accounts checked per day.
     top_k: PositiveInt = 100
 
 
-class BacktestSettings(_Section):
+class BacktestSettings(_Section, frozen=True):
     """`fraudstream backtest`: a history replayed through the scoring code in event time."""
 
     #: Rows per micro-batch a partition's scorer gets (a partition's share of stream.max_batch_records).
     micro_batch_records: PositiveInt = 500
 
 
-class RuleSettings(_Section):
+class RuleSettings(_Section, frozen=True):
     """One decision rule: a condition over feature names and what it decides.
 
     ``when`` is a small expression language: comparisons of a feature name with
@@ -401,7 +401,22 @@ class RuleSettings(_Section):
     score: Fraction = 0.9
 
 
-class AnomalySettings(_Section):
+def review_score_problem(rule: RuleSettings, block_threshold: float) -> str | None:
+    """Why ``rule`` cannot keep its score, else None: a review rule scoring at or above ``block_threshold``
+    would block its matches (the message shared by ``scoring.rules``, a rules file and the rule compiler).
+
+    >>> review_score_problem(RuleSettings(name="a", when="amount > 1", score=0.9999), block_threshold=0.9995)
+    "review rule 'a' has score 0.9999 >= block_threshold 0.9995, so its matches would be blocked; lower its score or set action: block"
+    """
+    if rule.action == "review" and rule.score >= block_threshold:
+        return (
+            f"review rule {rule.name!r} has score {rule.score} >= block_threshold {block_threshold}, "
+            "so its matches would be blocked; lower its score or set action: block"
+        )
+    return None
+
+
+class AnomalySettings(_Section, frozen=True):
     """The online (River) anomaly model every event is scored and learned with."""
 
     #: River HalfSpaceTrees parameters (the trees' splits are drawn from the seed).
@@ -424,7 +439,7 @@ class AnomalySettings(_Section):
             raise ValueError(f"features: {', '.join(repeated)} listed more than once; list each feature once")
 
 
-class ClassifierSettings(_Section):
+class ClassifierSettings(_Section, frozen=True):
     """The batch classifier (a registered MLflow model) as a score source.
 
     Fusion weighting: its calibrated fraud probability ``p`` enters the fused
@@ -458,7 +473,7 @@ class ClassifierSettings(_Section):
             raise ValueError("review_probability and block_probability: need 0 < review_probability <= block_probability <= 1")
 
 
-class OnlineSettings(_Section):
+class OnlineSettings(_Section, frozen=True):
     """The online classifier: a River logistic regression learned from the delayed labels (models/online.py).
 
     Every scored transaction's input vector waits in a bounded buffer for its
@@ -522,7 +537,7 @@ def _check_sources(key: str, values: dict[str, float], sources: tuple[str, ...] 
         raise ValueError(f"{key}: {bad[0]} is {values[bad[0]]}; give a finite number")
 
 
-class StackingSettings(_Section):
+class StackingSettings(_Section, frozen=True):
     """Logistic stacking: fused score = sigmoid(intercept + sum over sources of coefficient x input), where a
     source's input is its score in [0, 1] (``inputs: score``) or the score's log-odds (``inputs: logit``, what
     `fraudstream train` fits: one source with coefficient 1 and intercept 0 is then exactly that source)."""
@@ -539,7 +554,7 @@ class StackingSettings(_Section):
         _check_sources("coefficients", self.coefficients, (*FUSED_SOURCES, "rules"))
 
 
-class FusionSettings(_Section):
+class FusionSettings(_Section, frozen=True):
     """How the sources' scores become the fused score (models/fusion.py); rules and thresholds apply after.
 
     ``learned`` (default): the fusion `fraudstream train` fitted and registered
@@ -564,7 +579,7 @@ class FusionSettings(_Section):
             )
 
 
-class ScoringSettings(_Section):
+class ScoringSettings(_Section, frozen=True):
     """Scoring and decisions: anomaly model, rules, thresholds, explanations."""
 
     anomaly: AnomalySettings = AnomalySettings()
@@ -620,14 +635,12 @@ class ScoringSettings(_Section):
         if len(names) != len(set(names)):
             raise ValueError(f"rules: rule names must be unique, got {names}")
         for i, rule in enumerate(self.rules):
-            if rule.action == "review" and rule.score >= self.block_threshold:
-                raise ValueError(
-                    f"rules[{i}]: review rule {rule.name!r} has score {rule.score} >= block_threshold "
-                    f"{self.block_threshold}, so its matches would be blocked; lower its score or set action: block"
-                )
+            problem = review_score_problem(rule, self.block_threshold)
+            if problem:
+                raise ValueError(f"rules[{i}]: {problem}")
 
 
-class StreamSettings(_Section):
+class StreamSettings(_Section, frozen=True):
     """The scoring job: actors, micro-batches, checkpoints."""
 
     #: Scoring actors (K); actor k owns the partitions p with p mod K == k.
@@ -674,7 +687,7 @@ class StreamSettings(_Section):
     kafka_wait_grace_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True):
     """The whole configuration."""
 
     kafka: KafkaSettings = KafkaSettings()
@@ -690,7 +703,7 @@ class Settings(_Section):
     backtest: BacktestSettings = BacktestSettings()
 
 
-_AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 _NAMED = re.compile(r"^(?P<key>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (?P<rest>.*)$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
@@ -778,8 +791,11 @@ def settings_from_dict(data: dict[str, Any] | None, base_dir: str | os.PathLike[
     """Validate a parsed YAML mapping into :class:`Settings`; raises :class:`ConfigError`.
 
     With ``scoring.rules_file`` set, the file's rules replace ``scoring.rules``
-    (checked and compiled first) and ``rules_file`` becomes an absolute path (a
-    relative one resolves against ``base_dir``, default the working directory).
+    (their shape checked by :func:`read_rules_file`) and ``rules_file`` becomes an
+    absolute path (a relative one resolves against ``base_dir``, default the
+    working directory). The rules' conditions are *not* compiled here: that needs
+    the feature registry, which sits above ``configs``. Programs call
+    :func:`models.checked_settings.settings_from_dict`, which compiles them.
     """
     try:
         settings = msgspec.convert(data or {}, Settings)
@@ -796,14 +812,16 @@ def settings_from_dict(data: dict[str, Any] | None, base_dir: str | os.PathLike[
     return settings
 
 
-def read_rules_file(path: str | os.PathLike[str]) -> tuple[RuleSettings, ...]:
+def read_rules_file(path: str | os.PathLike[str], block_threshold: float | None = None) -> tuple[RuleSettings, ...]:
     """The rules of a rules file (``scoring.rules_file``), checked like ``scoring.rules``.
 
     The file is YAML, ``rules: [{name, when, action, score}, ...]`` (``rules: []``
     = no rules). Checked here: the shape, each rule's keys and values, unique
-    names; every problem is a one-line ConfigError naming the file, the rule
+    names and, with ``block_threshold``, that no review rule scores at or above
+    it; every problem is a one-line ConfigError naming the file, the rule
     (``rules[i]``, its name) and the key. Conditions are compiled against the
-    features by :func:`models.rules.load_rules_file`.
+    features by :func:`models.rules.load_rules_file` (and, for the settings, by
+    :mod:`models.checked_settings`).
     """
     file = Path(path)
     example = "rules: [{name: big_amount, when: 'amount > 5000', action: review, score: 0.97}]"
@@ -850,21 +868,20 @@ def read_rules_file(path: str | os.PathLike[str]) -> tuple[RuleSettings, ...]:
             raise ConfigError(f"config error: {file}: rules[{i}].name: rule {rule.name!r} is also "
                               f"rules[{first[rule.name]}]; give each rule its own name")  # fmt: skip
         first[rule.name] = i
+        too_high = review_score_problem(rule, block_threshold) if block_threshold is not None else None
+        if too_high:
+            raise ConfigError(f"config error: {file}: rules[{i}].score: {too_high}")
         rules.append(rule)
     return tuple(rules)
 
 
 def _with_rules_file(settings: Settings, base_dir: Path) -> Settings:
-    """``settings`` with the rules of ``scoring.rules_file`` (checked and compiled) and its absolute path."""
-    # imported here: configs sits below features and models, which import it
-    from features.registry import FeatureRegistry
-    from models.rules import load_rules_file
-
+    """``settings`` with the rules of ``scoring.rules_file`` (their shape checked, conditions not compiled)
+    and its absolute path."""
     scoring = settings.scoring
     path = Path(scoring.rules_file).expanduser()
     path = (path if path.is_absolute() else base_dir / path).resolve()
-    names = FeatureRegistry.from_settings(settings.features).names
-    rules = load_rules_file(path, names, block_threshold=scoring.block_threshold)
+    rules = read_rules_file(path, block_threshold=scoring.block_threshold)
     scoring = msgspec.structs.replace(scoring, rules=rules, rules_file=str(path))
     return msgspec.structs.replace(settings, scoring=scoring)
 
@@ -879,8 +896,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, overrides: dict[st
 
     ``overrides`` maps dotted keys (``kafka.bootstrap_servers``) to values applied
     before validation, as command-line options do. ``scoring.rules_file`` is read
-    here (relative to the config file's folder), so a bad rules file stops
-    start-up with one line.
+    here (relative to the config file's folder) and its shape checked, but its
+    conditions are *not* compiled against the features: programs load their
+    settings with :func:`models.checked_settings.load_settings`, which does, so a
+    bad rules file stops start-up with one line. Every error ends with
+    `` [in <config file>]``.
     """
     config_path = Path(path) if path is not None else default_config_path()
     if not config_path.is_file():

@@ -3,8 +3,9 @@
 Pure code: no Kafka, Ray or MLflow, no clock. A scoring partition calls
 :meth:`Scorer.process` once per micro-batch of feature vectors.
 
-The names below are imported on first use, so that ``models.rules`` (which
-``configs.load_settings`` uses to check a rules file) does not import River.
+The names below are imported on first use, so that ``models.rules`` and
+``models.checked_settings`` (the settings loader every entry point calls, which
+compiles a rules file) do not import River.
 """
 
 from __future__ import annotations

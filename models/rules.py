@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from configs import ConfigError, RuleSettings
-from configs.settings import read_rules_file
+from configs.settings import read_rules_file, review_score_problem
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -180,11 +180,9 @@ def compile_rules(
         if not 0.0 <= rule.score <= 1.0:
             raise ConfigError(f"{key}.score: rule {rule.name!r}: {rule.score} is outside [0, 1]; "
                               "give a score in [0, 1]")  # fmt: skip
-        if block_threshold is not None and rule.action == "review" and rule.score >= block_threshold:
-            raise ConfigError(
-                f"{key}.score: review rule {rule.name!r} has score {rule.score} >= block_threshold {block_threshold}, "
-                "so its matches would be blocked; lower its score or set action: block"
-            )
+        problem = review_score_problem(rule, block_threshold) if block_threshold is not None else None
+        if problem:
+            raise ConfigError(f"{key}.score: {problem}")
         try:
             predicate = compile_condition(rule.when, features)
         except ValueError as exc:

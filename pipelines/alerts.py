@@ -46,7 +46,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import msgspec
@@ -55,10 +54,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.markup import escape
 
-from configs import ConfigError, KafkaSettings, load_settings
+from configs import ConfigError, KafkaSettings
 from connectors.kafka import KafkaSetupError, make_consumer, partition_counts, wait_until_ready
 from contracts.errors import RecordError
 from contracts.records import Alert, Decision, decode_alert
+from pipelines.commandline import ConfigOption, settings_for
 from pipelines.session import kafka_for, running_embedded_broker
 
 console = Console(stderr=True)
@@ -470,10 +470,6 @@ alerts_app = typer.Typer(
     help="Read the alerts topic (guide for downstream consumers: docs/alerts.md).",
 )
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Settings YAML (default: the bundled configs/local.yaml).")
-]
-
 
 def _write_line(line: str) -> None:
     sys.stdout.write(line + "\n")
@@ -532,7 +528,7 @@ def tail_command(
     alert_filter = make_filter(account, decision, min_score, rule, since)
     max_alerts = parse_limit(limit)
     check_bootstrap(bootstrap)
-    settings = load_settings(config)
+    settings = settings_for(config)
     topic = settings.kafka.topics.alerts.name
     if bootstrap is None and settings.kafka.embedded and running_embedded_broker() is None:
         console.print(

@@ -44,9 +44,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from configs import ConfigError, Settings, load_settings
+from configs import ConfigError, Settings
 from contracts.records import Alert
 from models.batch import iso_utc
+from models.checked_settings import load_settings
 
 console = Console(stderr=True)
 

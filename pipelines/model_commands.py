@@ -17,13 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from configs import ConfigError, Settings, load_settings
+from configs import ConfigError, Settings
+from pipelines.commandline import ConfigOption, settings_for
 
 console = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Settings YAML (default: the bundled configs/local.yaml).")
-]
 HistoryOption = Annotated[
     Path,
     typer.Option(help="Parquet history: a file, or a directory of files (e.g. from `fraudstream generate`)."),
@@ -80,7 +78,7 @@ def train_command(
     from connectors.registry import connect
     from pipelines.train import register, train_model
 
-    settings = load_settings(config)
+    settings = settings_for(config)
     loaded, from_ms, _ = _load(settings, history, labels, from_, until)
     client = connect(settings.mlflow)  # a bad store fails before the feature replay
     features = _features(settings, loaded)
@@ -113,7 +111,7 @@ def promote_command(
     """Point the champion (or challenger) alias at a registered version; a champion must not lower the test AP."""
     from connectors.registry import connect, promote
 
-    settings = load_settings(config)
+    settings = settings_for(config)
     if version is not None and not version.isdigit():
         raise ConfigError(f"--version: expected a version number, got {version!r}")
     client = connect(settings.mlflow)
@@ -141,7 +139,7 @@ def backtest_command(
 
     from pipelines.backtest import backtest
 
-    settings = load_settings(config)
+    settings = settings_for(config)
     batch_model = None if no_model else _batch_model(settings, model)
     loaded, from_ms, until_ms = _load(settings, history, labels, from_, until)
     features = _features(settings, loaded)

@@ -12,10 +12,10 @@ and writes a final checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,13 +23,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import typer
 
-from configs import ConfigError, RuleSettings, Settings, load_settings
-from connectors.kafka import KafkaSetupError, ensure_topics, wait_until_ready
+from configs import ConfigError, RuleSettings, Settings
+from connectors.kafka import ensure_topics, wait_until_ready
 from models.rules import load_rules_file, rules_fingerprint
+from pipelines.commandline import ClickError, run_app, settings_for
+from pipelines.session import kafka_for
 
 
 def check_layout(settings: Settings) -> None:
@@ -50,7 +53,7 @@ def connect_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     address = settings.stream.ray_address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, namespace="fraudstream", logging_level="WARNING", log_to_driver=False,
+    ray.init(address=address, namespace="fraudstream", logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=True)
 
 
@@ -91,17 +94,6 @@ def check_start(settings: Settings, actors: int | None) -> None:
             f"config error: stream.status_path: cannot write {path} ({reason}); "
             "fix: point stream.status_path at a writable file"
         ) from None
-
-
-def at_least_one(text: str) -> int:
-    """argparse type of ``--actors``: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def write_status(path: str | Path, status: dict[str, Any]) -> None:
@@ -336,37 +328,71 @@ class StreamJob:
         return final
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.stream", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML settings (default: configs/local.yaml)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: run until signalled)")
-    parser.add_argument("--actors", type=at_least_one, default=None, help="scoring actors K (default: stream.actors)")
-    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (overrides the config)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-        check_start(settings, args.actors)  # before a broker, Kafka or Ray is started or waited for
-        if settings.kafka.embedded and args.bootstrap is None:
-            from pipelines.session import kafka_for
+# ----------------------------------------------------------------------------------------------- the command line
+#: How the job's command line names itself in its usage and error lines.
+PROG = "python -m pipelines.stream"
 
-            with kafka_for(settings, None) as servers:
-                return _run(settings, servers, args)
-        return _run(settings, args.bootstrap, args)
-    except (ConfigError, KafkaSetupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+#: ``-h`` as well as ``--help``, as the argparse command line this replaces had.
+job_app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
 
-def _run(settings: Settings, servers: str | None, args: argparse.Namespace) -> int:
+def _at_least_one(value: int | None) -> int | None:
+    """``--actors``: a whole number of at least 1 (None: stream.actors)."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+@job_app.command()
+def job_command(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings (default: configs/local.yaml)")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (default: run until signalled)")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(callback=_at_least_one, help="scoring actors K (default: stream.actors)")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (overrides the config)")] = None,
+) -> None:
+    """The scoring job: what `ray job submit -- python -m pipelines.stream --config …` runs."""
+    settings = settings_for(config)  # the rules file compiled too
+    check_start(settings, actors)  # before a broker, Kafka or Ray is started or waited for
+    if settings.kafka.embedded and bootstrap is None:
+        with kafka_for(settings, None) as servers:
+            _run(settings, servers, duration, actors)
+        return
+    _run(settings, bootstrap, duration, actors)
+
+
+def _run(settings: Settings, servers: str | None, duration: float | None, actors: int | None) -> None:
+    """Start the job and print its totals as a JSON line at every status until it drains."""
     job = StreamJob(settings, servers)
-    job.start(args.actors)
+    job.start(actors)
 
     def show(status: dict[str, Any]) -> None:
         totals = status["totals"]
         print(json.dumps({"events_per_s": status["events_per_s"], **totals}), flush=True)
 
-    job.run(args.duration, on_status=show)
-    return 0
+    job.run(duration, on_status=show)
+
+
+def _exit_with_usage(error: ClickError) -> None:
+    """A usage error as this command line has always written it: the usage, then one line
+    ``python -m pipelines.stream: error: argument --actors: must be at least 1, got 0``; exits 2."""
+    context = getattr(error, "ctx", None)  # a usage error knows its command
+    if context is not None:
+        print(context.get_usage(), file=sys.stderr)
+    message = error.format_message()
+    if isinstance(error, typer.BadParameter) and error.param is not None and error.param.opts:
+        message = f"argument {error.param.opts[0]}: {error.message}"
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.stream``: 0 once the job drained; 2 with one ``error:`` line for a bad config, status
+    path or Kafka (nothing started). Bad usage (``--actors 0``) exits 2 with a usage line and one error line."""
+    return run_app(job_app, argv, prog_name=PROG, on_usage_error=_exit_with_usage)
 
 
 if __name__ == "__main__":

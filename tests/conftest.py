@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from configs import Settings, TopicSettings, TopicsSettings, load_settings
+from configs import Settings, TopicSettings, TopicsSettings
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import ensure_topics, wait_until_ready
+from models.checked_settings import load_settings
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import msgspec.inspect as mi
 import pytest
 import yaml
 
-from configs import ConfigError, EvaluationSettings, Settings, load_settings
+from configs import ConfigError, EvaluationSettings, Settings
+from models.checked_settings import load_settings  # what a program loads: the rules file compiled too
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOCAL = CONFIGS / "local.yaml"

@@ -85,7 +85,7 @@ def test_yaml_syntax_and_shape_errors(tmp_path: Path) -> None:
 
 def test_overrides_are_validated_like_the_file() -> None:
     assert load_settings(overrides={"generator.accounts": 123}).generator.accounts == 123
-    with pytest.raises(ConfigError, match="generator.days"):
+    with pytest.raises(ConfigError, match=r"generator\.days"):
         load_settings(overrides={"generator.days": -1})
 
 
@@ -128,7 +128,7 @@ def _self_signed_ca() -> str:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fraudstream test CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

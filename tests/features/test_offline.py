@@ -13,6 +13,7 @@ from configs.settings import GeneratorSettings
 from contracts import Label, Transaction, decode_label, decode_transaction, encode
 from contracts.arrow import HISTORY_SCHEMA, LABEL_SCHEMA, TRANSACTION_SCHEMA, table_to_records
 from contracts.partitioning import partition_for
+from features import FeatureEngine
 from features.labels import interleave
 from features.offline import PartitionedFeatures, build_feature_table, history_transactions
 from features.registry import FeatureRegistry
@@ -91,7 +92,8 @@ def _stream(history, config: FeatureSettings) -> tuple[list[str], dict[str, tupl
             engine = topic.engines[partition]
             pending: list[Transaction] = []
 
-            def flush() -> None:
+            def flush(engine: FeatureEngine = engine, pending: list[Transaction] = pending,
+                      partition: int = partition) -> None:
                 if pending:
                     batch = engine.transform_batch(pending)
                     for tx, values, late in zip(pending, batch.values, batch.late, strict=True):

@@ -15,8 +15,9 @@ import pytest
 import yaml
 from aiokafka import TopicPartition
 
-from configs import Settings, load_settings
+from configs import Settings
 from connectors.kafka import make_consumer
+from models.checked_settings import load_settings
 from pipelines.produce import produce_history
 from pipelines.stream import StreamJob
 

@@ -81,7 +81,7 @@ def watch():
 
 threading.Thread(target=watch, daemon=True).start()
 import ray
-from configs import load_settings
+from models.checked_settings import load_settings
 from pipelines.stream import StreamJob, main
 
 mode, config, bootstrap = sys.argv[1:4]

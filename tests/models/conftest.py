@@ -9,9 +9,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from configs import FeatureSettings, load_settings
+from configs import FeatureSettings
 from features import FeatureBatch, FeatureRegistry
 from features.offline import build_feature_table
+from models.checked_settings import load_settings
 from synthetic import generate
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from configs import ConfigError, RuleSettings, ScoringSettings, load_settings
-from configs.settings import read_rules_file, settings_from_dict
+from configs import ConfigError, RuleSettings, ScoringSettings
+from configs.settings import read_rules_file
 from features import FeatureRegistry
+from models.checked_settings import load_settings, settings_from_dict
 from models.rules import load_rules_file, rules_fingerprint
 
 GOOD = """rules:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from configs import FeatureSettings, RuleSettings, ScoringSettings, load_settings
+from configs import FeatureSettings, RuleSettings, ScoringSettings
 from contracts.records import Reasons
 from features import FeatureBatch, FeatureRegistry
 from models import ScoredBatch, Scorer
+from models.checked_settings import load_settings
 from models.preprocessing import signed_log1p
 from models.sources import STD_FLOOR
 from tests.models.conftest import Generated

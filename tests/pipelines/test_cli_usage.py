@@ -33,3 +33,18 @@ def test_demo_options_are_checked_before_anything_starts(
     assert code == 2
     assert named in " ".join(err.split())
     assert not (tmp_path / "reports").exists()  # no report folder for a run that never started
+
+
+def test_a_bad_config_is_one_line_naming_it_in_both_command_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    from pipelines.stream import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  security_protocol: TLS\n")
+    line = (f"error: config error: kafka.security_protocol: Invalid enum value 'TLS' (allowed: 'PLAINTEXT', 'SSL', "
+            f"'SASL_SSL') [in {bad}]")  # fmt: skip
+    code, out, err = run_cli(monkeypatch, capsys, "status", "--config", str(bad))
+    assert (code, out, err.strip().splitlines()) == (2, "", [line])
+    assert main(["--config", str(bad)]) == 2  # python -m pipelines.stream
+    assert capsys.readouterr().err.strip().splitlines() == [line]
