@@ -57,9 +57,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typing import Any
+
 import msgspec
 
 from bench.benchlib import generated
+from configs import Settings
 from models.checked_settings import load_settings
 from synthetic import write_history
 
@@ -140,7 +143,8 @@ def targets(profile: str, report: dict) -> dict[str, bool]:  # type: ignore[type
     return met
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
+    """The command line, checked: the train, gap and test days fit in the generated days."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label-delay", type=label_delay, default=("mixed", None),
                         help="Label-delay profile of the generated world: mixed, chargeback or fixed:DAYS.")  # fmt: skip
@@ -157,8 +161,42 @@ def main() -> None:
         parser.error("--train-days and --test-days must be above 0, --gap-days at least 0")
     if args.train_days + args.gap_days + args.test_days > args.days:
         parser.error("--train-days + --gap-days + --test-days must fit in --days")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return args
 
+
+def run_settings(args: argparse.Namespace, root: Path) -> Settings:
+    """The configured settings with a throw-away MLflow store and the run's label-delay profile.
+
+    A fixed delay is known to whoever trains: the train/test gap and the baseline's windows follow it (and so
+    do the delay-aware entity windows: features.label_delay_days).
+    """
+    profile, fixed_days = args.label_delay
+    settings = load_settings(args.config)
+    replace = msgspec.structs.replace
+    return replace(
+        settings,
+        mlflow=replace(settings.mlflow, tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db"),
+        evaluation=replace(settings.evaluation, top_k=100),
+        generator=replace(settings.generator, label_delay=profile,
+                          label_delay_days=fixed_days or settings.generator.label_delay_days),
+        history=replace(settings.history, label_delay_days=fixed_days) if fixed_days else settings.history,
+        features=replace(settings.features, label_delay_days=fixed_days) if fixed_days else settings.features,
+    )  # fmt: skip
+
+
+class Run(msgspec.Struct, kw_only=True):
+    """What one run measured, for the report."""
+
+    trained: Any
+    train_features: Any
+    features: Any
+    result: Any
+    baseline: dict[str, Any] | None
+    from_ms: int
+
+
+def train_and_backtest(args: argparse.Namespace, settings: Settings, root: Path) -> Run:
+    """Generate, train and register on the training days, backtest the test days, and the baseline beside."""
     from bench.baseline import run_baselines
     from connectors.history import read_history
     from connectors.registry import connect, load_batch_model
@@ -166,58 +204,47 @@ def main() -> None:
     from pipelines.train import feature_table, register, train_model
 
     profile, fixed_days = args.label_delay
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fraudstream-quality-") as folder:
-        root = Path(folder)
-        settings = load_settings(args.config)
-        mlflow_settings = msgspec.structs.replace(settings.mlflow, tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db")
-        evaluation = msgspec.structs.replace(settings.evaluation, top_k=100)
-        generator = msgspec.structs.replace(settings.generator, label_delay=profile,
-                                            label_delay_days=fixed_days or settings.generator.label_delay_days)  # fmt: skip
-        # a fixed delay is known to whoever trains: the train/test gap and the baseline's windows follow it
-        # (and so do the delay-aware entity windows: features.label_delay_days)
-        history_settings = msgspec.structs.replace(settings.history, label_delay_days=fixed_days) if fixed_days else \
-            settings.history
-        feature_settings = msgspec.structs.replace(settings.features, label_delay_days=fixed_days) if fixed_days else \
-            settings.features
-        settings = msgspec.structs.replace(settings, mlflow=mlflow_settings, evaluation=evaluation, generator=generator,
-                                           history=history_settings, features=feature_settings)  # fmt: skip
+    log(f"generating {args.accounts:,} accounts x {args.days} days (seed {args.seed}, labels {profile}"
+        f"{f' {fixed_days:g} d' if fixed_days else ''})")
+    write_history(generated(settings, args.accounts, args.days, args.seed), root / "history")
+    start = settings.generator.start
+    until = start + dt.timedelta(days=args.train_days)
+    test_from = until + dt.timedelta(days=args.gap_days)
+    test_until = test_from + dt.timedelta(days=args.test_days)
+    until_ms, from_ms = int(until.timestamp() * 1000) - 1, int(test_from.timestamp() * 1000)
+    test_until_ms = int(test_until.timestamp() * 1000)
+
+    log(f"train on {start:%Y-%m-%d} .. {until:%Y-%m-%d} (exclusive)")
+    train_features = feature_table(settings, read_history(root / "history", settings.history, until_ms=until_ms))
+    trained = train_model(settings, train_features)
+    client = connect(settings.mlflow)
+    version = register(settings, trained, str(root / "history"), client)
+    model = load_batch_model(client, version.uri)
+    chosen = trained.fusion.chosen if trained.fusion else "none"
+    log(f"registered {version.uri}: test AP {trained.metrics['test_ap']:.3f} (its own test period), fusion {chosen}")
+
+    log(f"backtest {test_from:%Y-%m-%d} .. {test_until:%Y-%m-%d} (exclusive; warmed up on everything before)")
+    full = read_history(root / "history", settings.history, until_ms=test_until_ms - 1)
+    features = feature_table(settings, full)
+    result = backtest(settings, full, features, model, from_ms=from_ms)
+    baseline = None
+    if not args.no_baseline:
         delay_days = settings.history.label_delay_days
-        log(f"generating {args.accounts:,} accounts x {args.days} days (seed {args.seed}, labels {profile}"
-            f"{f' {fixed_days:g} d' if fixed_days else ''})")
-        history = generated(settings, args.accounts, args.days, args.seed)
-        write_history(history, root / "history")
-        start = settings.generator.start
-        until = start + dt.timedelta(days=args.train_days)
-        test_from = until + dt.timedelta(days=args.gap_days)
-        test_until = test_from + dt.timedelta(days=args.test_days)
-        until_ms, from_ms = int(until.timestamp() * 1000) - 1, int(test_from.timestamp() * 1000)
-        test_until_ms = int(test_until.timestamp() * 1000)
+        log(f"textbook baseline (book ch. 3 features, terminal windows ending {delay_days:g} d before): LR, RF")
+        baseline = run_baselines(full, int(start.timestamp() * 1000), until_ms + 1, from_ms, test_until_ms,
+                                 delay_days=delay_days, k=100)  # fmt: skip
+    return Run(trained=trained, train_features=train_features, features=features, result=result,
+               baseline=baseline, from_ms=from_ms)  # fmt: skip
 
-        log(f"train on {start:%Y-%m-%d} .. {until:%Y-%m-%d} (exclusive)")
-        train_history = read_history(root / "history", settings.history, until_ms=until_ms)
-        train_features = feature_table(settings, train_history)
-        trained = train_model(settings, train_features)
-        client = connect(settings.mlflow)
-        version = register(settings, trained, str(root / "history"), client)
-        model = load_batch_model(client, version.uri)
-        chosen = trained.fusion.chosen if trained.fusion else "none"
-        log(f"registered {version.uri}: test AP {trained.metrics['test_ap']:.3f} (its own test period), fusion {chosen}")
 
-        log(f"backtest {test_from:%Y-%m-%d} .. {test_until:%Y-%m-%d} (exclusive; warmed up on everything before)")
-        full = read_history(root / "history", settings.history, until_ms=test_until_ms - 1)
-        features = feature_table(settings, full)
-        result = backtest(settings, full, features, model, from_ms=from_ms)
-        baseline = None
-        if not args.no_baseline:
-            log(f"textbook baseline (book ch. 3 features, terminal windows ending {delay_days:g} d before): LR, RF")
-            baseline = run_baselines(full, int(start.timestamp() * 1000), until_ms + 1, from_ms, test_until_ms,
-                                     delay_days=delay_days, k=100)  # fmt: skip
-    metrics = result.metrics
+def report_of(args: argparse.Namespace, run: Run, seconds: float) -> dict[str, Any]:
+    """The JSON line: the run's figures, the baseline's and which targets were met."""
+    profile, fixed_days = args.label_delay
+    metrics = run.result.metrics
     scenarios = metrics.get("scenarios", {})
-    recall = metrics.get("recall_by_scenario", {})
     sources_ap = {name: s["ap"] for name, s in metrics["sources"].items()}
     classifier = metrics["sources"]["classifier"]
+    trained = run.trained
     report = {
         "label_delay": f"fixed:{fixed_days:g}" if fixed_days else profile,
         "accounts": args.accounts,
@@ -236,9 +263,9 @@ def main() -> None:
         "fused_ap": metrics["ap"],
         "fused_roc_auc": metrics["roc_auc"],
         "best_source_ap": max((ap for ap in sources_ap.values() if ap is not None), default=None),
-        "fusion": result.metrics["model_versions"].get("fusion", "max"),
+        "fusion": metrics["model_versions"].get("fusion", "max"),
         "fusion_validation_ap": trained.fusion.validation_ap if trained.fusion else None,
-        "recall_by_scenario": recall,
+        "recall_by_scenario": metrics.get("recall_by_scenario", {}),
         "alert_rate": metrics["alert_rate"],
         "alert_precision": metrics["alert_precision"],
         "card_precision_at_100": metrics["card_precision_at_k"],
@@ -248,12 +275,22 @@ def main() -> None:
         "fraud_accounts_by_scenario": {name: s["accounts"] for name, s in scenarios.items()},
         "batch_ap_by_scenario": {name: s["ap_by_source"].get("classifier") for name, s in scenarios.items()},
         "sources_ap": sources_ap,
-        "baseline": baseline,
-        "diagnostics": diagnostics(train_features, trained.split, features, from_ms),
-        "seconds": round(time.perf_counter() - started, 1),
+        "baseline": run.baseline,
+        "diagnostics": diagnostics(run.train_features, trained.split, run.features, run.from_ms),
+        "seconds": round(seconds, 1),
     }
     report["targets_met"] = targets(profile, report)
-    print(json.dumps(report))
+    return report
+
+
+def main() -> None:
+    args = arguments()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fraudstream-quality-") as folder:
+        root = Path(folder)
+        run = train_and_backtest(args, run_settings(args, root), root)
+    print(json.dumps(report_of(args, run, time.perf_counter() - started)))
 
 
 if __name__ == "__main__":
