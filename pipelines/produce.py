@@ -76,6 +76,25 @@ def _as_table(batch: pa.Table | pa.RecordBatch) -> pa.Table:
     return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
 
 
+def _label_queue(
+    transactions: pa.Table, labels: pa.Table | None, limited: bool
+) -> tuple[list[bytes], list[bytes], LabelQueue[int]]:
+    """The labels' keys and values, and a queue of their positions released by the event time sent.
+
+    ``limited``: only the labels of ``transactions`` (a slice of the history) are kept.
+    """
+    queue: LabelQueue[int] = LabelQueue()
+    if labels is None or not labels.num_rows:
+        return [], [], queue
+    if limited:
+        sent_ids = pa.chunked_array(transactions.column("transaction_id"))
+        labels = labels.filter(pa.compute.is_in(labels.column("transaction_id"), value_set=sent_ids.combine_chunks()))
+    label_keys, label_values, label_times = encode_labels(labels)
+    order = release_order(label_times, labels.column("transaction_id").to_pylist()).tolist()
+    queue.extend([label_times[i] for i in order], order)
+    return label_keys, label_values, queue
+
+
 async def produce_history(
     transactions: pa.Table,
     labels: pa.Table | None,
@@ -99,17 +118,7 @@ async def produce_history(
     target_rate = producer_settings.rate if rate is None else rate
     if limit is not None:
         transactions = transactions.slice(0, limit)
-    label_keys: list[bytes] = []
-    label_values: list[bytes] = []
-    # positions in label_keys / label_values, released by the event time of the transactions sent
-    queue: LabelQueue[int] = LabelQueue()
-    if labels is not None and labels.num_rows:
-        if limit is not None:
-            sent_ids = pa.chunked_array(transactions.column("transaction_id"))
-            labels = labels.filter(pa.compute.is_in(labels.column("transaction_id"), value_set=sent_ids.combine_chunks()))
-        label_keys, label_values, label_times = encode_labels(labels)
-        order = release_order(label_times, labels.column("transaction_id").to_pylist()).tolist()
-        queue.extend([label_times[i] for i in order], order)
+    label_keys, label_values, queue = _label_queue(transactions, labels, limited=limit is not None)
 
     report = ProduceReport()
     producer = make_producer(kafka, producer_settings, bootstrap_servers)

@@ -148,6 +148,7 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
                                calibration_rows | test_rows, label & (label_time <= split.end_ms),
                                split.end_ms - gap_ms)  # fmt: skip
     refit: dict[str, float | None] = {}
+    refit_split = None
     if training.refit:
         model, refit_split, refit = _refit(values, names, features.times, in_span, label, label_time, split, settings)
     test_truth = features.truth[test_rows]
@@ -172,18 +173,7 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         **({f"fusion_validation_ap_{name}": ap for name, ap in fusion.validation_ap.items()} if fusion else {}),
         **({"fusion_stacking_win_share": fusion.stacking_win_share} if fusion else {}),
     }
-    params: dict[str, Any] = {
-        **{f"training.{key}": value for key, value in msgspec.structs.asdict(training).items()},
-        "feature_version": features.registry.version,
-        "n_features": len(names),
-        "history.label_delay_days": settings.history.label_delay_days,
-        "evaluation.top_k": k,
-        "truth": features.truth_source,
-        **{f"split.{key}": value for key, value in split.as_iso().items()},
-        **({f"refit.{key}": value for key, value in refit_split.as_iso().items()} if training.refit else {}),
-        **({"fusion.chosen": fusion.chosen, "fusion.stacking": msgspec.json.encode(fusion.stacking).decode()}
-           if fusion else {}),
-    }
+    params = _params(settings, features, names, split, refit_split, fusion)
     example_rows = np.flatnonzero(test_rows)[:5] if test_rows.any() else np.flatnonzero(fit_rows)[:5]
     example = pd.DataFrame(values[example_rows], columns=list(names))
     return TrainedModel(
@@ -199,6 +189,23 @@ def train_model(settings: Settings, features: FeatureTable, from_ms: int | None 
         daily={"precision_at_k": daily_precision, "card_precision_at_k": daily_cards},
         fusion=fusion,
     )
+
+
+def _params(settings: Settings, features: FeatureTable, names: tuple[str, ...], split: TimeSplit,
+            refit_split: TimeSplit | None, fusion: LearnedFusion | None) -> dict[str, Any]:  # fmt: skip
+    """The parameters a trained version is registered with: the training settings, the features, the splits."""
+    return {
+        **{f"training.{key}": value for key, value in msgspec.structs.asdict(settings.training).items()},
+        "feature_version": features.registry.version,
+        "n_features": len(names),
+        "history.label_delay_days": settings.history.label_delay_days,
+        "evaluation.top_k": settings.evaluation.top_k,
+        "truth": features.truth_source,
+        **{f"split.{key}": value for key, value in split.as_iso().items()},
+        **({f"refit.{key}": value for key, value in refit_split.as_iso().items()} if refit_split is not None else {}),
+        **({"fusion.chosen": fusion.chosen, "fusion.stacking": msgspec.json.encode(fusion.stacking).decode()}
+           if fusion else {}),
+    }
 
 
 def _learn_fusion(
