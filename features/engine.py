@@ -189,7 +189,12 @@ class FeatureEngine:
         )
 
     def transform_one(self, tx: Transaction) -> tuple[list[float], bool]:
-        """Update state with one transaction and return (feature vector, late)."""
+        """Update state with one transaction and return (feature vector, late).
+
+        Long on purpose: this is the per-event kernel mypyc compiles, and in one function its locals (the
+        event time, the account's state, the output list) stay unboxed C variables; split per feature group,
+        every call would box them again (measured: ~1 µs an event more, a tenth of its cost).
+        """
         t: int = tx.event_time
         amount: float = tx.amount
         self.stats.events += 1
