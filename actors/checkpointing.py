@@ -23,7 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+import msgspec
+
 from actors.clients import Clients
+from actors.messages import StageCheckpointMeta
 from actors.partition import PartitionProcessor
 from actors.stats import ErrorLog
 from actors.terminal_stage import TerminalStage
@@ -170,14 +173,14 @@ class Checkpointer:
         snapshot = processor.snapshot()
         self.last_snapshot = time.monotonic()
         self.unsaved.discard(partition)
-        snapshot.meta["actor"] = self.name
+        meta = msgspec.structs.replace(snapshot.meta, actor=self.name).to_store()
         key = checkpoint_key(self.transactions_topic, partition)
         scored = processor.counters.scored
         freeze_long_lived_state()  # a quiet point: keep the state out of full GC passes
 
         async def save() -> None:
             try:
-                ref = await asyncio.to_thread(lambda: self.clients.store.save(key, snapshot.blobs(), snapshot.meta))
+                ref = await asyncio.to_thread(lambda: self.clients.store.save(key, snapshot.blobs(), meta))
             except Exception:
                 self.unsaved.add(partition)  # the next due checkpoint tries again
                 raise
@@ -196,7 +199,8 @@ class Checkpointer:
         """Snapshot a terminal.deltas partition's stage and write it (in a thread, like :meth:`save_partition`)."""
         await settle(self.saving_stages.get(number))
         blobs = {"stage": stage.to_bytes()}
-        meta = {"partition": number, "topic": self.deltas_topic, "next_offset": next_offset, "actor": self.name}
+        meta = StageCheckpointMeta(partition=number, topic=self.deltas_topic, next_offset=next_offset,
+                                   actor=self.name).to_store()
         self.stage_saved_at[number] = time.time()
         self.stage_unsaved.discard(number)
 

@@ -19,9 +19,11 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import ray
 from ray.exceptions import RayActorError, RayError
 
+from actors.messages import ActorHeartbeat, ActorStatus, DrainedJob, JobEvent, JobStatus, job_status
 from actors.scoring import ScoringActor
 from configs import RuleSettings, Settings
 
@@ -65,8 +67,9 @@ class Controller:
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._generation = 0
-        self.last_status: dict[int, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
+        #: Each actor's latest answer to the supervision tick.
+        self.last_status: dict[int, ActorHeartbeat] = {}
+        self.events: list[JobEvent] = []
         #: Rules reloaded while running (None: the config's); restarted and new actors get them too.
         self.rules: tuple[RuleSettings, ...] | None = None
 
@@ -80,7 +83,7 @@ class Controller:
         ).remote(self.settings, self.bootstrap_servers, name)
         return actor, name
 
-    async def start(self, actors: int | None = None) -> dict[str, Any]:
+    async def start(self, actors: int | None = None) -> JobStatus:
         """Start K actors with their partitions and the supervision loop."""
         count = actors or self.settings.stream.actors
         async with self._lock:
@@ -102,23 +105,23 @@ class Controller:
             async with self._lock:
                 for index, actor in enumerate(self.actors):
                     try:
-                        status = await asyncio.wait_for(
+                        status: ActorHeartbeat = await asyncio.wait_for(
                             actor.ensure.remote(self.plan[index], self.stage_plan[index], self.rules), timeout=60
                         )
                     except (TimeoutError, RayActorError, RayError) as exc:
                         self._event("actor_unavailable", index, repr(exc)[:200])
                         continue
                     previous = self.last_status.get(index)
-                    if previous is not None and previous["pid"] != status["pid"]:
+                    if previous is not None and previous.pid != status.pid:
                         self.restarts[index] += 1
-                        self._event("actor_restarted", index, f"pid {previous['pid']} -> {status['pid']}")
+                        self._event("actor_restarted", index, f"pid {previous.pid} -> {status.pid}")
                     self.last_status[index] = status
 
     def _event(self, kind: str, index: int, detail: str) -> None:
-        self.events.append({"time": time.time(), "event": kind, "actor": self.names[index], "detail": detail})
+        self.events.append(JobEvent(time=time.time(), event=kind, actor=self.names[index], detail=detail))
         del self.events[:-50]
 
-    async def rescale(self, actors: int) -> dict[str, Any]:
+    async def rescale(self, actors: int) -> JobStatus:
         """Change K while running; each moving partition travels with its checkpointed state."""
         if actors < 1:
             raise ValueError("actors: give at least 1")
@@ -168,38 +171,19 @@ class Controller:
         self._event("rules_reloaded", 0, f"{len(rules)} rules, {versions[0] if versions else '-'}")
         return list(versions)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> JobStatus:
         """Per-actor and per-partition status (positions, lag, rates, checkpoint age)."""
         results = await asyncio.gather(*(self._actor_status(i) for i in range(len(self.actors))))
-        partitions: dict[str, Any] = {}
-        for status in results:
-            for key, value in status.get("partitions", {}).items():
-                partitions[key] = {**value, "actor": status["actor"]}
-        totals = {
-            key: sum(p.get(key) or 0 for p in partitions.values())
-            for key in ("scored", "alerts", "dead_letters", "rekeyed", "labels_applied", "lag", "offset_gaps",
-                        "late_events", "terminal_stale")
-        }
-        if not partitions or any(p.get("lag") is None for p in partitions.values()):
-            totals["lag"] = None  # unknown somewhere (no fetch yet, or Kafka not answering): not 0
-        return {
-            "time": time.time(),
-            "actors": results,
-            "partitions": dict(sorted(partitions.items(), key=lambda kv: int(kv[0]))),
-            "totals": totals,
-            "events_per_s": round(sum(s.get("events_per_s", 0.0) for s in results), 1),
-            "plan": self.plan,
-            "stage_plan": self.stage_plan,
-            "events": self.events[-10:],
-        }
+        return job_status(list(results), plan=self.plan, stage_plan=self.stage_plan, events=self.events[-10:],
+                          now=time.time())
 
-    async def _actor_status(self, index: int) -> dict[str, Any]:
+    async def _actor_status(self, index: int) -> ActorStatus:
+        """The actor's status with its restarts; one that does not answer in time: its name, error and restarts."""
         try:
-            status = await asyncio.wait_for(self.actors[index].status.remote(), timeout=10)
+            status: ActorStatus = await asyncio.wait_for(self.actors[index].status.remote(), timeout=10)
         except (TimeoutError, RayActorError, RayError) as exc:
-            return {"actor": self.names[index], "partitions": {}, "error": repr(exc)[:200], "restarts": self.restarts[index]}
-        status["restarts"] = self.restarts[index]
-        return status
+            return ActorStatus(actor=self.names[index], error=repr(exc)[:200], restarts=self.restarts[index])
+        return msgspec.structs.replace(status, restarts=self.restarts[index])
 
     async def call_all(self, method: str) -> list[Any]:
         """Call a no-argument method on every actor (tests and benchmarks: digests, latency reset)."""
@@ -208,8 +192,11 @@ class Controller:
     def actor_handles(self) -> list[Any]:
         return list(self.actors)
 
-    async def drain(self) -> dict[str, Any]:
-        """Stop supervising, let every actor finish its batch and checkpoint, then stop them."""
+    async def drain(self) -> DrainedJob:
+        """Stop supervising, let every actor finish its batch and checkpoint, then stop them.
+
+        Each actor's final status; one whose drain failed: its name, the error and its restarts.
+        """
         if self._supervisor is not None:
             self._supervisor.cancel()
             self._supervisor = None
@@ -217,4 +204,8 @@ class Controller:
             final = await asyncio.gather(*(a.drain.remote() for a in self.actors), return_exceptions=True)
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
-        return {"actors": [f if isinstance(f, dict) else {"error": repr(f)} for f in final]}
+        return DrainedJob(actors=[
+            msgspec.structs.replace(f, restarts=restarts) if isinstance(f, ActorStatus)
+            else ActorStatus(actor=name, error=repr(f), restarts=restarts)
+            for f, name, restarts in zip(final, self.names, self.restarts, strict=True)
+        ])

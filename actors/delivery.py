@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
+from actors.messages import DeliveryOk, DeliveryRetrying, DeliveryStatus
 from contracts.records import DeadLetter, SourcePosition, decode_dead_letter, encode
 
 log = logging.getLogger(__name__)
@@ -124,20 +125,19 @@ class Delivery:
                 return
         failed.append(record)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DeliveryStatus:
         """``ok``, or how many outputs are waiting since when, for which partitions, and why."""
-        base = {"replaced_too_large": self.replaced, "retried": self.retried}
         if not self.pending:
-            return {"state": "ok", **base}
-        return {
-            "state": "retrying",
-            "undelivered": len(self.pending),
-            "since_s": round(time.time() - (self.since or time.time()), 1),
-            "attempts": self.attempts,
-            "error": self.last_error,
-            "partitions": sorted({o.owner for o in self.pending if o.owner is not None}),
-            **base,
-        }
+            return DeliveryOk(replaced_too_large=self.replaced, retried=self.retried)
+        return DeliveryRetrying(
+            undelivered=len(self.pending),
+            since_s=round(time.time() - (self.since or time.time()), 1),
+            attempts=self.attempts,
+            error=self.last_error,
+            partitions=sorted({o.owner for o in self.pending if o.owner is not None}),
+            replaced_too_large=self.replaced,
+            retried=self.retried,
+        )
 
 
 def shrink(record: Outgoing, dead_letter_topic: str, why: str) -> Outgoing | None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+
+from actors.messages import KafkaStatus
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,13 @@ class KafkaHealth:
             self.filter.outage = False
             self.filter.reset()
 
-    def status(self, fetch_times_ms: list[int | None]) -> dict[str, Any]:
+    def status(self, fetch_times_ms: list[int | None]) -> KafkaStatus:
+        """``ok``, or ``waiting`` past the grace; the age of the freshest fetch and the outages seen."""
         age = self.age_s(fetch_times_ms)
         waiting = self.waiting(fetch_times_ms)
-        return {
-            "state": "waiting" if waiting else "ok",
-            "last_fetch_age_s": None if age is None else round(age, 3),
-            "outages": self.outages,
-            "outage_since": self.outage_since,
-        }
+        return KafkaStatus(
+            state="waiting" if waiting else "ok",
+            last_fetch_age_s=None if age is None else round(age, 3),
+            outages=self.outages,
+            outage_since=self.outage_since,
+        )

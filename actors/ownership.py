@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 
 from actors.checkpointing import Checkpointer
 from actors.clients import Clients
+from actors.messages import PartitionCheckpointMeta, StageCheckpointMeta
 from actors.partition import PartitionProcessor
 from actors.reloads import Reloads
 from actors.terminal_stage import BroadcastRisk, TerminalStage
@@ -95,7 +96,8 @@ class Ownership:
             processor = PartitionProcessor(self.settings, partition, self.broadcast)
             processor.align = self.settings.stream.terminal_alignment
             return processor
-        processor = PartitionProcessor.restore(self.settings, partition, self.broadcast, checkpoint.blobs, checkpoint.meta)
+        meta = PartitionCheckpointMeta.from_store(checkpoint.meta)
+        processor = PartitionProcessor.restore(self.settings, partition, self.broadcast, checkpoint.blobs, meta)
         processor.align = self.settings.stream.terminal_alignment
         self.restored_from[partition] = checkpoint.seq
         self.checkpoints.started(partition, checkpoint, processor.counters.scored)
@@ -108,7 +110,7 @@ class Ownership:
             self.stages[stage] = TerminalStage(sources)
             return
         self.stages[stage] = TerminalStage.from_bytes(checkpoint.blobs["stage"], sources)
-        self.stage_offsets[stage] = int(checkpoint.meta["next_offset"])
+        self.stage_offsets[stage] = StageCheckpointMeta.from_store(checkpoint.meta).next_offset
 
     async def _position_consumer(self, wanted: list[int], arriving: list[int]) -> None:
         """Assign the consumer every owned partition and all of terminal.risk, and seek each to where it is read."""

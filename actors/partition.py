@@ -39,11 +39,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import msgspec
-
+from actors.messages import CHECKPOINT_FORMAT, PartitionCheckpointMeta, PartitionCounters
 from actors.serving import Served
 from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, DeltaBatch, SourceShare
 from configs import RuleSettings, Settings
@@ -81,9 +80,6 @@ from models import Scorer
 from models.batch import ClassifierSource
 from models.pipeline import PartitionPipeline, new_scorer, with_classifier
 
-#: Bumped when the checkpoint layout of a partition changes.
-CHECKPOINT_FORMAT = 2
-
 
 class Record(Protocol):
     """What the processor needs of a consumed Kafka record (aiokafka's ConsumerRecord fits)."""
@@ -107,28 +103,6 @@ class Output:
     scored: int = 0
     #: Events the shadow challenger would have alerted on.
     challenger_alerts: int = 0
-
-
-@dataclass
-class PartitionCounters:
-    """Monotonic counters of one partition (restored with its checkpoint)."""
-
-    scored: int = 0
-    alerts: int = 0
-    dead_letters: int = 0
-    #: Records whose Kafka key was not their account_id, produced again keyed by it (stream.wrong_key: rekey).
-    rekeyed: int = 0
-    labels_applied: int = 0
-    labels_unmatched: int = 0
-    #: Labels the scorer's label-learning sources (the online classifier) learned from.
-    labels_learned: int = 0
-    #: Offsets that could not be read (checkpoint offset outside the retained log).
-    offset_gaps: int = 0
-    #: Events scored before every partition's terminal updates for their visible buckets were in.
-    terminal_stale: int = 0
-    #: Events the shadow challenger would have alerted on, and those of them the champion alerted on too.
-    challenger_alerts: int = 0
-    challenger_agreed: int = 0
 
 
 def alert_id(transaction_id: str, feature_version: str, model_versions: dict[str, str]) -> str:
@@ -182,7 +156,7 @@ class PartitionSnapshot:
     features: FrozenEngine
     scorer: bytes
     terminals: list[TerminalCopy]
-    meta: dict[str, Any]
+    meta: PartitionCheckpointMeta
 
     def blobs(self) -> dict[str, bytes]:
         """The checkpoint blobs (Arrow IPC, zstd)."""
@@ -497,40 +471,36 @@ class PartitionProcessor:
         return self.share.absorb(transactions, frauds, through_ms, stage_partitions, days)
 
     # ------------------------------------------------------------------ checkpoint
-    def checkpoint(self) -> tuple[dict[str, bytes], dict[str, Any]]:
-        """(blobs, meta) for the checkpoint store: state and the offsets it corresponds to."""
+    def checkpoint(self) -> tuple[dict[str, bytes], PartitionCheckpointMeta]:
+        """(blobs, meta): the state and the offsets it corresponds to (the store keeps ``meta.to_store()``)."""
         snapshot = self.snapshot()
         return snapshot.blobs(), snapshot.meta
 
     def snapshot(self) -> PartitionSnapshot:
         """The state as immutable parts, taken now; encoding them (:meth:`PartitionSnapshot.blobs`)
         may run in another thread while this processor goes on."""
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "partition": self.partition,
-            "transactions_topic": self.transactions_topic,
-            "labels_topic": self.labels_topic,
-            "next_offset": self.next_offset,
-            "next_label_offset": self.next_label_offset,
-            "feature_version": self.engine.registry.version,
-            "model_versions": self.scorer.model_versions,
-            "max_event_time_ms": self.engine.max_event_time_ms,
-            "label_clock": self.label_clock,
-            "counters": msgspec.to_builtins(self.counters),
-        }
+        meta = PartitionCheckpointMeta(
+            format=CHECKPOINT_FORMAT,
+            partition=self.partition,
+            transactions_topic=self.transactions_topic,
+            labels_topic=self.labels_topic,
+            next_offset=self.next_offset,
+            next_label_offset=self.next_label_offset,
+            feature_version=self.engine.registry.version,
+            model_versions=dict(self.scorer.model_versions),
+            max_event_time_ms=self.engine.max_event_time_ms,
+            label_clock=self.label_clock,
+            counters=replace(self.counters),  # a copy: the processor goes on counting
+        )
         return PartitionSnapshot(freeze_engine(self.engine), self.scorer.state_bytes(),
                                  terminal_copies(self.share.table), meta)
 
     @classmethod
     def restore(
-        cls, settings: Settings, partition: int, broadcast: BroadcastRisk, blobs: dict[str, bytes], meta: dict[str, Any]
+        cls, settings: Settings, partition: int, broadcast: BroadcastRisk, blobs: dict[str, bytes],
+        meta: PartitionCheckpointMeta,
     ) -> PartitionProcessor:
         """A processor in exactly the state a checkpoint recorded (held labels are re-read from Kafka)."""
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}; "
-                "start this partition without it (move the checkpoint directory away)"
-            )
         engine = restore_engine(settings.features, EngineSnapshot.from_bytes(blobs["features"]), broadcast.table)
         scorer = Scorer.from_state(settings.scoring, engine.registry, blobs["scorer"])
         share_table = terminal_from_batches(
@@ -541,10 +511,10 @@ class PartitionProcessor:
         )
         share = SourceShare(share_table, partition)
         processor = cls(settings, partition, broadcast, engine=engine, scorer=scorer, share=share)
-        processor.label_clock = int(meta.get("label_clock", UNKNOWN))
-        processor.next_offset = int(meta["next_offset"])
-        processor.next_label_offset = int(meta["next_label_offset"])
-        processor.counters = msgspec.convert(meta["counters"], PartitionCounters)
+        processor.label_clock = UNKNOWN if meta.label_clock is None else meta.label_clock
+        processor.next_offset = meta.next_offset
+        processor.next_label_offset = meta.next_label_offset
+        processor.counters = replace(meta.counters)
         return processor
 
     def entity_state_digest(self) -> str:

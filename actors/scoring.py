@@ -10,10 +10,10 @@ resumes polling.
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 import ray
 
+from actors.messages import ActorHeartbeat, ActorStatus
 from actors.worker import ScoringWorker
 from configs import RuleSettings, Settings
 
@@ -28,19 +28,19 @@ class ScoringActor:
         self.restarted = bool(context.was_current_actor_reconstructed)
 
     async def ensure(self, partitions: list[int], stage_partitions: list[int],
-                     rules: tuple[RuleSettings, ...] | None = None) -> dict[str, Any]:
+                     rules: tuple[RuleSettings, ...] | None = None) -> ActorHeartbeat:
         """Own exactly these partitions (transactions/labels; terminal.deltas) and be polling them, deciding
-        with ``rules`` when given (a reload the controller holds; idempotent); returns status."""
+        with ``rules`` when given (a reload the controller holds; idempotent); returns its heartbeat."""
         await self.worker.start()
         if rules is not None:
             self.worker.set_rules(rules)
         if sorted(partitions) != sorted(self.worker.processors) or sorted(stage_partitions) != sorted(self.worker.stages):
             await self.worker.assign(partitions, stage_partitions)
         self.worker.run_in_background()
-        return {"pid": self.worker.status_pid(), "restarted": self.restarted, "running": self.worker.running,
-                "error": self.worker.error}
+        return ActorHeartbeat(pid=self.worker.status_pid(), restarted=self.restarted, running=self.worker.running,
+                              error=self.worker.error)
 
-    async def release(self, partitions: list[int], stage_partitions: list[int]) -> dict[str, Any]:
+    async def release(self, partitions: list[int], stage_partitions: list[int]) -> ActorStatus:
         """Stop owning these partitions after a final checkpoint (for a move to another actor)."""
         keep = [p for p in self.worker.processors if p not in set(partitions)]
         keep_stages = [d for d in self.worker.stages if d not in set(stage_partitions)]
@@ -60,16 +60,15 @@ class ScoringActor:
         stats: tuple[int, int] = self.worker.broadcast.table.stats(terminal_id, event_time_ms)
         return stats
 
-    async def checkpoint(self) -> dict[str, Any]:
+    async def checkpoint(self) -> ActorStatus:
         """Checkpoint every owned partition now."""
         await self.worker.checkpoint_all()
         return self.status()
 
-    def status(self) -> dict[str, Any]:
-        status = self.worker.status()
-        status["restarted"] = self.restarted
-        status["node"] = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in ray
-        return status
+    def status(self) -> ActorStatus:
+        """The worker's status, with whether Ray restarted this actor and the node it runs on."""
+        node: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in ray
+        return msgspec.structs.replace(self.worker.status(), restarted=self.restarted, node=node)
 
     def reset_latency(self) -> None:
         self.worker.reset_latency()
@@ -81,7 +80,7 @@ class ScoringActor:
     def entity_digests(self) -> dict[int, str]:
         return self.worker.entity_digests()
 
-    async def drain(self) -> dict[str, Any]:
+    async def drain(self) -> ActorStatus:
         """Finish the in-flight batch, checkpoint every partition, disconnect."""
         await self.worker.stop()
         return self.status()

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from actors.messages import ServingStatus
 from configs import Settings
 from connectors.registry import MissingModel, RegistryError, connect, load_batch_model, resolve, store_exists
 from features import FeatureRegistry
@@ -148,13 +149,14 @@ class ClassifierServing:
         """``models:/NAME/VERSION`` -> ``NAME/VERSION`` (the source's version string)."""
         return uri.removeprefix("models:/") if uri else None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ServingStatus:
+        """The URI served, the versions in use, the swaps so far and the latest poll (its time and error)."""
         champion, challenger = self.served.versions
-        return {"uri": self.uri, "champion": champion, "challenger": challenger, "swaps": self.swaps,
-                "last_poll": self.last_poll or None, "error": self.error}
+        return ServingStatus(uri=self.uri, champion=champion, challenger=challenger, swaps=self.swaps,
+                             last_poll=self.last_poll or None, error=self.error)
 
 
-def check_serving(settings: Settings) -> dict[str, Any]:
+def check_serving(settings: Settings) -> ServingStatus:
     """What the job will serve, checked before any actor starts; RegistryError (one line) when it cannot."""
     serving = ClassifierServing(settings)
     serving.refresh(initial=True)

@@ -26,6 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
+from actors.messages import Percentiles, PhaseFigures
+
 #: Most per-event latencies kept for percentiles.
 LATENCY_SAMPLES = 200_000
 #: The event rate is measured over this many seconds of samples.
@@ -39,17 +41,17 @@ class Stamped(Protocol):
     def timestamp(self) -> int: ...
 
 
-def percentiles(samples: deque[float]) -> dict[str, float | None]:
+def percentiles(samples: deque[float]) -> Percentiles:
     """p50, p95, p99 (ms, two decimals) and the number of samples; None values when there are none.
 
     >>> percentiles(deque([1.0, 2.0, 3.0]))
-    {'p50': 2.0, 'p95': 2.9, 'p99': 2.98, 'samples': 3}
+    Percentiles(p50=2.0, p95=2.9, p99=2.98, samples=3)
     """
     if not samples:
-        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+        return Percentiles()
     values = np.fromiter(samples, dtype=np.float64)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2), "samples": len(values)}
+    return Percentiles(p50=round(float(p50), 2), p95=round(float(p95), 2), p99=round(float(p99), 2), samples=len(values))
 
 
 class PhaseTimes:
@@ -81,16 +83,16 @@ class PhaseTimes:
         for samples in self.samples.values():
             samples.clear()
 
-    def summary(self) -> dict[str, dict[str, float | None]]:
-        """Per phase: p50, p99 and max (ms) and the number of samples."""
-        out: dict[str, dict[str, float | None]] = {}
+    def summary(self) -> dict[str, PhaseFigures]:
+        """Per phase that ran: p50, p99 and max (ms) and the number of samples."""
+        out: dict[str, PhaseFigures] = {}
         for phase, samples in self.samples.items():
             if not samples:
                 continue
             values = np.fromiter(samples, dtype=np.float64)
             p50, p99 = np.percentile(values, [50, 99])
-            out[phase] = {"p50": round(float(p50), 2), "p99": round(float(p99), 2),
-                          "max": round(float(values.max()), 2), "samples": len(values)}
+            out[phase] = PhaseFigures(p50=round(float(p50), 2), p99=round(float(p99), 2),
+                                      max=round(float(values.max()), 2), samples=len(values))
         return out
 
 
@@ -127,7 +129,7 @@ class LoopStats:
             return 0.0
         return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
 
-    def latency_ms(self) -> dict[str, float | None]:
+    def latency_ms(self) -> Percentiles:
         """Percentiles of Kafka timestamp -> alerts acknowledged, per scored event."""
         return percentiles(self.latencies)
 

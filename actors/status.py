@@ -5,14 +5,15 @@ the latest fetch is older than ``stream.kafka_wait_grace_s``), held records,
 watermark, counters, checkpoint sequence and age. Per actor: rates, latency
 percentiles, loop phase times, what is wrong now (:attr:`StatusReport.error`)
 and the latest error ever seen, Kafka's and delivery's state, the stage
-partitions, the served classifier and the rules' version.
+partitions, the served classifier and the rules' version: an
+:class:`~actors.messages.ActorStatus` (per partition a
+:class:`~actors.messages.PartitionStatus`), the struct the controller gathers.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -21,6 +22,7 @@ from actors.clients import Clients
 from actors.delivery import Delivery
 from actors.health import KafkaHealth
 from actors.loop import ScoringLoop
+from actors.messages import ActorStatus, DeliveryRetrying, LastError, PartitionStatus, StageStatus
 from actors.ownership import Ownership
 from actors.partition import PartitionProcessor
 from actors.serving import ClassifierServing
@@ -56,16 +58,16 @@ class StatusReport:
         """What is wrong now (None when healthy): loop, delivery, commit, checkpoint and Kafka errors."""
         problems = dict(self.errors.errors)
         delivery = self.delivery.status()
-        if delivery["state"] != "ok":
-            problems["delivery"] = (f"{delivery['undelivered']} outputs of partitions {delivery['partitions']} not "
-                                    f"delivered for {delivery['since_s']} s ({delivery['error']}); those partitions "
+        if isinstance(delivery, DeliveryRetrying):
+            problems["delivery"] = (f"{delivery.undelivered} outputs of partitions {delivery.partitions} not "
+                                    f"delivered for {delivery.since_s} s ({delivery.error}); those partitions "
                                     "do not advance until they are")
         waiting = self.health.waiting(self.ownership.fetch_times())
         if waiting:
             problems["kafka"] = waiting
         return "; ".join(problems.values()) or None
 
-    def build(self) -> dict[str, Any]:
+    def build(self) -> ActorStatus:
         """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
         now = time.time()
         self.health.observe(self.ownership.fetch_times())  # also while the loop waits on a delivery
@@ -75,32 +77,31 @@ class StatusReport:
         processors = self.ownership.processors
         partitions = {str(p): self._partition(p, processor, now) for p, processor in sorted(processors.items())}
         stats, last_error = self.stats, self.errors.last_error
-        return {
-            "actor": self.name,
-            "pid": os.getpid(),
-            "partitions": partitions,
-            "events_per_s": round(stats.events_per_s(), 1),
-            "batches": stats.batches,
-            "latency_ms": stats.latency_ms(),
-            "fetch_delay_ms": percentiles(stats.fetch_delays),
-            "phase_ms": stats.phases.summary(),
-            "running": self.loop.running,
-            "error": error,
-            "errors": dict(self.errors.errors),
-            "last_error": None if last_error is None else {"time": last_error[0], "error": last_error[1]},
-            "kafka": self.health.status(self.ownership.fetch_times()),
-            "delivery": self.delivery.status(),
-            "uptime_s": round(now - stats.started_at, 1),
-            "first_poll_wall": stats.first_poll_wall,
-            "last_commit_wall": self.loop.commits.last_commit_wall,
-            "stages": self._stages(),
-            "broadcast_complete_through_ms": self.broadcast.complete_through_ms,
-            "serving": self.serving.status(),
-            "rules_version": next(iter(processors.values())).scorer.model_versions.get("rules")
-            if processors else None,
-        }
+        return ActorStatus(
+            actor=self.name,
+            pid=os.getpid(),
+            partitions=partitions,
+            events_per_s=round(stats.events_per_s(), 1),
+            batches=stats.batches,
+            latency_ms=stats.latency_ms(),
+            fetch_delay_ms=percentiles(stats.fetch_delays),
+            phase_ms=stats.phases.summary(),
+            running=self.loop.running,
+            error=error,
+            errors=dict(self.errors.errors),
+            last_error=None if last_error is None else LastError(time=last_error[0], error=last_error[1]),
+            kafka=self.health.status(self.ownership.fetch_times()),
+            delivery=self.delivery.status(),
+            uptime_s=round(now - stats.started_at, 1),
+            first_poll_wall=stats.first_poll_wall,
+            last_commit_wall=self.loop.commits.last_commit_wall,
+            stages=self._stages(),
+            broadcast_complete_through_ms=self.broadcast.complete_through_ms,
+            serving=self.serving.status(),
+            rules_version=next(iter(processors.values())).scorer.model_versions.get("rules") if processors else None,
+        )
 
-    def _partition(self, partition: int, processor: PartitionProcessor, now: float) -> dict[str, Any]:
+    def _partition(self, partition: int, processor: PartitionProcessor, now: float) -> PartitionStatus:
         """One owned partition: where it is read, how far behind, what it holds, its counters and checkpoint."""
         consumer = self.clients.consumer
         tx = TopicPartition(self.tx_topic, partition)
@@ -121,28 +122,28 @@ class StatusReport:
         if lag is not None and metrics is not None:
             metrics.lag.set(lag, tags={"actor": self.name, "partition": str(partition)})
         wall, _, seq = self.checkpoints.last_checkpoint.get(partition, (now, 0, -1))
-        return {
-            "next_offset": processor.next_offset,
-            "highwater": highwater,
-            "lag": lag,
-            "last_known_lag": last_known_lag,
-            "undelivered": sum(1 for o in self.delivery.pending if o.owner == partition),
-            "fetch_age_s": fetch_age_s,
-            "next_label_offset": processor.next_label_offset,
-            "label_lag": None if label_highwater is None else max(0, label_highwater - processor.next_label_offset),
-            "held_labels": len(processor.held_labels),
-            "held_transactions": len(processor.held),
-            "watermark_ms": processor.engine.watermark_ms,
-            "checkpoint_seq": seq,
-            "checkpoint_age_s": round(now - wall, 3),
-            "restored_from": self.ownership.restored_from.get(partition),
+        return PartitionStatus(
+            next_offset=processor.next_offset,
+            highwater=highwater,
+            lag=lag,
+            last_known_lag=last_known_lag,
+            undelivered=sum(1 for o in self.delivery.pending if o.owner == partition),
+            fetch_age_s=fetch_age_s,
+            next_label_offset=processor.next_label_offset,
+            label_lag=None if label_highwater is None else max(0, label_highwater - processor.next_label_offset),
+            held_labels=len(processor.held_labels),
+            held_transactions=len(processor.held),
+            watermark_ms=processor.engine.watermark_ms,
+            checkpoint_seq=seq,
+            checkpoint_age_s=round(now - wall, 3),
+            restored_from=self.ownership.restored_from.get(partition),
             **vars(processor.counters),
-            "late_events": processor.engine.stats.late_events,
-            "accounts": len(processor.engine.accounts),
-        }
+            late_events=processor.engine.stats.late_events,
+            accounts=len(processor.engine.accounts),
+        )
 
-    def _stages(self) -> dict[str, dict[str, Any]]:
+    def _stages(self) -> dict[str, StageStatus]:
         """Each owned stage partition: where it is read, how complete, how many terminals it holds."""
         offsets = self.ownership.stage_offsets
-        return {str(d): {"next_offset": offsets.get(d), "complete_through_ms": st.complete_through_ms,
-                         "terminals": len(st.terminals)} for d, st in sorted(self.ownership.stages.items())}
+        return {str(d): StageStatus(next_offset=offsets.get(d), complete_through_ms=st.complete_through_ms,
+                                    terminals=len(st.terminals)) for d, st in sorted(self.ownership.stages.items())}

@@ -36,6 +36,7 @@ from actors.clients import Clients
 from actors.delivery import Delivery
 from actors.health import KafkaHealth
 from actors.loop import OffsetCommitter, ScoringLoop
+from actors.messages import ActorStatus
 from actors.metrics import ActorMetrics
 from actors.ownership import Ownership
 from actors.partition import PartitionProcessor
@@ -201,7 +202,7 @@ class ScoringWorker:
         """What is wrong now (None when healthy): loop, delivery, commit, checkpoint and Kafka errors."""
         return self.status_report.error
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ActorStatus:
         """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
         return self.status_report.build()
 

@@ -44,6 +44,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from actors.messages import DrainedJob, JobStatus, JobTotals
 from configs import ConfigError, Settings
 from contracts.records import Alert
 from models.batch import iso_utc
@@ -118,16 +119,17 @@ class Stall:
         self._scored = -1
         self._since = time.monotonic()
 
-    def check(self, status: dict[str, Any], now: float | None = None) -> str | None:
+    def check(self, status: JobStatus, now: float | None = None) -> str | None:
+        """Why the stream looks stuck (None: it moves, or nothing waits)."""
         now = time.monotonic() if now is None else now
-        totals = status.get("totals", {})
-        scored, lag = int(totals.get("scored") or 0), int(totals.get("lag") or 0)
+        totals = status.totals
+        scored, lag = totals.scored, totals.lag or 0
         if scored != self._scored or lag == 0:
             self._scored, self._since = scored, now
             return None
         if now - self._since < self.limit_s:
             return None
-        errors = [f"{a.get('actor')}: {a['error']}" for a in status.get("actors", []) if a.get("error")]
+        errors = [f"{a.actor}: {a.error}" for a in status.actors if a.error]
         return f"nothing scored for {self.limit_s:.0f} s with {lag:,} events waiting" + (
             f" ({'; '.join(errors)})" if errors else "")
 
@@ -257,44 +259,46 @@ class Dashboard:
     model: str
     started: float = field(default_factory=time.monotonic)
     phase: str = "warm-up"
-    status: dict[str, Any] = field(default_factory=dict)
+    #: The latest job status (None before the first).
+    status: JobStatus | None = None
     #: (seconds since the stream started, events/s, total lag) per status.
     throughput: list[tuple[float, float, int]] = field(default_factory=list)
     alerts_per_s: float = 0.0
     _last: tuple[float, int, int] | None = None  # (time, scored, alerts)
 
-    def update(self, status: dict[str, Any], now: float | None = None) -> None:
+    def update(self, status: JobStatus, now: float | None = None) -> None:
         """Take a job status; ``now`` is seconds since the stream started (default: the clock)."""
         now = time.monotonic() - self.started if now is None else now
-        totals = status.get("totals", {})
-        scored, alerts = int(totals.get("scored", 0)), int(totals.get("alerts", 0))
+        totals = status.totals
+        scored, alerts = totals.scored, totals.alerts
         rate = 0.0
         if self._last is not None and now > self._last[0]:
             rate = (scored - self._last[1]) / (now - self._last[0])
             self.alerts_per_s = (alerts - self._last[2]) / (now - self._last[0])
         self._last = (now, scored, alerts)
         self.status = status
-        self.throughput.append((round(now, 2), round(rate, 1), int(totals.get("lag") or 0)))
+        self.throughput.append((round(now, 2), round(rate, 1), totals.lag or 0))
 
     def render(self, note: str = "", width: int = 100) -> Group:
         """The dashboard for a terminal ``width`` columns wide."""
-        status, totals = self.status, self.status.get("totals", {})
+        status = self.status
+        totals = status.totals if status is not None else JobTotals.of([])
         elapsed = time.monotonic() - self.started
         rate = self.throughput[-1][1] if self.throughput else 0.0
-        latencies = [a.get("latency_ms", {}) for a in status.get("actors", [])]
-        p50 = max((lat.get("p50") or 0 for lat in latencies), default=0)
-        p99 = max((lat.get("p99") or 0 for lat in latencies), default=0)
+        latencies = [a.latency_ms for a in status.actors] if status is not None else []
+        p50 = max((lat.p50 or 0 for lat in latencies), default=0)
+        p99 = max((lat.p99 or 0 for lat in latencies), default=0)
         stream = Table.grid(padding=(0, 2))
         stream.add_column(style="bold")
         stream.add_column(justify="right")
         stream.add_row("events/s", f"{rate:,.0f}")
-        stream.add_row("scored", f"{totals.get('scored', 0):,} / {self.total:,}")
-        stream.add_row("lag", f"{totals.get('lag', 0) or 0:,}")
+        stream.add_row("scored", f"{totals.scored:,} / {self.total:,}")
+        stream.add_row("lag", f"{totals.lag or 0:,}")
         stream.add_row("alerts/s", f"{self.alerts_per_s:,.1f}")
-        stream.add_row("alerts", f"{totals.get('alerts', 0):,}")
+        stream.add_row("alerts", f"{totals.alerts:,}")
         stream.add_row("latency p50/p99", f"{p50:,.0f} / {p99:,.0f} ms")
-        stream.add_row("dead letters", f"{totals.get('dead_letters', 0):,}")
-        stream.add_row("terminal-stale", f"{totals.get('terminal_stale', 0) or 0:,}")
+        stream.add_row("dead letters", f"{totals.dead_letters:,}")
+        stream.add_row("terminal-stale", f"{totals.terminal_stale:,}")
         truth = Table("period", "scored", "frauds", "alerts", "precision", "recall", box=None, header_style="bold",
                       caption="warm-up: trained on · live: never seen")
         for phase in ("warm-up", "live"):
@@ -481,7 +485,7 @@ class _StreamRun:
         self.phases: list[tuple[str, float, float]] = []
         self.interrupted = False
         self.live_started: float | None = None
-        self.final: dict[str, Any] = {}
+        self.final = DrainedJob(actors=[])
         self.failure: str | None = None
         self.stall = Stall(STALL_S)
 
@@ -522,10 +526,10 @@ class _StreamRun:
             _read_alerts(self.board, read_all_alerts(self.settings, servers))  # the complete set, after the drain
             console.print("  stopping Ray and the broker")
 
-    def on_status(self, status: dict[str, Any]) -> None:
+    def on_status(self, status: JobStatus) -> None:
         """Each status of the job: alerts onto the board, the dashboard redrawn, the live days let in."""
         _read_alerts(self.board, self.traffic.alerts)
-        positions = {int(p): s.get("next_offset", 0) for p, s in status.get("partitions", {}).items()}
+        positions = {int(p): s.next_offset for p, s in status.partitions.items()}
         self.board.set_positions(positions)
         self.dash.update(status)
         waiting_at = self.traffic.waiting_at
@@ -539,13 +543,13 @@ class _StreamRun:
             self.traffic.gate.set()
         self.live.update(self.dash.render(self.traffic.error or "", console.width))
 
-    def finished(self, status: dict[str, Any]) -> bool:
-        """Every produced transaction scored: no lag, offsets summing to what was produced."""
-        parts = status.get("partitions", {}).values()
-        return self.traffic.produced is not None and all(p.get("lag") == 0 for p in parts) and sum(
-            p.get("next_offset", 0) for p in parts) >= self.traffic.produced
+    def finished(self, status: JobStatus | None) -> bool:
+        """Every produced transaction scored: no lag, offsets summing to what was produced (None: no status yet)."""
+        parts = status.partitions.values() if status is not None else []
+        return self.traffic.produced is not None and all(p.lag == 0 for p in parts) and sum(
+            p.next_offset for p in parts) >= self.traffic.produced
 
-    def done(self, status: dict[str, Any]) -> bool:
+    def done(self, status: JobStatus) -> bool:
         """Stop streaming: finished, or a failure (the traffic's, or a stall)."""
         self.failure = self.traffic.error or self.stall.check(status)
         return self.failure is not None or self.finished(status)
@@ -585,9 +589,9 @@ def _latency_summary(latency: list[float]) -> dict[str, Any]:
 
 def _summary(
     options: DemoOptions, settings: Settings, truth: Any, board: Any, model: dict[str, Any], dash: Dashboard,
-    final: dict[str, Any], latency: list[float], replay: Any, interrupted: bool, live_from_ms: int,
+    final: DrainedJob, latency: list[float], replay: Any, interrupted: bool, live_from_ms: int,
 ) -> dict[str, Any]:
-    parts = [part for actor in final.get("actors", []) for part in actor.get("partitions", {}).values()]
+    parts = [part for actor in final.actors for part in actor.partitions.values()]
     rates = [rate for _, rate, _ in dash.throughput if rate > 0]
     phases = {phase: board.phase(phase).as_dict() for phase in ("warm-up", "live")}
     live = phases["live"]
@@ -595,7 +599,7 @@ def _summary(
         # the headline first (the report shows these scalars at the top)
         "wall_s": None,  # filled in at the end
         "interrupted": interrupted,
-        "events_scored": sum(p.get("scored", 0) for p in parts),
+        "events_scored": sum(p.scored for p in parts),
         "alerts": len(board.records),
         "live_precision": live["precision"],
         "live_recall": live["recall"],
@@ -610,10 +614,10 @@ def _summary(
         "model": {**model, "tracking_uri": settings.mlflow.tracking_uri},
         "stream": {
             "actors": options.actors, "partitions": settings.kafka.topics.transactions.partitions,
-            "scored": sum(p.get("scored", 0) for p in parts), "alerts": sum(p.get("alerts", 0) for p in parts),
-            "dead_letters": sum(p.get("dead_letters", 0) for p in parts),
+            "scored": sum(p.scored for p in parts), "alerts": sum(p.alerts for p in parts),
+            "dead_letters": sum(p.dead_letters for p in parts),
             # scored before every partition's terminal updates for their buckets were in (catching up: many)
-            "terminal_stale": sum(p.get("terminal_stale", 0) for p in parts),
+            "terminal_stale": sum(p.terminal_stale for p in parts),
             "peak_events_per_s": round(max(rates, default=0.0), 1),
             "mean_events_per_s": round(float(np.mean(rates)), 1) if rates else 0.0,
             "live_rate": options.rate, "checkpoint_uri": settings.stream.checkpoint_uri,

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from actors.messages import DrainedJob, JobStatus, RulesFileStatus, ServingStatus, StoppedJob
 from configs import ConfigError, RuleSettings, Settings
 from connectors.kafka import ensure_topics, wait_until_ready
 from models.rules import load_rules_file, rules_fingerprint
@@ -96,13 +97,26 @@ def check_start(settings: Settings, actors: int | None) -> None:
         ) from None
 
 
-def write_status(path: str | Path, status: dict[str, Any]) -> None:
+def write_status(path: str | Path, status: JobStatus | StoppedJob) -> None:
     """Write the status JSON atomically (readers never see half a file)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
-    temp.write_text(json.dumps(status, default=str))
+    temp.write_bytes(msgspec.json.encode(status))
     temp.replace(target)
+
+
+class _Stopped(msgspec.Struct):
+    """Just enough of a status file to tell a stopped job's from a running one's."""
+
+    stopped: bool = False
+
+
+def read_status(data: bytes) -> JobStatus | StoppedJob:
+    """A status file's contents (what :func:`write_status` wrote): the running job's status, or the stopped job's."""
+    if msgspec.json.decode(data, type=_Stopped).stopped:
+        return msgspec.json.decode(data, type=StoppedJob)
+    return msgspec.json.decode(data, type=JobStatus)
 
 
 class RulesWatcher:
@@ -156,11 +170,11 @@ class StreamJob:
         #: Whether :meth:`start` started Ray itself (then the job shuts it down when it ends or fails to start).
         self.started_ray = False
         #: What the job serves from the registry, as checked at start (None before).
-        self.serving: dict[str, Any] | None = None
+        self.serving: ServingStatus | None = None
         self.rules_watcher = RulesWatcher(self.settings)
         self._last_online_log = time.monotonic()
 
-    def start(self, actors: int | None = None) -> dict[str, Any]:
+    def start(self, actors: int | None = None) -> JobStatus:
         """Check the settings, Kafka and the topics, then start Ray (unless it runs) and the controller with
         ``actors`` scoring actors (None: stream.actors); a failure after Ray started leaves nothing running."""
         import ray
@@ -185,7 +199,8 @@ class StreamJob:
             self.controller = Controller.options(  # type: ignore[attr-defined]
                 name=controller_name(self.settings), namespace=NAMESPACE
             ).remote(self.settings, self.bootstrap_servers)
-            return ray.get(self.controller.start.remote(actors))  # type: ignore[no-any-return]
+            status: JobStatus = ray.get(self.controller.start.remote(actors))
+            return status
         except BaseException:
             self.stop()
             raise
@@ -210,11 +225,13 @@ class StreamJob:
             self.started_ray = False
             ray.shutdown()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JobStatus:
+        """The job's status, with the rules file's; also written to ``stream.status_path``."""
         import ray
 
-        status: dict[str, Any] = ray.get(self.controller.status.remote())
-        status["rules_file"] = {"path": self.rules_watcher.path or None, "error": self.rules_watcher.error}
+        gathered: JobStatus = ray.get(self.controller.status.remote())
+        rules_file = RulesFileStatus(path=self.rules_watcher.path or None, error=self.rules_watcher.error)
+        status = msgspec.structs.replace(gathered, rules_file=rules_file)
         write_status(self.settings.stream.status_path, status)
         return status
 
@@ -250,7 +267,7 @@ class StreamJob:
         status = self.status()
         if not snapshots:
             return None
-        partitions = status["partitions"].values()
+        partitions = status.partitions.values()
         try:
             version = log_online_snapshot(
                 connect(self.settings.mlflow), self.settings.mlflow,
@@ -258,8 +275,8 @@ class StreamJob:
                 snapshots=snapshots,
                 online_version=unpack(next(iter(snapshots.values())))[0]["version"],
                 feature_version=FeatureRegistry.from_settings(self.settings.features).version,
-                metrics={"scored": float(sum(p.get("scored", 0) for p in partitions)),
-                         "labels_learned": float(sum(p.get("labels_learned", 0) for p in partitions))},
+                metrics={"scored": float(sum(p.scored for p in partitions)),
+                         "labels_learned": float(sum(p.labels_learned for p in partitions))},
             )
         except Exception as exc:  # the stream matters more than its snapshot
             print(f"warning: online models not logged to MLflow: {exc}", file=sys.stderr)
@@ -267,30 +284,31 @@ class StreamJob:
         self._last_online_log = time.monotonic()
         return version
 
-    def rescale(self, actors: int) -> dict[str, Any]:
+    def rescale(self, actors: int) -> JobStatus:
+        """Change the number of scoring actors while running; the job's status after."""
         import ray
 
-        return ray.get(self.controller.rescale.remote(actors))  # type: ignore[no-any-return]
+        status: JobStatus = ray.get(self.controller.rescale.remote(actors))
+        return status
 
-    def drain(self) -> dict[str, Any]:
+    def drain(self) -> DrainedJob:
         """Every actor finishes its batch and writes a final checkpoint; then :meth:`stop` (also on failure)."""
         import ray
 
         try:
-            final: dict[str, Any] = ray.get(self.controller.drain.remote())
+            final: DrainedJob = ray.get(self.controller.drain.remote())
         finally:
             self.stop()
-        status = {"time": time.time(), "stopped": True, "final": final}
-        write_status(self.settings.stream.status_path, status)
+        write_status(self.settings.stream.status_path, StoppedJob(time=time.time(), final=final))
         return final
 
     def run(
         self,
         duration_s: float | None = None,
-        on_status: Callable[[dict[str, Any]], None] | None = None,
-        until: Callable[[dict[str, Any]], bool] | None = None,
+        on_status: Callable[[JobStatus], None] | None = None,
+        until: Callable[[JobStatus], bool] | None = None,
         before_drain: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> DrainedJob:
         """Report status until ``duration_s`` passes, ``until(status)`` holds or a signal arrives; drain.
 
         ``before_drain`` runs while the actors still run (e.g. to collect their latency samples).
@@ -369,9 +387,8 @@ def _run(settings: Settings, servers: str | None, duration: float | None, actors
     job = StreamJob(settings, servers)
     job.start(actors)
 
-    def show(status: dict[str, Any]) -> None:
-        totals = status["totals"]
-        print(json.dumps({"events_per_s": status["events_per_s"], **totals}), flush=True)
+    def show(status: JobStatus) -> None:
+        print(json.dumps({"events_per_s": status.events_per_s, **msgspec.to_builtins(status.totals)}), flush=True)
 
     job.run(duration, on_status=show)
 

@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from actors.messages import JobStatus, StoppedJob
+from configs import ConfigError
 from connectors.broker import BrokerUnavailable, EmbeddedBroker
 from pipelines.commandline import ConfigOption, settings_for
 from pipelines.session import BROKER_STATE, kafka_for, prepare
@@ -67,19 +70,19 @@ def broker_command(
 
 
 
-def _status_table(status: dict[str, Any]) -> Table:
+def _status_table(status: JobStatus) -> Table:
     """Per-partition table of a job status (throughput, lag, checkpoint age)."""
-    age = time.time() - status.get("time", time.time())
+    age = time.time() - status.time
     table = Table(
         "partition", "actor", "scored", "alerts", "dlq", "lag", "labels", "late", "checkpoint age", "gaps",
-        title=f"{status.get('events_per_s', 0):,.0f} events/s · status {age:.0f}s old",
+        title=f"{status.events_per_s:,.0f} events/s · status {age:.0f}s old",
     )
-    for partition, p in status.get("partitions", {}).items():
+    for partition, p in status.partitions.items():
         table.add_row(
-            partition, str(p.get("actor", "")), f"{p.get('scored', 0):,}", f"{p.get('alerts', 0):,}",
-            f"{p.get('dead_letters', 0):,}", "?" if p.get("lag") is None else f"{p['lag']:,}",
-            f"{p.get('labels_applied', 0):,}", f"{p.get('late_events', 0):,}",
-            f"{p.get('checkpoint_age_s', 0):.0f}s", f"{p.get('offset_gaps', 0):,}",
+            partition, p.actor, f"{p.scored:,}", f"{p.alerts:,}",
+            f"{p.dead_letters:,}", "?" if p.lag is None else f"{p.lag:,}",
+            f"{p.labels_applied:,}", f"{p.late_events:,}",
+            f"{p.checkpoint_age_s:.0f}s", f"{p.offset_gaps:,}",
         )
     return table
 
@@ -130,21 +133,20 @@ def run_command(
             producer = threading.Thread(target=send, daemon=True)
             producer.start()
 
-        def finished(status: dict[str, Any]) -> bool:
+        def finished(status: JobStatus) -> bool:
             if not produce or duration is not None or "transactions" not in produced:
                 return False
-            parts = status.get("partitions", {}).values()
-            return sum(p.get("next_offset", 0) for p in parts) >= produced["transactions"] and all(
-                p.get("lag") == 0 for p in parts)
+            parts = status.partitions.values()
+            return sum(p.next_offset for p in parts) >= produced["transactions"] and all(p.lag == 0 for p in parts)
 
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             final = job.run(duration, on_status=lambda status: live.update(_status_table(status)), until=finished)
-    parts = [part for actor in final["actors"] for part in actor.get("partitions", {}).values()]
+    parts = [part for actor in final.actors for part in actor.partitions.values()]
     typer.echo(json.dumps({
         "stopped": True,
-        "scored": sum(p.get("scored", 0) for p in parts),
-        "alerts": sum(p.get("alerts", 0) for p in parts),
-        "dead_letters": sum(p.get("dead_letters", 0) for p in parts),
+        "scored": sum(p.scored for p in parts),
+        "alerts": sum(p.alerts for p in parts),
+        "dead_letters": sum(p.dead_letters for p in parts),
         "checkpoint_uri": settings.stream.checkpoint_uri,
     }))
 
@@ -154,15 +156,22 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw status JSON.")] = False,
 ) -> None:
     """Throughput, lag (highwater - position) and checkpoint age per partition of the running job."""
+    from pipelines.stream import read_status
+
     settings = settings_for(config)
     path = Path(settings.stream.status_path)
     if not path.is_file():
         raise FileNotFoundError(f"no job status at {path}; start one with `fraudstream run`")
-    data = json.loads(path.read_text())
+    data = path.read_bytes()
     if as_json:
-        typer.echo(json.dumps(data))
+        typer.echo(json.dumps(json.loads(data)))
         return
-    if data.get("stopped"):
-        console.print(f"the job stopped {time.time() - data['time']:.0f}s ago (final checkpoints written)")
+    try:
+        status = read_status(data)
+    except msgspec.MsgspecError as exc:
+        raise ConfigError(f"{path} is not a job status this version of fraudstream reads ({exc}); "
+                          "`fraudstream status --json` prints it as it is") from None
+    if isinstance(status, StoppedJob):
+        console.print(f"the job stopped {time.time() - status.time:.0f}s ago (final checkpoints written)")
         return
-    out.print(_status_table(data))
+    out.print(_status_table(status))

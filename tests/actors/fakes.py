@@ -1,4 +1,5 @@
-"""Stand-ins for the worker's parts' Kafka clients (no broker, no Ray), and small settings to run them with."""
+"""Stand-ins for the worker's parts' Kafka clients (no broker, no Ray), small settings to run them with, and
+statuses as the actors report them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from aiokafka.errors import KafkaError
 
 from actors.checkpointing import Checkpointer
 from actors.clients import Clients
+from actors.messages import (
+    ActorStatus,
+    DeliveryOk,
+    KafkaStatus,
+    PartitionCounters,
+    PartitionStatus,
+    Percentiles,
+    PhaseFigures,
+)
 from actors.ownership import Ownership
 from actors.reloads import Reloads
 from actors.serving import ClassifierServing
@@ -137,3 +147,23 @@ def make_ownership(settings: Settings, name: str = "actor-0", consumer: FakeCons
     broadcast = BroadcastRisk(FeatureEngine.terminal_risk_for(settings.features), 2)
     reloads = Reloads(settings, name, ClassifierServing(settings), clients)
     return Ownership(settings, name, clients, checkpoints, broadcast, reloads)
+
+
+def partition_status(next_offset: int, lag: int | None, scored: int) -> PartitionStatus:
+    """A partition's status (``lag`` None: unknown): one alert, one late event, two accounts, no checkpoint."""
+    return PartitionStatus(
+        next_offset=next_offset, highwater=None if lag is None else next_offset + lag, lag=lag, last_known_lag=lag,
+        undelivered=0, next_label_offset=0, held_labels=0, held_transactions=0, watermark_ms=0, checkpoint_seq=-1,
+        checkpoint_age_s=0.5, late_events=1, accounts=2, **vars(PartitionCounters(scored=scored, alerts=1)),
+    )  # fmt: skip
+
+
+def actor_status(name: str, partitions: dict[str, PartitionStatus]) -> ActorStatus:
+    """A live actor's status with these partitions (delivery ok, Kafka answering)."""
+    return ActorStatus(
+        actor=name, pid=1234, partitions=partitions, events_per_s=10.04, batches=3,
+        latency_ms=Percentiles(p50=1.0, p95=2.0, p99=3.0, samples=3),
+        phase_ms={"poll": PhaseFigures(p50=1.0, p99=2.0, max=3.0, samples=3)},
+        kafka=KafkaStatus(state="ok", outages=0), delivery=DeliveryOk(replaced_too_large=0, retried=1),
+        restarted=False, node="127.0.0.1", restarts=0,
+    )  # fmt: skip

@@ -16,7 +16,7 @@ def test_laps_are_attributed_to_their_phase() -> None:
         phases.lap("score")  # nothing happened since the previous lap
     summary = phases.summary()
     assert set(summary) == {"poll", "score"}
-    assert summary["poll"]["samples"] == 3 and summary["poll"]["p50"] >= 2.0
-    assert summary["score"]["max"] < summary["poll"]["p50"]
+    assert summary["poll"].samples == 3 and summary["poll"].p50 >= 2.0
+    assert summary["score"].max < summary["poll"].p50
     phases.clear()
     assert phases.summary() == {}

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 from aiokafka import TopicPartition
 
 from actors.delivery import Outgoing
@@ -30,16 +31,16 @@ def test_each_partition_shows_its_position_lag_and_checkpoint(tmp_path: Path) ->
     consumer.highwaters = {TopicPartition("tx", 0): 100, TopicPartition("labels", 0): 5}
     asyncio.run(worker.checkpoint_all())
     status = worker.status()
-    assert list(status["partitions"]) == ["0", "1"] and status["actor"] == "actor-0"
-    zero = status["partitions"]["0"]
-    assert (zero["next_offset"], zero["highwater"], zero["lag"], zero["last_known_lag"]) == (40, 100, 60, 60)
-    assert (zero["next_label_offset"], zero["label_lag"], zero["restored_from"]) == (3, 2, None)
-    assert zero["checkpoint_seq"] == worker.checkpoints.last_checkpoint[0][2] >= 0 and zero["checkpoint_age_s"] < 60
-    assert status["partitions"]["1"]["lag"] is None  # no fetch has reported a high watermark yet
-    assert status["stages"] == {"1": {"next_offset": 0, "complete_through_ms": worker.stages[1].complete_through_ms,
-                                      "terminals": 0}}
-    assert status["error"] is None and status["kafka"]["state"] == "ok" and not status["running"]
-    assert status["rules_version"] == worker.processors[0].scorer.model_versions.get("rules")
+    assert list(status.partitions) == ["0", "1"] and status.actor == "actor-0"
+    zero = status.partitions["0"]
+    assert (zero.next_offset, zero.highwater, zero.lag, zero.last_known_lag) == (40, 100, 60, 60)
+    assert (zero.next_label_offset, zero.label_lag, zero.restored_from) == (3, 2, None)
+    assert zero.checkpoint_seq == worker.checkpoints.last_checkpoint[0][2] >= 0 and zero.checkpoint_age_s < 60
+    assert status.partitions["1"].lag is None  # no fetch has reported a high watermark yet
+    assert msgspec.to_builtins(status.stages) == {
+        "1": {"next_offset": 0, "complete_through_ms": worker.stages[1].complete_through_ms, "terminals": 0}}
+    assert status.error is None and status.kafka.state == "ok" and not status.running
+    assert status.rules_version == worker.processors[0].scorer.model_versions.get("rules")
 
 
 def test_a_lag_read_from_a_fetch_older_than_the_grace_is_unknown_and_kafka_is_waited_for(tmp_path: Path) -> None:
@@ -47,9 +48,9 @@ def test_a_lag_read_from_a_fetch_older_than_the_grace_is_unknown_and_kafka_is_wa
     consumer.highwaters = {TopicPartition("tx", 0): 100}
     consumer.fetched_ms = int((time.time() - 120.0) * 1000)
     status = worker.status()
-    zero = status["partitions"]["0"]
-    assert zero["lag"] is None and zero["last_known_lag"] == 100 and zero["fetch_age_s"] >= 120.0
-    assert status["kafka"]["state"] == "waiting" and status["error"].startswith("waiting for Kafka")
+    zero = status.partitions["0"]
+    assert zero.lag is None and zero.last_known_lag == 100 and zero.fetch_age_s >= 120.0
+    assert status.kafka.state == "waiting" and status.error.startswith("waiting for Kafka")
 
 
 def test_what_is_wrong_now_joins_every_part_and_the_latest_error_stays_after_it_cleared(tmp_path: Path) -> None:
@@ -60,10 +61,10 @@ def test_what_is_wrong_now_joins_every_part_and_the_latest_error_stays_after_it_
     error = worker.error
     assert error is not None and error.startswith("offset commit failed")
     assert "1 outputs of partitions [1] not delivered" in error
-    assert worker.status()["partitions"]["1"]["undelivered"] == 1
+    assert worker.status().partitions["1"].undelivered == 1
 
     worker.errors.clear("commit")
     worker.delivery.pending, worker.delivery.since = [], None
     status = worker.status()
-    assert status["error"] is None and status["errors"] == {}
-    assert status["last_error"] is not None and "not delivered" in status["last_error"]["error"]
+    assert status.error is None and status.errors == {}
+    assert status.last_error is not None and "not delivered" in status.last_error.error

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 from aiokafka import TopicPartition
 
+from actors.messages import JobStatus
 from configs import Settings
 from connectors.kafka import make_consumer
 from models.checked_settings import load_settings
@@ -47,32 +47,36 @@ def produce(settings: Settings, bootstrap: str, transactions: pa.Table, labels: 
     return asyncio.run(produce_history(transactions, labels, settings.kafka, settings.producer, bootstrap, rate=rate))
 
 
-def wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> dict[str, Any]:
+def _json(status: JobStatus) -> str:
+    return msgspec.json.encode(status).decode()
+
+
+def wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> JobStatus:
     deadline = time.monotonic() + timeout_s
     while True:
         status = job.status()
-        partitions = status["partitions"].values()
-        done = sum(p["scored"] + p["dead_letters"] for p in partitions)
-        if done >= expected and all(p["lag"] == 0 for p in partitions) and len(status["partitions"]):
+        partitions = status.partitions.values()
+        done = sum(p.scored + p.dead_letters for p in partitions)
+        if done >= expected and all(p.lag == 0 for p in partitions) and len(status.partitions):
             return status
         if time.monotonic() > deadline:
-            raise AssertionError(f"only {done} of {expected} records scored in {timeout_s}s: {json.dumps(status)[:2000]}")
+            raise AssertionError(f"only {done} of {expected} records scored in {timeout_s}s: {_json(status)[:2000]}")
         time.sleep(0.5)
 
 
 
 
-def wait_labels_read(job: StreamJob, timeout_s: float = 60.0) -> dict[str, Any]:
+def wait_labels_read(job: StreamJob, timeout_s: float = 60.0) -> JobStatus:
     """Wait until every partition read its labels to the end (those not due yet are held): the label
     consumer runs beside the transaction one, so scoring every transaction does not mean every label is in."""
     deadline = time.monotonic() + timeout_s
     while True:
         status = job.status()
-        partitions = status["partitions"].values()
-        if partitions and all(p["label_lag"] is not None and p["label_lag"] == p["held_labels"] for p in partitions):
+        partitions = status.partitions.values()
+        if partitions and all(p.label_lag is not None and p.label_lag == p.held_labels for p in partitions):
             return status
         if time.monotonic() > deadline:
-            raise AssertionError(f"labels not read to the end in {timeout_s}s: {json.dumps(status)[:2000]}")
+            raise AssertionError(f"labels not read to the end in {timeout_s}s: {_json(status)[:2000]}")
         time.sleep(0.5)
 
 

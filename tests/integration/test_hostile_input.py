@@ -158,14 +158,14 @@ def test_hostile_producer_loses_no_good_record_and_every_bad_one_is_dead_lettere
 
     job = job_factory(settings, actors=2)
     status = wait_scored(job, good_count + bad_tx, timeout_s=300)
-    totals = status["totals"]
-    assert totals["scored"] == good_count
-    assert totals["lag"] == 0 and all(p["lag"] == 0 for p in status["partitions"].values())
+    totals = status.totals
+    assert totals.scored == good_count
+    assert totals.lag == 0 and all(p.lag == 0 for p in status.partitions.values())
 
     letters = [decode_dead_letter(r.value) for r in asyncio.run(
         consume_all(settings, kafka_broker, settings.kafka.topics.dead_letters.name, timeout_s=60))]
     status = job.status()
-    assert status["totals"]["dead_letters"] == len(bad) == len(letters)
+    assert status.totals.dead_letters == len(bad) == len(letters)
     found = {(d.topic, d.partition, d.offset): d for d in letters}
     assert set(found) == set(positions)  # each at the position it was read from, none twice
     schema = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
@@ -179,10 +179,10 @@ def test_hostile_producer_loses_no_good_record_and_every_bad_one_is_dead_lettere
             assert letter.bytes_omitted and letter.value is None and letter.value_sha256 and letter.value_size > 50_000
     for letter in letters[:50] + [found[p] for p, (k, _) in positions.items() if k == "over_max_record_bytes"]:
         jsonschema.validate(json.loads(msgspec.json.encode(letter)), schema)
-    print(json.dumps({"produced_good": good_count, "produced_bad": len(bad), "scored": status["totals"]["scored"],
+    print(json.dumps({"produced_good": good_count, "produced_bad": len(bad), "scored": status.totals.scored,
                       "dead_letters": len(letters), "by_kind": dict(sorted(by_kind.items())),
                       "by_field": dict(collections.Counter(str(d.field) for d in letters))}), file=sys.stderr)
-    assert not any(a.get("error") for a in status["actors"]), [a.get("error") for a in status["actors"]]
+    assert not any(a.error for a in status.actors), [a.error for a in status.actors]
 
 
 def test_a_dead_letter_too_large_to_send_is_replaced_by_one_that_references_the_record(
@@ -210,7 +210,7 @@ def test_a_dead_letter_too_large_to_send_is_replaced_by_one_that_references_the_
     partition, offset = asyncio.run(send())
     job = job_factory(settings, actors=2)
     status = wait_scored(job, len(good) + 1, timeout_s=120)
-    assert status["totals"]["scored"] == len(good) and status["totals"]["dead_letters"] == 1
+    assert status.totals.scored == len(good) and status.totals.dead_letters == 1
     letters = [decode_dead_letter(r.value) for r in asyncio.run(
         consume_all(settings, kafka_broker, settings.kafka.topics.dead_letters.name))]
     assert len(letters) == 1
@@ -218,5 +218,5 @@ def test_a_dead_letter_too_large_to_send_is_replaced_by_one_that_references_the_
     assert (letter.partition, letter.offset) == (partition, offset)
     assert letter.bytes_omitted and letter.value is None and letter.value_size == len(garbage)
     assert "too large to send (MessageSizeTooLargeError)" in letter.error and "not valid JSON" in letter.error
-    replaced = sum(a["delivery"]["replaced_too_large"] for a in status["actors"])
-    assert replaced == 1 and all(a["delivery"]["state"] == "ok" for a in status["actors"])
+    replaced = sum(a.delivery.replaced_too_large for a in status.actors)
+    assert replaced == 1 and all(a.delivery.state == "ok" for a in status.actors)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -103,38 +102,38 @@ def test_an_outage_mid_stream_is_reported_honestly_and_loses_nothing(
         seen_waiting = None
         while time.monotonic() < deadline:
             status = job.status()
-            actors = status["actors"]
-            if all(a["kafka"]["state"] == "waiting" for a in actors):
+            actors = status.actors
+            if all(a.kafka.state == "waiting" for a in actors):
                 seen_waiting = status
                 break
             time.sleep(0.5)
-        assert seen_waiting is not None, json.dumps(status)[:3000]
-        for actor in seen_waiting["actors"]:
-            assert "waiting for Kafka" in (actor["error"] or ""), actor["error"]
-            assert actor["running"]
-        partitions = seen_waiting["partitions"].values()
-        assert all(p["lag"] is None and p["fetch_age_s"] > GRACE_S for p in partitions)
-        assert seen_waiting["totals"]["lag"] is None  # unknown, not 0
+        assert seen_waiting is not None, msgspec.json.encode(status).decode()[:3000]
+        for actor in seen_waiting.actors:
+            assert "waiting for Kafka" in (actor.error or ""), actor.error
+            assert actor.running
+        partitions = seen_waiting.partitions.values()
+        assert all(p.lag is None and p.fetch_age_s > GRACE_S for p in partitions)
+        assert seen_waiting.totals.lag is None  # unknown, not 0
         time.sleep(5)  # an outage of ~10 s in all
         proxy.restore()
         sender.join(timeout=120)
         assert not sender.is_alive()
         status = wait_scored(job, tx.num_rows, timeout_s=180)
-        assert status["totals"]["scored"] == tx.num_rows and status["totals"]["dead_letters"] == 0
+        assert status.totals.scored == tx.num_rows and status.totals.dead_letters == 0
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(a["error"] for a in status["actors"]):
+        while time.monotonic() < deadline and any(a.error for a in status.actors):
             time.sleep(0.5)
             status = job.status()
-        for actor in status["actors"]:
-            assert actor["error"] is None and actor["kafka"]["state"] == "ok", actor["error"]
-            assert actor["kafka"]["outages"] == 1 and actor["delivery"]["state"] == "ok"
-            assert actor["last_error"] is not None  # what happened stays visible after it cleared
+        for actor in status.actors:
+            assert actor.error is None and actor.kafka.state == "ok", actor.error
+            assert actor.kafka.outages == 1 and actor.delivery.state == "ok"
+            assert actor.last_error is not None  # what happened stays visible after it cleared
         # sends in flight when Kafka went away were retried until acknowledged, not dropped
-        assert sum(a["delivery"]["retried"] for a in status["actors"]) > 0
+        assert sum(a.delivery.retried for a in status.actors) > 0
         alerts = [decode_alert(r.value) for r in asyncio.run(
             consume_all(settings, proxy.address, settings.kafka.topics.alerts.name))]
         ids = {a.alert_id for a in alerts}
-        assert len(ids) == status["totals"]["alerts"] > 0  # every alert there (a retried send may repeat one)
+        assert len(ids) == status.totals.alerts > 0  # every alert there (a retried send may repeat one)
         wait_labels_read(job)
         digests = _digests(job)
     finally:
@@ -161,7 +160,7 @@ def test_a_drain_while_kafka_is_down_checkpoints_nothing_past_undelivered_output
         time.sleep(2.0)
     finally:
         final = first.drain()  # with Kafka away: whatever was not delivered is not checkpointed
-    stopped = [a for a in final["actors"] if "replay from their last checkpoint" in (a.get("error") or "")]
+    stopped = [a for a in final.actors if "replay from their last checkpoint" in (a.error or "")]
     proxy.restore()
     sender.join(timeout=120)
     second = StreamJob(settings, proxy.address)
@@ -174,9 +173,9 @@ def test_a_drain_while_kafka_is_down_checkpoints_nothing_past_undelivered_output
             consume_all(settings, proxy.address, settings.kafka.topics.alerts.name))}
     finally:
         second.drain()
-    assert status["totals"]["scored"] >= tx.num_rows  # at least once: replayed records count again
+    assert status.totals.scored >= tx.num_rows  # at least once: replayed records count again
     reference_digests, reference = _reference_run(settings, proxy.address)
     assert digests == reference_digests
     assert reference <= alerts, f"{len(reference - alerts)} alerts missing"
-    assert stopped or status["totals"]["scored"] == tx.num_rows, final
+    assert stopped or status.totals.scored == tx.num_rows, final
 

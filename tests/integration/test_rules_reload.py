@@ -28,7 +28,7 @@ def _write(path: Path, rules: str) -> None:
 
 
 def _rules_versions(job) -> set[str | None]:
-    return {actor.get("rules_version") for actor in job.status()["actors"]}
+    return {actor.rules_version for actor in job.status().actors}
 
 
 def test_a_changed_rules_file_is_applied_while_running_and_a_bad_one_refused(
@@ -70,7 +70,7 @@ def test_a_changed_rules_file_is_applied_while_running_and_a_bad_one_refused(
 
         produce(settings, kafka_broker, rest, history.labels)
         status = wait_scored(job, table.num_rows)
-        assert status["totals"]["scored"] == table.num_rows
+        assert status.totals.scored == table.num_rows
         alerts = [decode_alert(r.value) for r in asyncio.run(
             consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))]
         new = [a for a in alerts if a.alert_id not in seen_before]
@@ -85,7 +85,7 @@ def test_a_changed_rules_file_is_applied_while_running_and_a_bad_one_refused(
         # an invalid edit is refused with one line; the actors keep deciding with the last good rules
         _write(rules_file, '  - {name: typo, when: "amountt > 5", action: review, score: 0.97}\n')
         deadline = time.monotonic() + 30
-        while "amountt" not in (error := job.status()["rules_file"]["error"] or ""):
+        while "amountt" not in (error := job.status().rules_file.error or ""):
             assert time.monotonic() < deadline, f"the invalid rules file was not reported: {error!r}"
             time.sleep(0.2)
         assert "\n" not in error

@@ -73,7 +73,7 @@ def test_actors_serve_the_champion_and_switch_versions_mid_stream(
 
     produce(settings, kafka_broker, first, None)
     job = job_factory(settings, actors=2)
-    assert job.serving is not None and job.serving["champion"] == v1
+    assert job.serving is not None and job.serving.champion == v1
     status = wait_scored(job, first.num_rows)
     before = _alerts(settings, kafka_broker)
     assert before, "the first half raised no alert"
@@ -85,23 +85,23 @@ def test_actors_serve_the_champion_and_switch_versions_mid_stream(
     promote(client, "fraud-classifier", registry["versions"][0], "challenger", force=True)
     deadline = time.monotonic() + 60
     while True:
-        served = [a["serving"] for a in job.status()["actors"]]
-        if all(s["champion"] == v2 and s["challenger"] == v1 for s in served):
+        served = [a.serving for a in job.status().actors]
+        if all(s.champion == v2 and s.challenger == v1 for s in served):
             break
         assert time.monotonic() < deadline, served
         time.sleep(0.3)
-    assert all(s["swaps"] == 1 and s["error"] is None for s in served)
+    assert all(s.swaps == 1 and s.error is None for s in served)
 
     produce(settings, kafka_broker, rest, None)
     status = wait_scored(job, table.num_rows)
-    assert status["totals"]["scored"] == table.num_rows  # nothing lost, nothing scored twice across the swap
+    assert status.totals.scored == table.num_rows  # nothing lost, nothing scored twice across the swap
     after = [a for a in _alerts(settings, kafka_broker) if a.alert_id not in {b.alert_id for b in before}]
     assert after, "the second half raised no alert"
     assert {a.model_versions["classifier"] for a in after} == {v2}
     assert {a.model_versions["challenger"] for a in after} == {v1}
     assert all(a.challenger_score is not None and 0.0 <= a.challenger_score <= 1.0 for a in after)
-    shadow = sum(p["challenger_alerts"] for p in status["partitions"].values())
-    agreed = sum(p["challenger_agreed"] for p in status["partitions"].values())
+    shadow = sum(p.challenger_alerts for p in status.partitions.values())
+    agreed = sum(p.challenger_agreed for p in status.partitions.values())
     assert 0 <= agreed <= shadow
     transactions_after = set(rest.column("transaction_id").to_pylist())
     assert all(a.transaction_id in transactions_after for a in after)
@@ -142,6 +142,6 @@ def test_a_store_with_no_model_yet_waits_when_told_to(stream_settings, registry,
     produce(waiting, kafka_broker, small, None)
     job = job_factory(waiting, actors=1)
     status = wait_scored(job, small.num_rows)
-    assert status["totals"]["scored"] == small.num_rows
-    assert status["actors"][0]["serving"]["champion"] is None
+    assert status.totals.scored == small.num_rows
+    assert status.actors[0].serving.champion is None
     assert not (tmp_path / "none.db").exists()  # waiting does not create a store

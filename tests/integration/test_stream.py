@@ -96,18 +96,18 @@ def test_every_transaction_scored_alerts_valid_and_on_fraud(
     report = _produce(settings, kafka_broker, history.transactions, history.labels)
     job = job_factory(settings, actors=2)
     status = _wait_scored(job, report.transactions)
-    totals = status["totals"]
-    assert totals["scored"] == report.transactions
-    assert totals["terminal_stale"] == 0, totals["terminal_stale"]
-    assert totals["dead_letters"] == 0
-    assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-0-1"}
-    for actor in status["actors"]:  # where each loop's time went, phase by phase
-        score = actor["phase_ms"]["score"]
-        assert score["samples"] > 0 and 0.0 <= score["p50"] <= score["max"]
-        assert {"poll", "ack", "commit", "checkpoint"} <= set(actor["phase_ms"])
+    totals = status.totals
+    assert totals.scored == report.transactions
+    assert totals.terminal_stale == 0, totals.terminal_stale
+    assert totals.dead_letters == 0
+    assert {p.actor for p in status.partitions.values()} == {"scoring-0-0", "scoring-0-1"}
+    for actor in status.actors:  # where each loop's time went, phase by phase
+        score = actor.phase_ms["score"]
+        assert score.samples > 0 and 0.0 <= score.p50 <= score.max
+        assert {"poll", "ack", "commit", "checkpoint"} <= set(actor.phase_ms)
 
     alerts = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
-    assert len(alerts) == totals["alerts"] > 0
+    assert len(alerts) == totals.alerts > 0
     schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
     decoded = []
     for record in alerts:
@@ -141,9 +141,9 @@ def test_without_alignment_a_backlog_runs_ahead_of_the_terminal_table(
     settings = stream_settings(terminal_alignment=False)
     report = _produce(settings, kafka_broker, history.transactions, history.labels)
     job = job_factory(settings, actors=2)
-    totals = _wait_scored(job, report.transactions)["totals"]
-    assert totals["scored"] == report.transactions
-    assert totals["terminal_stale"] > report.transactions // 10, totals["terminal_stale"]
+    totals = _wait_scored(job, report.transactions).totals
+    assert totals.scored == report.transactions
+    assert totals.terminal_stale > report.transactions // 10, totals.terminal_stale
 
 
 def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings, kafka_broker, history, job_factory) -> None:
@@ -154,7 +154,7 @@ def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings
     _produce(settings, kafka_broker, first, None)
     _wait_scored(job, first.num_rows)
     deadline = time.monotonic() + 30  # every partition has a checkpoint of the first half
-    while not all(p["checkpoint_seq"] > 0 for p in job.status()["partitions"].values()):
+    while not all(p.checkpoint_seq > 0 for p in job.status().partitions.values()):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     alerts_before = asyncio.run(_consume_all(settings, kafka_broker, settings.kafka.topics.alerts.name))
@@ -167,15 +167,15 @@ def test_killed_actor_restarts_from_checkpoint_and_loses_nothing(stream_settings
     producer.join()
     status = _wait_scored(job, table.num_rows)
 
-    partitions = status["partitions"].values()
-    assert all(p["lag"] == 0 for p in partitions)
-    assert sum(p["next_offset"] for p in partitions) == table.num_rows  # every offset scored at least once
+    partitions = status.partitions.values()
+    assert all(p.lag == 0 for p in partitions)
+    assert sum(p.next_offset for p in partitions) == table.num_rows  # every offset scored at least once
     # the restarted actor restored its partitions from their checkpoints (status may lag the restart a tick)
     deadline = time.monotonic() + 30
-    while not any(p["restored_from"] is not None for p in status["partitions"].values()):
+    while not any(p.restored_from is not None for p in status.partitions.values()):
         assert time.monotonic() < deadline, json.dumps(
-            {"actors": [{k: a.get(k) for k in ("actor", "pid", "restarted", "restarts", "error")} for a in status["actors"]],
-             "partitions": status["partitions"], "events": status["events"]})[:3000]
+            {"actors": [{k: getattr(a, k) for k in ("actor", "pid", "restarted", "restarts", "error")} for a in status.actors],
+             "partitions": msgspec.to_builtins(status.partitions), "events": msgspec.to_builtins(status.events)})[:3000]
         time.sleep(0.5)
         status = job.status()
     wait_labels_read(job)  # the digests cover the pending labels
@@ -201,12 +201,12 @@ def test_stop_and_start_resumes_from_checkpoints_without_rescoring(stream_settin
 
     second = job_factory(settings, actors=2)
     status = second.status()
-    assert all(p["restored_from"] is not None for p in status["partitions"].values())
-    assert sum(p["next_offset"] for p in status["partitions"].values()) == first.num_rows
+    assert all(p.restored_from is not None for p in status.partitions.values())
+    assert sum(p.next_offset for p in status.partitions.values()) == first.num_rows
     _produce(settings, kafka_broker, rest, None)
     status = _wait_scored(second, table.num_rows)
     # counters come back with the checkpoints: scored exactly once over both runs
-    assert status["totals"]["scored"] == table.num_rows
+    assert status.totals.scored == table.num_rows
 
 
 def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(stream_settings, kafka_broker, history, job_factory) -> None:
@@ -234,8 +234,8 @@ def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(stream_setti
     _produce(settings, kafka_broker, good.slice(250), None)
     job = job_factory(settings, actors=2)
     status = _wait_scored(job, good.num_rows + len(bad_values))
-    assert status["totals"]["scored"] == good.num_rows
-    assert status["totals"]["dead_letters"] == len(bad_values)
+    assert status.totals.scored == good.num_rows
+    assert status.totals.dead_letters == len(bad_values)
 
     letters = [decode_dead_letter(r.value) for r in asyncio.run(
         _consume_all(settings, kafka_broker, settings.kafka.topics.dead_letters.name))]
@@ -257,11 +257,11 @@ def test_rescale_one_to_two_actors_moves_state_with_partitions(stream_settings, 
     producer.start()
     time.sleep(1.5)
     status = job.rescale(2)
-    assert status["plan"] == [[0, 2], [1, 3]]
+    assert status.plan == [[0, 2], [1, 3]]
     producer.join()
     status = _wait_scored(job, table.num_rows)
-    assert status["totals"]["scored"] == table.num_rows  # nothing lost, nothing scored twice
-    assert {p["actor"] for p in status["partitions"].values()} == {"scoring-0-0", "scoring-1-1"}
+    assert status.totals.scored == table.num_rows  # nothing lost, nothing scored twice
+    assert {p.actor for p in status.partitions.values()} == {"scoring-0-0", "scoring-1-1"}
     wait_labels_read(job)  # the digests cover the pending labels
     assert _digests(job) == _reference_digests(settings, kafka_broker)
 
@@ -279,8 +279,8 @@ def test_partial_checkpoint_is_never_loaded(stream_settings, kafka_broker, histo
             ray.kill(actor, no_restart=False)
     producer.join()
     status = _wait_scored(job, table.num_rows, timeout_s=180)
-    partitions = status["partitions"].values()
-    assert sum(p["next_offset"] for p in partitions) == table.num_rows
+    partitions = status.partitions.values()
+    assert sum(p.next_offset for p in partitions) == table.num_rows
     wait_labels_read(job)  # the digests cover the pending labels
     assert _digests(job) == _reference_digests(settings, kafka_broker)
     store = _store(settings, kafka_broker)
@@ -325,9 +325,9 @@ def test_checkpoints_of_another_kafka_cluster_are_not_resumed(
     _produce(fresh, kafka_broker, small, None)
     second = job_factory(fresh, actors=1)
     status = _wait_scored(second, small.num_rows)
-    assert status["totals"]["scored"] == small.num_rows  # a fresh start: no state, no counters carried over
-    assert status["totals"]["offset_gaps"] == 0
-    assert all(p["restored_from"] is None for p in status["partitions"].values())
+    assert status.totals.scored == small.num_rows  # a fresh start: no state, no counters carried over
+    assert status.totals.offset_gaps == 0
+    assert all(p.restored_from is None for p in status.partitions.values())
 
 
 def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap(
@@ -340,10 +340,10 @@ def test_checkpoint_beyond_the_log_end_resumes_from_the_start_and_counts_the_gap
     _produce(fresh, kafka_broker, small, None)
     second = job_factory(fresh, actors=1)
     status = _wait_scored(second, table.num_rows + small.num_rows)
-    totals = status["totals"]
-    assert totals["offset_gaps"] > 0
-    assert totals["scored"] == table.num_rows + small.num_rows  # restored counters + the new log, whole
-    assert all(p["next_offset"] == p["highwater"] for p in status["partitions"].values())
+    totals = status.totals
+    assert totals.offset_gaps > 0
+    assert totals.scored == table.num_rows + small.num_rows  # restored counters + the new log, whole
+    assert all(p.next_offset == p.highwater for p in status.partitions.values())
 
 
 def test_terminal_seen_from_every_partition_agrees_across_actors_and_with_offline(
@@ -391,8 +391,8 @@ def test_terminal_seen_from_every_partition_agrees_across_actors_and_with_offlin
     deadline = time.monotonic() + 60  # until every actor's broadcast table is complete
     while True:
         status = job.status()
-        done = [a["broadcast_complete_through_ms"] for a in status["actors"]]
-        labels_done = sum(p["labels_applied"] for p in status["partitions"].values()) == len(labels)
+        done = [a.broadcast_complete_through_ms for a in status.actors]
+        labels_done = sum(p.labels_applied for p in status.partitions.values()) == len(labels)
         if labels_done and all(c >= end for c in done):
             break
         assert time.monotonic() < deadline, status

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from actors.messages import ActorStatus, JobStatus, JobTotals
 from pipelines.demo import Dashboard, DemoOptions, Stall, demo_settings
 from pipelines.scoreboard import GroundTruth, Scoreboard
 
 
-def _status(scored: int, lag: int, alerts: int = 0, errors: tuple[str, ...] = ()) -> dict:
-    return {"totals": {"scored": scored, "lag": lag, "alerts": alerts},
-            "actors": [{"actor": f"scoring-{i}", "error": e} for i, e in enumerate(errors)]}  # fmt: skip
+def _status(scored: int, lag: int, alerts: int = 0, errors: tuple[str, ...] = ()) -> JobStatus:
+    totals = JobTotals(scored=scored, alerts=alerts, dead_letters=0, rekeyed=0, labels_applied=0, lag=lag,
+                       offset_gaps=0, late_events=0, terminal_stale=0)
+    return JobStatus(time=0.0, actors=[ActorStatus(actor=f"scoring-{i}", error=e) for i, e in enumerate(errors)],
+                     partitions={}, totals=totals, events_per_s=0.0, plan=[], stage_plan=[], events=[])
 
 
 def test_each_run_gets_its_own_store_checkpoints_and_embedded_broker(tmp_path: Path) -> None:
