@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -23,6 +23,22 @@ log = logging.getLogger(__name__)
 
 #: Longest the broker may hold a fetch that finds no data.
 FETCH_MAX_WAIT_MS = 5
+
+
+class TopicNames(NamedTuple):
+    """The topics an actor reads and writes, and the terminal stage's partition count."""
+
+    transactions: str
+    labels: str
+    deltas: str
+    risk: str
+    stage_count: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        topics = settings.kafka.topics
+        return cls(topics.transactions.name, topics.labels.name, topics.terminal_deltas.name,
+                   topics.terminal_risk.name, topics.terminal_deltas.partitions)  # fmt: skip
 
 
 @dataclass

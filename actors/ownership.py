@@ -22,7 +22,7 @@ import logging
 from aiokafka import TopicPartition
 
 from actors.checkpointing import Checkpointer
-from actors.clients import Clients
+from actors.clients import Clients, TopicNames
 from actors.messages import PartitionCheckpointMeta, StageCheckpointMeta
 from actors.partition import PartitionProcessor
 from actors.reloads import Reloads
@@ -44,12 +44,7 @@ class Ownership:
         self.checkpoints = checkpoints
         self.broadcast = broadcast
         self.reloads = reloads
-        topics = settings.kafka.topics
-        self.tx_topic = topics.transactions.name
-        self.label_topic = topics.labels.name
-        self.deltas_topic = topics.terminal_deltas.name
-        self.risk_topic = topics.terminal_risk.name
-        self.stage_count = topics.terminal_deltas.partitions
+        self.tx_topic, self.label_topic, self.deltas_topic, self.risk_topic, self.stage_count = TopicNames.of(settings)
         self.processors: dict[int, PartitionProcessor] = {}
         #: The terminal.deltas partitions this actor aggregates, and where each is read.
         self.stages: dict[int, TerminalStage] = {}

@@ -20,7 +20,7 @@ from typing import Protocol
 from aiokafka import TopicPartition
 
 from actors.checkpointing import Checkpointer
-from actors.clients import Clients
+from actors.clients import Clients, TopicNames
 from actors.delivery import Outgoing
 from actors.ownership import Ownership
 from actors.terminal_stage import IDLE, UNKNOWN, BroadcastRisk, decode_delta_batch, decode_risk_update
@@ -53,12 +53,7 @@ class TerminalIO:
         self.ownership = ownership
         self.checkpoints = checkpoints
         self.broadcast = broadcast
-        topics = settings.kafka.topics
-        self.tx_topic = topics.transactions.name
-        self.label_topic = topics.labels.name
-        self.deltas_topic = topics.terminal_deltas.name
-        self.risk_topic = topics.terminal_risk.name
-        self.stage_count = topics.terminal_deltas.partitions
+        self.tx_topic, self.label_topic, self.deltas_topic, self.risk_topic, self.stage_count = TopicNames.of(settings)
         #: Progress last sent to the stage, per owned partition; completeness last published, per owned stage.
         self._progress_sent: dict[int, int] = {}
         self._stage_sent: dict[int, int] = {}
