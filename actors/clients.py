@@ -41,6 +41,23 @@ class TopicNames(NamedTuple):
                    topics.terminal_risk.name, topics.terminal_deltas.partitions)  # fmt: skip
 
 
+def kafka_access(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """What the scoring actors do on each topic, as Kafka ACL operations (the job's start asks the brokers
+    whether its principal may, before any actor starts): they read transactions and labels, write alerts
+    and dead letters, read and write the terminal stage's topics, and write transactions again when
+    ``stream.wrong_key`` is ``rekey``."""
+    topics = settings.kafka.topics
+    needs: dict[str, tuple[str, ...]] = {
+        topics.transactions.name: ("Read", "Write") if settings.stream.wrong_key == "rekey" else ("Read",),
+        topics.labels.name: ("Read",),
+        topics.alerts.name: ("Write",),
+        topics.dead_letters.name: ("Write",),
+    }
+    for stage in (topics.terminal_deltas.name, topics.terminal_risk.name):
+        needs[stage] = ("Read", "Write")
+    return needs
+
+
 @dataclass
 class Clients:
     """The consumer (explicit assignment), the producer, this cluster's checkpoint store and the Ray metrics

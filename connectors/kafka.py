@@ -7,19 +7,34 @@ only the settings differ.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import sys
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from configs import KafkaSettings, ProducerSettings, TopicSettings
+from connectors.kafka_checks import (
+    CLUSTER_AUTHORIZATION_FAILED,
+    PROBE_TIMEOUT_S,
+    TOPIC_ALREADY_EXISTS,
+    TOPIC_AUTHORIZATION_FAILED,
+    access_denied_message,
+    configs_unreadable_notice,
+    create_denied_message,
+    create_failed_message,
+    denied_operations,
+    describe_access,
+    principal,
+    probe_connection,
+    unreachable_message,
+)
 
 
 class KafkaSetupError(RuntimeError):
@@ -99,8 +114,11 @@ async def wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None =
 async def _wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None, timeout_s: float) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: BaseException | None = None
+    reasons: list[str] = []
+    options = client_kwargs(kafka, bootstrap_servers)
+    servers = options["bootstrap_servers"]
     while asyncio.get_running_loop().time() < deadline:
-        admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+        admin = AIOKafkaAdminClient(**options)
         try:
             await admin.start()
             await admin.describe_cluster()
@@ -109,12 +127,14 @@ async def _wait_until_ready(kafka: KafkaSettings, bootstrap_servers: str | None,
             last = exc
         finally:
             await admin.close()
+        # aiokafka says only "Unable to bootstrap": one connection of our own tells a refused login or
+        # certificate (which no retry mends: stop now) from a broker not up yet (wait on)
+        left = deadline - asyncio.get_running_loop().time()
+        fatal, reasons = await probe_connection(kafka, servers.split(","), options, min(PROBE_TIMEOUT_S, max(left, 1.0)))
+        if fatal is not None:
+            raise KafkaSetupError(fatal)
         await asyncio.sleep(0.2)
-    servers = bootstrap_servers or ",".join(kafka.bootstrap_servers)
-    raise KafkaSetupError(
-        f"Kafka at {servers} did not answer within {timeout_s:.0f}s ({last!r}); "
-        "check kafka.bootstrap_servers and kafka.security_protocol"
-    )
+    raise KafkaSetupError(unreachable_message(servers, timeout_s, reasons, last))
 
 
 async def cluster_id(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> str | None:
@@ -129,30 +149,42 @@ async def cluster_id(kafka: KafkaSettings, bootstrap_servers: str | None = None)
 
 
 async def ensure_topics(
-    kafka: KafkaSettings, bootstrap_servers: str | None = None, topics: list[TopicSettings] | None = None
+    kafka: KafkaSettings,
+    bootstrap_servers: str | None = None,
+    topics: list[TopicSettings] | None = None,
+    access: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, int]:
     """Create the configured topics when missing (with their configs); return name -> partition count.
 
+    ``access``: the operations (``Read``, ``Write``) the caller will perform on each topic, by name. Where
+    the brokers tell what the principal may do (Kafka's authorizer), a topic it may not describe, or not
+    read or write as needed, stops here in one line naming the topic, the operation and the principal;
+    so does a missing topic it may not create. Every topic needs Describe.
+
     An existing topic with a different partition count is an error: keys would
     land on other partitions than the state that belongs to them. An existing
-    topic whose configs differ is left alone, with a warning on stderr.
+    topic whose configs differ is left alone, with a warning on stderr (a notice
+    instead when the principal may not read topic configs).
     """
     wanted = topics if topics is not None else kafka.topics.all()
-    admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+    options = client_kwargs(kafka, bootstrap_servers)
+    servers = options["bootstrap_servers"]
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        described = await describe_access(admin, [t.name for t in wanted])
+        if described is not None:
+            needs = {t.name: tuple((access or {}).get(t.name, ())) for t in wanted}
+            denied = denied_operations(described, needs)
+            if denied:
+                raise KafkaSetupError(access_denied_message(principal(kafka), servers, denied))
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another client created one meanwhile
-                await admin.create_topics([
-                    NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor,
-                             topic_configs=t.kafka_configs())
-                    for t in missing
-                ])  # fmt: skip
+            await _create_topics(admin, kafka, servers, missing)
         counts = await partition_counts(kafka, bootstrap_servers, [t.name for t in wanted])
-        for message in await _config_differences(admin, [t for t in wanted if t.configs and t.name in existing]):
-            print(f"warning: {message}", file=sys.stderr)
+        for message in await _config_differences(admin, kafka, [t for t in wanted if t.configs and t.name in existing]):
+            print(message, file=sys.stderr)
     finally:
         await admin.close()
     for topic in wanted:
@@ -164,7 +196,28 @@ async def ensure_topics(
     return counts
 
 
-async def _config_differences(admin: AIOKafkaAdminClient, topics: list[TopicSettings]) -> list[str]:
+async def _create_topics(admin: AIOKafkaAdminClient, kafka: KafkaSettings, servers: str,
+                         missing: list[TopicSettings]) -> None:
+    """Create the missing topics; KafkaSetupError (one line) for each kind of refusal but "exists already"
+    (another client created it meanwhile)."""
+    answer = await admin.create_topics([
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor,
+                 topic_configs=t.kafka_configs())
+        for t in missing
+    ])  # fmt: skip
+    errors = {  # (topic, error code[, message]): version 0 of the answer has no message
+        name: (code, rest[0] if rest else None)
+        for name, code, *rest in answer.topic_errors if code not in (0, TOPIC_ALREADY_EXISTS)
+    }  # fmt: skip
+    denied = [t for t in missing if errors.get(t.name, (0, None))[0] in (TOPIC_AUTHORIZATION_FAILED,
+                                                                          CLUSTER_AUTHORIZATION_FAILED)]
+    if denied:
+        raise KafkaSetupError(create_denied_message(principal(kafka), servers, denied))
+    if errors:
+        raise KafkaSetupError(create_failed_message(servers, [(n, code, text) for n, (code, text) in errors.items()]))
+
+
+async def _config_differences(admin: AIOKafkaAdminClient, kafka: KafkaSettings, topics: list[TopicSettings]) -> list[str]:
     """One line per existing topic whose configs differ from the settings (the job never alters a topic)."""
     if not topics:
         return []
@@ -173,21 +226,31 @@ async def _config_differences(admin: AIOKafkaAdminClient, topics: list[TopicSett
             [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in topics]  # all: Tansu drops named lookups
         )
     except (KafkaError, OSError) as exc:  # a broker that cannot describe configs: say so, do not stop
-        return [f"could not read the configs of {', '.join(t.name for t in topics)} ({exc!r})"]
+        return [f"warning: could not read the configs of {', '.join(t.name for t in topics)} ({exc!r})"]
     actual: dict[str, dict[str, str]] = {}
+    unauthorized: list[str] = []
+    lines = []
     for answer in answers:
         for resource in answer.resources:
-            name, entries = resource[3], resource[4]
-            actual[name] = {entry[0]: entry[1] for entry in entries}
-    lines = []
+            code, text, name, entries = resource[0], resource[1], resource[3], resource[4]
+            if code == TOPIC_AUTHORIZATION_FAILED:
+                unauthorized.append(name)
+            elif code:
+                lines.append(f"warning: could not read the configs of {name!r} (error {code}: {text})")
+            else:
+                actual[name] = {entry[0]: entry[1] for entry in entries}
+    if unauthorized:  # an ACL choice, not a difference: one line for all of them
+        lines.append(configs_unreadable_notice(principal(kafka), [t.name for t in topics if t.name in unauthorized]))
     for topic in topics:
-        found = actual.get(topic.name, {})
+        if topic.name not in actual:
+            continue
+        found = actual[topic.name]
         for key, value in topic.kafka_configs().items():
             if found.get(key) != value:
                 lines.append(
-                    f"topic {topic.name!r} exists with {key}={found.get(key, 'unset')}, the config says {value}; "
-                    f"the job does not change existing topics: kafka-configs.sh --alter --entity-type topics "
-                    f"--entity-name {topic.name} --add-config {key}={value}"
+                    f"warning: topic {topic.name!r} exists with {key}={found.get(key, 'unset')}, the config says "
+                    f"{value}; the job does not change existing topics: kafka-configs.sh --alter --entity-type "
+                    f"topics --entity-name {topic.name} --add-config {key}={value}"
                 )
     return lines
 

@@ -179,6 +179,7 @@ class StreamJob:
         ``actors`` scoring actors (None: stream.actors); a failure after Ray started leaves nothing running."""
         import ray
 
+        from actors.clients import kafka_access
         from actors.controller import NAMESPACE, Controller, controller_name
         from connectors.checkpoint import CheckpointStore
 
@@ -192,7 +193,9 @@ class StreamJob:
             # features stops here, in one line, before any actor starts
             self.serving = check_serving(self.settings)
         asyncio.run(wait_until_ready(self.settings.kafka, self.bootstrap_servers))
-        asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers))
+        # a principal that may not read or write a topic of the job stops here: an actor's consumer would
+        # retry "not authorized" forever
+        asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers, access=kafka_access(self.settings)))
         self.started_ray = not ray.is_initialized()
         try:
             connect_ray(self.settings)
