@@ -717,24 +717,12 @@ class KafkaCluster:
     def add_acls(self, acl_args: Sequence[Sequence[str]], timeout_s: float = 120) -> None:
         """``kafka-acls --add`` for each argument list, over the PLAINTEXT listener of broker 1."""
         server = f"{LOOPBACK}:{self.brokers[0].ports['PLAINTEXT']}"
-        procs = [
-            (args, subprocess.Popen(
-                self._java_command(None, "org.apache.kafka.tools.AclCommand", "--bootstrap-server", server,
-                                   "--add", "--force", *args),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True))
+        _run_all([
+            (f"kafka-acls {' '.join(args)}",
+             self._java_command(None, "org.apache.kafka.tools.AclCommand", "--bootstrap-server", server,
+                                "--add", "--force", *args))
             for args in acl_args
-        ]
-        errors = []
-        for args, proc in procs:
-            try:
-                out, _ = proc.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            if proc.returncode != 0:
-                errors.append(f"kafka-acls {' '.join(args)} (exit {proc.returncode}):\n{out[-1500:]}")
-        if errors:
-            raise KafkaClusterError("\n".join(errors))
+        ], timeout_s)  # fmt: skip
 
     # -- internals ----------------------------------------------------------------------------------
     def _java_command(self, broker: Broker | None, main: str, *args: str) -> list[str]:
@@ -857,23 +845,30 @@ class KafkaCluster:
         """``kafka-storage format`` of every node (concurrently), with the SCRAM users in the first metadata."""
         scram = [arg for user in self.users.values()
                  for arg in ("--add-scram", f"{MECHANISM}=[name={user.name},password={user.password}]")]
-        procs = []
-        for broker in self.brokers:
-            command = self._java_command(None, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id,
-                                         "--config", str(broker.config_file), "--ignore-formatted", *scram)
-            procs.append((broker, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, text=True)))
-        errors = []
-        for broker, proc in procs:
-            try:
-                out, _ = proc.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            if proc.returncode != 0:
-                errors.append(f"format of broker {broker.node_id} failed (exit {proc.returncode}):\n{out[-1500:]}")
-        if errors:
-            raise KafkaClusterError("\n".join(errors))
+        _run_all([
+            (f"format of broker {broker.node_id}",
+             self._java_command(None, "kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id,
+                                "--config", str(broker.config_file), "--ignore-formatted", *scram))
+            for broker in self.brokers
+        ], timeout_s)  # fmt: skip
+
+
+def _run_all(commands: list[tuple[str, list[str]]], timeout_s: float) -> None:
+    """Run the (what, command) pairs at once; KafkaClusterError with each failure's output tail."""
+    procs = [(what, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, text=True))
+             for what, command in commands]  # fmt: skip
+    errors = []
+    for what, proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(f"{what} failed (exit {proc.returncode}):\n{out[-1500:]}")
+    if errors:
+        raise KafkaClusterError("\n".join(errors))
 
 
 def java_processes_of(workdir: Path) -> list[int]:
