@@ -77,10 +77,10 @@ class TopicsSettings(_Section, frozen=True):
     dead_letters: TopicSettings = TopicSettings(name="transactions.dlq", partitions=1)
     #: Per-terminal updates from every scoring partition, routed by terminal (the keyed stage's input).
     terminal_deltas: TopicSettings = TopicSettings(name="terminal.deltas", partitions=4)
-    #: The stage's current per-terminal state, read whole by every scoring actor: compacted (latest per terminal).
-    terminal_risk: TopicSettings = TopicSettings(
-        name="terminal.risk", partitions=4, configs={"cleanup.policy": "compact"}
-    )
+    #: The stage's per-terminal updates, read whole by every scoring actor at its start. Kept by time, never
+    #: compacted: a record is a batch of changed terminals without a key, which Kafka refuses on a compacted
+    #: topic; its ``retention.ms`` must cover the features' longest look-back (:meth:`Settings.__post_init__`).
+    terminal_risk: TopicSettings = TopicSettings(name="terminal.risk", partitions=4)
 
     def all(self) -> list[TopicSettings]:
         return [self.transactions, self.labels, self.alerts, self.dead_letters, self.terminal_deltas, self.terminal_risk]
@@ -101,6 +101,18 @@ class TopicsSettings(_Section, frozen=True):
                 f"({self.terminal_risk.partitions} != {self.terminal_deltas.partitions}): "
                 "each stage partition publishes to the risk partition of the same number"
             )
+        for key, topic in self.keyless().items():
+            if "compact" in str(topic.configs.get("cleanup.policy", "")):
+                raise ValueError(
+                    f"{key}.configs.cleanup.policy: compact is not possible, the job writes this topic's records "
+                    "without a key and Kafka refuses keyless records on a compacted topic; use delete (the default)"
+                )
+
+    def keyless(self) -> dict[str, TopicSettings]:
+        """The topics the job writes without a key (by settings key): dead letters and the terminal stage's
+        two, routed by partition number. None may be compacted."""
+        return {"dead_letters": self.dead_letters, "terminal_deltas": self.terminal_deltas,
+                "terminal_risk": self.terminal_risk}  # fmt: skip
 
 
 class KafkaSettings(_Section, frozen=True):
@@ -701,6 +713,30 @@ class Settings(_Section, frozen=True):
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     backtest: BacktestSettings = BacktestSettings()
+
+    def __post_init__(self) -> None:
+        retention = self.kafka.topics.terminal_risk.configs.get("retention.ms")
+        needed = risk_retention_ms(self.features)
+        if retention is not None and 0 <= int(retention) < needed:
+            raise ValueError(
+                f"kafka.topics.terminal_risk.configs.retention.ms: {retention} is shorter than the features' "
+                f"look-back ({needed} ms: label_delay_days + the longest entity window, or terminal_window_days, "
+                "plus allowed_lateness_s); an actor starting later would miss terminal updates: raise it or "
+                "use -1 (no limit)"
+            )
+
+
+def risk_retention_ms(features: FeatureSettings) -> int:
+    """How long terminal.risk must keep an update: the longest a feature looks back at a terminal's history.
+
+    >>> risk_retention_ms(FeatureSettings())  # 7 days of label delay + a 30-day window + a day, + 300 s lateness
+    3283500000
+    """
+    day = 86_400_000
+    entity = features.label_delay_days + max(features.entity_windows_days, default=0) if features.entity_kinds else 0
+    days = max(features.terminal_window_days, entity)
+    # a day more: the windows end at the last day closed, up to a day before their nominal end
+    return int((days + 1) * day) + features.allowed_lateness_s * 1000
 
 
 _AT_PATH = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)

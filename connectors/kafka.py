@@ -26,6 +26,7 @@ from connectors.kafka_checks import (
     TOPIC_ALREADY_EXISTS,
     TOPIC_AUTHORIZATION_FAILED,
     access_denied_message,
+    compacted_message,
     configs_unreadable_notice,
     create_denied_message,
     create_failed_message,
@@ -183,7 +184,13 @@ async def ensure_topics(
         if missing:
             await _create_topics(admin, kafka, servers, missing)
         counts = await partition_counts(kafka, bootstrap_servers, [t.name for t in wanted])
-        for message in await _config_differences(admin, kafka, [t for t in wanted if t.configs and t.name in existing]):
+        keyless = {t.name for t in kafka.topics.keyless().values()}
+        described_topics = [t for t in wanted if (t.configs or t.name in keyless) and t.name in existing]
+        actual, messages = await _existing_configs(admin, kafka, described_topics)
+        compacted = [name for name in sorted(keyless & set(actual)) if "compact" in actual[name].get("cleanup.policy", "")]
+        if compacted:
+            raise KafkaSetupError(compacted_message(servers, compacted))
+        for message in messages + _config_differences(described_topics, actual):
             print(message, file=sys.stderr)
     finally:
         await admin.close()
@@ -217,16 +224,17 @@ async def _create_topics(admin: AIOKafkaAdminClient, kafka: KafkaSettings, serve
         raise KafkaSetupError(create_failed_message(servers, [(n, code, text) for n, (code, text) in errors.items()]))
 
 
-async def _config_differences(admin: AIOKafkaAdminClient, kafka: KafkaSettings, topics: list[TopicSettings]) -> list[str]:
-    """One line per existing topic whose configs differ from the settings (the job never alters a topic)."""
+async def _existing_configs(admin: AIOKafkaAdminClient, kafka: KafkaSettings,
+                            topics: list[TopicSettings]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Each existing topic's configs, by name, and a line for each that could not be read."""
     if not topics:
-        return []
+        return {}, []
     try:
         answers = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in topics]  # all: Tansu drops named lookups
         )
     except (KafkaError, OSError) as exc:  # a broker that cannot describe configs: say so, do not stop
-        return [f"warning: could not read the configs of {', '.join(t.name for t in topics)} ({exc!r})"]
+        return {}, [f"warning: could not read the configs of {', '.join(t.name for t in topics)} ({exc!r})"]
     actual: dict[str, dict[str, str]] = {}
     unauthorized: list[str] = []
     lines = []
@@ -241,10 +249,16 @@ async def _config_differences(admin: AIOKafkaAdminClient, kafka: KafkaSettings, 
                 actual[name] = {entry[0]: entry[1] for entry in entries}
     if unauthorized:  # an ACL choice, not a difference: one line for all of them
         lines.append(configs_unreadable_notice(principal(kafka), [t.name for t in topics if t.name in unauthorized]))
+    return actual, lines
+
+
+def _config_differences(topics: list[TopicSettings], actual: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """One line per existing topic whose configs differ from the settings (the job never alters a topic)."""
+    lines = []
     for topic in topics:
-        if topic.name not in actual:
+        found = actual.get(topic.name)
+        if found is None:
             continue
-        found = actual[topic.name]
         for key, value in topic.kafka_configs().items():
             if found.get(key) != value:
                 lines.append(

@@ -344,3 +344,19 @@ DescribeConfigs on them (grant it to have them checked at start)"
         f"notice: not comparing the configs of {_topics(names)} with kafka.topics: {who} is not authorized "
         f"to DescribeConfigs on {them} (grant it to have {them} checked at start)"
     )
+
+
+def compacted_message(servers: str, names: Sequence[str]) -> str:
+    """Existing topics the job writes without a key are compacted: Kafka would refuse every record.
+
+    >>> compacted_message("k:9092", ["terminal.risk"])
+    "kafka error: topic 'terminal.risk' at k:9092 is compacted (cleanup.policy=compact), but the job writes it \
+without keys, which Kafka refuses; make it a delete topic: kafka-configs.sh --bootstrap-server k:9092 --alter \
+--entity-type topics --entity-name terminal.risk --add-config cleanup.policy=delete"
+    """
+    topics = ", ".join(repr(n) for n in names)
+    fixes = "; ".join(f"kafka-configs.sh --bootstrap-server {servers.split(',')[0]} --alter --entity-type topics "
+                      f"--entity-name {n} --add-config cleanup.policy=delete" for n in names)  # fmt: skip
+    return (f"kafka error: topic{'s' if len(names) > 1 else ''} {topics} at {servers} "
+            f"{'are' if len(names) > 1 else 'is'} compacted (cleanup.policy=compact), but the job writes "
+            f"{'them' if len(names) > 1 else 'it'} without keys, which Kafka refuses; make it a delete topic: {fixes}")

@@ -46,6 +46,13 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
         ({"generator": {"label_delay_days": 400}}, "generator.label_delay_days: Expected `float` <= 365.0"),
         ({"kafka": {"topics": {"labels": {"name": "labels", "partitions": 2}}}}, "labels.partitions must equal"),
         ({"kafka": {"topics": {"alerts": {"name": "transactions"}}}}, "topic names must differ"),
+        ({"kafka": {"topics": {"terminal_risk": {"name": "r", "configs": {"cleanup.policy": "compact"}}}}},
+         "kafka.topics.terminal_risk.configs.cleanup.policy: compact is not possible, the job writes this topic's"),
+        ({"kafka": {"topics": {"dead_letters": {"name": "d", "configs": {"cleanup.policy": "compact,delete"}}}}},
+         "kafka.topics.dead_letters.configs.cleanup.policy: compact is not possible"),
+        ({"kafka": {"topics": {"terminal_risk": {"name": "r", "configs": {"retention.ms": 604800000}}}}},
+         "kafka.topics.terminal_risk.configs.retention.ms: 604800000 is shorter than the features' look-back "
+         "(3283500000 ms"),
         ({"kafka": {"topics": {"alerts": {"name": "bad name!"}}}}, "kafka.topics.alerts.name"),
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "sasl_mechanism and sasl_username are required"),
         ({"kafka": {"ssl_ca_file": "/nonexistent/ca.pem", "security_protocol": "SSL"}}, "kafka.ssl_ca_file: file '/nonexistent/ca.pem' does not exist"),

@@ -54,9 +54,35 @@ async def _topic_configs(kafka_broker: str, name: str) -> dict[str, str]:
     return {entry[0]: entry[1] for answer in answers for resource in answer.resources for entry in resource[4]}
 
 
-def test_the_terminal_table_is_created_compacted(kafka_broker: str, local_settings: Settings) -> None:
-    name = local_settings.kafka.topics.terminal_risk.name
-    assert asyncio.run(_topic_configs(kafka_broker, name)).get("cleanup.policy") == "compact"
+def test_an_existing_compacted_topic_the_job_writes_without_keys_stops_the_start(
+    isolated_settings, kafka_broker: str
+) -> None:
+    """Kafka refuses keyless records on a compacted topic (every send would be retried for ever): the start
+    stops in one line naming the topic and the kafka-configs.sh command that fixes it."""
+    import msgspec
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    settings = isolated_settings(partitions=2)
+    assert "cleanup.policy" not in settings.kafka.topics.terminal_risk.configs  # not created compacted
+    risk = msgspec.structs.replace(settings.kafka.topics.terminal_risk, name=f"{settings.kafka.topics.terminal_risk.name}.c")
+    kafka = msgspec.structs.replace(settings.kafka, topics=msgspec.structs.replace(settings.kafka.topics, terminal_risk=risk))
+
+    async def create_compacted() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(risk.name, num_partitions=risk.partitions, replication_factor=1,
+                                                topic_configs={"cleanup.policy": "compact"})])
+        finally:
+            await admin.close()
+
+    asyncio.run(create_compacted())
+    with pytest.raises(KafkaSetupError) as failure:
+        asyncio.run(ensure_topics(kafka, kafka_broker))
+    message = str(failure.value)
+    assert "\n" not in message
+    assert f"topic {risk.name!r} at {kafka_broker} is compacted" in message
+    assert f"--entity-name {risk.name} --add-config cleanup.policy=delete" in message
 
 
 def test_topic_configs_are_set_at_creation_and_differences_reported_not_changed(

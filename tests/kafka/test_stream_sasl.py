@@ -67,11 +67,6 @@ def cluster_config(path: Path, workdir: Path, prefix: str, kafka: Mapping[str, A
     raw["kafka"].update(kafka)
     for key, topic in raw["kafka"]["topics"].items():
         topic.update(name=f"{prefix}.{topic['name']}", partitions=PARTITIONS[key], replication_factor=replication_factor)
-    # configs/cluster.yaml makes terminal.risk compacted, but the terminal stage writes its updates without a
-    # key, and Kafka refuses a keyless record on a compacted topic (InvalidRecordException; aiokafka's produce
-    # version gets UNKNOWN_SERVER_ERROR): every actor would retry that send forever. Tansu accepts them.
-    # Not compacted here until the product decides how the table is kept (see the report of issue 17).
-    raw["kafka"]["topics"]["terminal_risk"]["configs"].pop("cleanup.policy")
     raw["stream"].update(actors=ACTORS, actor_num_cpus=0.5, checkpoint_uri=str(workdir / "checkpoints"),
                          status_path=str(workdir / "status.json"), status_interval_s=0.5, checkpoint_interval_s=2.0)
     raw["mlflow"]["tracking_uri"] = f"sqlite:///{workdir / 'mlflow.db'}"
