@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,7 +18,7 @@ import msgspec
 from actors.metrics import ActorMetrics
 from configs import Settings
 from connectors.checkpoint import CheckpointStore, cluster_namespace
-from connectors.kafka import cluster_id, make_consumer, make_producer
+from connectors.kafka import cluster_id, make_consumer, start_producer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ def kafka_access(settings: Settings) -> dict[str, tuple[str, ...]]:
     return needs
 
 
+def scoring_group(settings: Settings) -> str:
+    """The consumer group the scoring actors commit their input offsets to (lag tooling; with exactly-once,
+    the offsets the last committed transaction recorded)."""
+    return f"{settings.kafka.client_id}-scoring"
+
+
 @dataclass
 class Clients:
     """The consumer (explicit assignment), the producer, this cluster's checkpoint store and the Ray metrics
@@ -69,23 +76,36 @@ class Clients:
     store: CheckpointStore | Any = None
     metrics: ActorMetrics | None = None
 
-    async def connect(self, settings: Settings, bootstrap_servers: str | None) -> None:
-        """Start the consumer and producer, then open the checkpoints of the cluster they talk to."""
+    #: Makes and starts a producer (set by :meth:`connect`; :meth:`ensure_producer` calls it for a new one).
+    producer_factory: Callable[[], Awaitable[Any]] | None = None
+
+    async def connect(self, settings: Settings, bootstrap_servers: str | None, name: str) -> None:
+        """Start the consumer and producer, then open the checkpoints of the cluster they talk to.
+
+        With ``kafka.exactly_once`` the consumer reads committed records only and the producer is
+        transactional, its id the client id and the actor's name (stable across restarts: a restarted
+        actor fences its predecessor); otherwise it is idempotent where the brokers allow."""
         kafka = settings.kafka
         self.consumer = make_consumer(
             kafka,
             bootstrap_servers,
-            group_id=f"{kafka.client_id}-scoring",
+            group_id=scoring_group(settings),
             auto_offset_reset="none",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # a fetch returns as soon as data is there; bound how long the broker may hold an empty one
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            isolation_level="read_committed" if kafka.exactly_once else "read_uncommitted",
         )
         # alerts of a batch are sent together and then awaited: lingering would only add latency
         producer_settings = msgspec.structs.replace(settings.producer, linger_ms=0)
-        self.producer = make_producer(kafka, producer_settings, bootstrap_servers)
+        transactional_id = f"{kafka.client_id}-{name}" if kafka.exactly_once else None
+
+        async def new_producer() -> Any:
+            return await start_producer(kafka, producer_settings, bootstrap_servers, transactional_id=transactional_id)
+
+        self.producer_factory = new_producer
         await self.consumer.start()
-        await self.producer.start()
+        await self.ensure_producer()
         # offsets mean something only in the cluster they came from: a checkpoint of another
         # cluster (a new in-memory broker, a migrated topic) is never resumed from
         stream = settings.stream
@@ -95,12 +115,25 @@ class Clients:
             log.warning("checkpoints of other Kafka clusters are not used (%s); this cluster's are in %s/%s",
                         ", ".join(self.store.other_namespaces), stream.checkpoint_uri, namespace)
 
+    async def ensure_producer(self) -> Any:
+        """The producer, made and started anew if it was dropped (:meth:`drop_producer`)."""
+        if self.producer is None:
+            assert self.producer_factory is not None, "connect() first"
+            self.producer = await self.producer_factory()
+        return self.producer
+
+    async def drop_producer(self) -> None:
+        """Stop and forget the producer (a transactional one after a failed transaction)."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await close_client(producer)
+
     async def close(self) -> None:
         """Stop the consumer and the producer (the store and the metrics need no closing)."""
         if self.consumer is not None:
-            for client in (self.consumer, self.producer):
-                await close_client(client)
-            self.consumer = self.producer = None
+            await close_client(self.consumer)
+            self.consumer = None
+        await self.drop_producer()
 
 
 async def close_client(client: Any) -> None:

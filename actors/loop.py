@@ -33,6 +33,7 @@ from actors.partition import Output
 from actors.reloads import Reloads
 from actors.stats import ErrorLog, LoopStats
 from actors.terminal_io import TerminalIO
+from actors.transactions import Transactions
 from configs import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class OffsetCommitter:
         self.clients = clients
         self.ownership = ownership
         self.errors = errors
+        self.transactional = settings.kafka.exactly_once
         #: Partitions that advanced since their last commit.
         self.pending: set[int] = set()
         self._last_commit = 0.0
@@ -66,7 +68,10 @@ class OffsetCommitter:
 
     async def commit(self, partitions: list[int]) -> None:
         """Commit these partitions' positions, and those still pending, once the interval has passed;
-        a failed commit keeps them pending for the next one and shows in status."""
+        a failed commit keeps them pending for the next one and shows in status. With exactly-once, the
+        offsets go into each batch's transaction instead (:mod:`actors.transactions`)."""
+        if self.transactional:
+            return
         self.pending.update(partitions)
         if time.monotonic() - self._last_commit < COMMIT_INTERVAL_S:
             return
@@ -100,7 +105,8 @@ class ScoringLoop:
 
     def __init__(self, settings: Settings, name: str, *, lock: asyncio.Lock, clients: Clients, ownership: Ownership,
                  checkpoints: Checkpointer, terminal: TerminalIO, commits: OffsetCommitter, reloads: Reloads,
-                 delivery: Delivery, health: KafkaHealth, stats: LoopStats, errors: ErrorLog) -> None:
+                 delivery: Delivery, health: KafkaHealth, stats: LoopStats, errors: ErrorLog,
+                 transactions: Transactions | None = None) -> None:
         self.settings = settings
         self.name = name
         self.lock = lock
@@ -114,6 +120,8 @@ class ScoringLoop:
         self.health = health
         self.stats = stats
         self.errors = errors
+        #: Exactly-once: each batch's outputs and offsets in one Kafka transaction (None: at-least-once).
+        self.transactions = transactions
         topics = settings.kafka.topics
         self.tx_topic = topics.transactions.name
         self.label_topic = topics.labels.name
@@ -123,6 +131,8 @@ class ScoringLoop:
         self.undelivered = False
         #: True while a step is changing partition state (an exception then rewinds the partitions).
         self._mutating = False
+        #: The partitions and stage partitions a rewind has dropped and not yet got back (it is retried).
+        self._rewind_to: tuple[list[int], list[int]] | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -148,6 +158,8 @@ class ScoringLoop:
         failures = 0
         while not self._stopping.is_set():
             try:
+                if self._rewind_to is not None:
+                    await self._rewind()
                 await self.step()
                 self.errors.clear("loop")
                 failures = 0
@@ -163,23 +175,29 @@ class ScoringLoop:
                 log.exception("scoring step failed")
                 if self._mutating:  # the batch was half applied: take the partitions back to their checkpoints
                     self._mutating = False
-                    await self._rewind()
+                    await self._drop_for_rewind()
                 await asyncio.sleep(min(0.5 * failures, 5.0))
 
-    async def _rewind(self) -> None:
-        """Take every owned partition (and stage partition) back to its latest checkpoint and read on from there.
-
-        After a step failed halfway, partition state may hold part of a batch whose
-        outputs were not all sent: it is dropped, never checkpointed; the records
-        are read again (alerts keep their ids, so a re-sent alert is the same alert).
-        """
+    async def _drop_for_rewind(self) -> None:
+        """After a step failed halfway, partition state may hold part of a batch whose outputs were not all
+        sent (or whose transaction was aborted): it is dropped, never checkpointed, and :meth:`_rewind` takes
+        every owned partition (and stage partition) back to its latest checkpoint before the next step; the
+        records are read again (alerts keep their ids, so a re-sent alert is the same alert)."""
         async with self.lock:
             await self.checkpoints.settle_all()
-            partitions, stages = self.ownership.drop_all()
+            self._rewind_to = self.ownership.drop_all()
             self.terminal.forget()
             self.checkpoints.forget_changes()
+
+    async def _rewind(self) -> None:
+        """Restore what :meth:`_drop_for_rewind` dropped; retried before each step until it succeeds (it
+        needs Kafka: the positions, and with exactly-once a producer and the committed offsets)."""
         async with self.lock:
-            await self.ownership.assign(partitions, stages)
+            if self.transactions is not None:
+                await self.clients.ensure_producer()  # before the committed offsets: it settles our last commit
+            assert self._rewind_to is not None
+            await self.ownership.assign(*self._rewind_to)
+            self._rewind_to = None
 
     # --------------------------------------------------------------------- step
     async def step(self) -> int:
@@ -349,11 +367,13 @@ class ScoringLoop:
                         for topic, key, value in output.rekeyed)  # fmt: skip
 
     async def deliver(self, outgoing: list[Outgoing]) -> None:
-        """Every record acknowledged (retried, or replaced when too large) before anything moves on."""
-        if not outgoing:
-            return
+        """Every record acknowledged (retried, or replaced when too large) before anything moves on; with
+        exactly-once, the records and the moved input offsets committed in one transaction."""
         try:
-            await self.delivery.deliver(self.clients.producer, outgoing, self._stopping)
+            if self.transactions is not None:
+                await self.transactions.commit(outgoing, self.ownership.processors, self._stopping)
+            elif outgoing:
+                await self.delivery.deliver(self.clients.producer, outgoing, self._stopping)
         except Undelivered:
             self.undelivered = True
             raise

@@ -27,6 +27,7 @@ from actors.messages import PartitionCheckpointMeta, StageCheckpointMeta
 from actors.partition import PartitionProcessor
 from actors.reloads import Reloads
 from actors.terminal_stage import BroadcastRisk, TerminalStage
+from actors.transactions import read_replay_marks
 from configs import Settings
 from features.runtime import freeze_long_lived_state
 
@@ -77,7 +78,12 @@ class Ownership:
         for partition in arriving:
             self.processors[partition] = self._restore(partition)
             self.reloads.configure(self.processors[partition])
-        await self._position_consumer(wanted, arriving)
+        try:
+            await self._position_consumer(wanted, arriving)
+        except BaseException:  # (Kafka away) restored whole next time, positions and replay marks with them
+            for partition in arriving:
+                del self.processors[partition]
+            raise
         self.paused.clear()
         self.paused_tx.clear()
         freeze_long_lived_state()
@@ -137,6 +143,8 @@ class Ownership:
             processor = self.processors[partition]
             consumer.seek(TopicPartition(self.tx_topic, partition), processor.next_offset)
             consumer.seek(TopicPartition(self.label_topic, partition), processor.next_label_offset)
+        if self.settings.kafka.exactly_once and arriving:
+            await read_replay_marks(consumer, self.settings, {p: self.processors[p] for p in arriving})
         restored = [p for p in arriving if self.restored_from[p] is not None]
         if restored:
             tp_list = [TopicPartition(t, p) for p in restored for t in (self.tx_topic, self.label_topic)]

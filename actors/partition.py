@@ -145,6 +145,37 @@ def wrong_key(record: str, key: bytes | None, account_id: str) -> RecordError:
 
 
 @dataclass(frozen=True)
+class ReplayMarks:
+    """What the last committed Kafka transaction recorded of a partition (``kafka.exactly_once``): its
+    positions and the offsets read by then. A partition restored from an older checkpoint replays up to
+    them without output (the outputs are in Kafka already): no alert for a transaction before
+    ``next_offset`` (alerts are written when a record is scored), no dead letter or re-keyed record for one
+    before ``read_offset`` (written when it is read), none for a label before ``read_label_offset``."""
+
+    next_offset: int
+    read_offset: int
+    next_label_offset: int
+    read_label_offset: int
+
+    @classmethod
+    def of(cls, transactions: Any, labels: Any) -> ReplayMarks | None:
+        """From the committed (offset, metadata) of the partition in ``transactions`` and ``labels`` (None:
+        nothing committed); the metadata holds the offset read (the offset itself when it does not)."""
+        if transactions is None and labels is None:
+            return None
+
+        def position(committed: Any) -> tuple[int, int]:
+            if committed is None:
+                return 0, 0
+            read = committed.metadata
+            return committed.offset, int(read) if read.isdigit() else committed.offset
+
+        next_offset, read_offset = position(transactions)
+        next_label_offset, read_label_offset = position(labels)
+        return cls(next_offset, max(read_offset, next_offset), next_label_offset, max(read_label_offset, next_label_offset))
+
+
+@dataclass(frozen=True)
 class PartitionSnapshot:
     """A partition's state as copies nobody else holds, and its checkpoint metadata.
 
@@ -209,8 +240,11 @@ class PartitionProcessor:
         self.align = False
         #: Transactions read but not scored yet (waiting for the table): (record, transaction), in offset order.
         self.held: deque[tuple[Record, Transaction]] = deque()
-        #: The offset after the last transaction record read (held or not).
+        #: The offset after the last transaction / label record read (held or not).
         self._read_offset = 0
+        self._read_label_offset = 0
+        #: Exactly-once: what the last committed transaction recorded; outputs before it are not made again.
+        self.replay: ReplayMarks | None = None
         self.max_held = settings.stream.max_held_transactions
         self.counters = PartitionCounters()
         stream = settings.stream
@@ -232,6 +266,28 @@ class PartitionProcessor:
     @scorer.setter
     def scorer(self, scorer: Scorer) -> None:
         self.pipeline.scorer = scorer
+
+    @property
+    def read_offset(self) -> int:
+        """The offset after the last transaction read (held or not; an output of each was made by then)."""
+        return max(self._read_offset, self.next_offset)
+
+    @property
+    def read_label_offset(self) -> int:
+        """The offset after the last label read (held or not)."""
+        return max(self._read_label_offset, self.next_label_offset)
+
+    def committed_positions(self) -> ReplayMarks:
+        """What a transaction commits for this partition: its positions, never behind what the last one
+        committed (a partition replaying from an older checkpoint must not move the committed offsets back)."""
+        own = ReplayMarks(self.next_offset, self.read_offset, self.next_label_offset, self.read_label_offset)
+        replay = self.replay
+        if replay is None:
+            return own
+        return ReplayMarks(*(max(a, b) for a, b in zip(
+            (own.next_offset, own.read_offset, own.next_label_offset, own.read_label_offset),
+            (replay.next_offset, replay.read_offset, replay.next_label_offset, replay.read_label_offset),
+            strict=True)))
 
     @property
     def held_labels(self) -> LabelQueue[tuple[int, Label]]:
@@ -340,10 +396,16 @@ class PartitionProcessor:
             self.counters.challenger_agreed += sum(1 for row in would.nonzero()[0].tolist()
                                                    if scored.decision[row] is not None)
         feature_version = batch.version
+        # exactly-once replay: alerts of transactions before this offset were committed already
+        quiet_below = -1 if self.replay is None else self.replay.next_offset
+        quiet = 0
         for row, decision in enumerate(scored.decision):
             if decision is None:
                 continue
             tx, record = good[row], kept[row]
+            if record.offset < quiet_below:
+                quiet += 1
+                continue
             alert = Alert(
                 # the deciding versions only: a challenger moving does not make the same alert another one
                 alert_id=alert_id(tx.transaction_id, feature_version, deciding),
@@ -363,7 +425,7 @@ class PartitionProcessor:
             )
             out.alerts.append((tx.account_id.encode(), encode(alert)))
             out.alert_ingest_ms.append(record.timestamp)
-        self.counters.alerts += len(out.alerts) - alerts_before
+        self.counters.alerts += len(out.alerts) - alerts_before + quiet
         # labels held for this stretch of event time can join now
         self._apply_due_labels()
         self._collect_updates()
@@ -379,6 +441,7 @@ class PartitionProcessor:
             times = [label.label_time for label in labels]
             self.held_labels.extend(times, [(record.offset, label) for record, label in zip(kept, labels)])
             self.label_clock = max(self.label_clock, *times)
+        self._read_label_offset = records[-1].offset + 1
         if not self.held_labels:
             self.next_label_offset = records[-1].offset + 1
         self._apply_due_labels()
@@ -392,18 +455,25 @@ class PartitionProcessor:
         record re-keyed by its account_id for ``out.rekeyed``); nothing a record holds raises here.
         """
         stream = self.settings.stream
+        # exactly-once replay: what was made of records read before this offset was committed already
+        replay = self.replay
+        quiet_below = -1 if replay is None else replay.read_offset if topic == self.transactions_topic \
+            else replay.read_label_offset
         decoded, bad = decode([r.value for r in records], self._limits)
         if bad:
             refused = {index for index, _ in bad}
             kept = [r for i, r in enumerate(records) if i not in refused]
             for index, error in bad:
-                out.dead_letters.append(dead_letter(topic, self.partition, records[index], error, self._embed_max))
+                if records[index].offset >= quiet_below:
+                    out.dead_letters.append(dead_letter(topic, self.partition, records[index], error, self._embed_max))
         else:
             kept = records
         misrouted = [i for i, (record, item) in enumerate(zip(kept, decoded)) if record.key != item.account_id.encode()]
         if misrouted:
             for i in misrouted:
                 record, account_id = kept[i], decoded[i].account_id
+                if record.offset < quiet_below:
+                    continue
                 if stream.wrong_key == "rekey":
                     out.rekeyed.append((topic, account_id.encode(), record.value))  # type: ignore[arg-type]
                 else:

@@ -46,6 +46,7 @@ from actors.stats import ErrorLog, LoopStats
 from actors.status import StatusReport
 from actors.terminal_io import TerminalIO
 from actors.terminal_stage import BroadcastRisk, TerminalStage
+from actors.transactions import Transactions
 from configs import RuleSettings, Settings
 from features import FeatureEngine
 from features.runtime import configure_gc_for_streaming
@@ -85,6 +86,8 @@ class ScoringWorker:
             checkpoints=self.checkpoints, terminal=self.terminal, reloads=self.reloads, delivery=self.delivery,
             commits=OffsetCommitter(settings, self.clients, self.ownership, self.errors),
             health=self.health, stats=self.stats, errors=self.errors,
+            transactions=Transactions(settings, self.clients, topics.dead_letters.name) if settings.kafka.exactly_once
+            else None,
         )
         self.status_report = StatusReport(
             settings, name, clients=self.clients, ownership=self.ownership, checkpoints=self.checkpoints,
@@ -140,7 +143,7 @@ class ScoringWorker:
         configure_gc_for_streaming()
         self.health.install()
         self.clients.metrics = ActorMetrics.create()
-        await self.clients.connect(self.settings, self.bootstrap_servers)
+        await self.clients.connect(self.settings, self.bootstrap_servers, self.name)
         await self.reloads.start()
 
     def run_in_background(self) -> None:

@@ -136,6 +136,10 @@ class KafkaSettings(_Section, frozen=True):
     #: Name of the environment variable holding the SASL password.
     sasl_password_env: str = "FRAUDSTREAM_KAFKA_SASL_PASSWORD"
     request_timeout_ms: PositiveInt = 30_000
+    #: Exactly-once alerts: each actor writes a micro-batch's outputs and its input offsets in one Kafka
+    #: transaction (consumers of ``alerts`` read with isolation.level=read_committed). Off: at-least-once,
+    #: a re-sent alert keeps its ``alert_id``. The embedded broker has no transactions.
+    exactly_once: bool = False
     topics: TopicsSettings = TopicsSettings()
 
     def __post_init__(self) -> None:
@@ -149,6 +153,9 @@ class KafkaSettings(_Section, frozen=True):
             raise ValueError("ssl_cert_file and ssl_key_file go together (mutual TLS)")
         if self.embedded and self.security_protocol != "PLAINTEXT":
             raise ValueError("the embedded broker speaks PLAINTEXT only: set security_protocol: PLAINTEXT")
+        if self.embedded and self.exactly_once:
+            raise ValueError("exactly_once: the embedded broker has no transactions; set exactly_once: false, "
+                             "or embedded: false with the bootstrap_servers of a Kafka cluster")
         for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
             path = getattr(self, key)
             if path is not None and not Path(path).is_file():

@@ -34,6 +34,7 @@ from connectors.kafka_checks import (
     describe_access,
     principal,
     probe_connection,
+    producer_ids_refused,
     unreachable_message,
 )
 
@@ -82,9 +83,53 @@ def producer_kwargs(settings: ProducerSettings) -> dict[str, Any]:
     }
 
 
-def make_producer(kafka: KafkaSettings, settings: ProducerSettings, bootstrap_servers: str | None = None) -> AIOKafkaProducer:
-    """A producer keyed like Kafka's Java client (murmur2 partitioner)."""
-    return AIOKafkaProducer(**client_kwargs(kafka, bootstrap_servers), **producer_kwargs(settings))
+def make_producer(kafka: KafkaSettings, settings: ProducerSettings, bootstrap_servers: str | None = None, *,
+                  idempotent: bool = False, transactional_id: str | None = None) -> AIOKafkaProducer:
+    """A producer keyed like Kafka's Java client (murmur2 partitioner); idempotent (no duplicate from its
+    own retries) or transactional only where the brokers give producer ids (:func:`start_producer` asks)."""
+    options = producer_kwargs(settings)
+    if transactional_id is not None:
+        options["transactional_id"] = transactional_id
+    elif idempotent:
+        options["enable_idempotence"] = True
+    return AIOKafkaProducer(**client_kwargs(kafka, bootstrap_servers), **options)
+
+
+async def start_producer(kafka: KafkaSettings, settings: ProducerSettings, bootstrap_servers: str | None = None, *,
+                         transactional_id: str | None = None) -> AIOKafkaProducer:
+    """A started producer: idempotent where the brokers support it and ``acks`` is ``all`` (the embedded
+    broker does not: a plain one there), transactional with ``transactional_id``, which a broker without
+    producer ids stops with a KafkaSetupError naming ``kafka.exactly_once``."""
+    refused = await producer_ids_unsupported(kafka, bootstrap_servers)
+    if transactional_id is not None and refused:
+        raise KafkaSetupError(_no_transactions(kafka, bootstrap_servers, refused))
+    producer = make_producer(kafka, settings, bootstrap_servers, idempotent=not refused and settings.acks == "all",
+                             transactional_id=transactional_id)  # fmt: skip
+    await producer.start()
+    return producer
+
+
+async def check_transactions(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> None:
+    """KafkaSetupError (one line, naming ``kafka.exactly_once``) when the brokers have no transactions."""
+    refused = await producer_ids_unsupported(kafka, bootstrap_servers)
+    if refused:
+        raise KafkaSetupError(_no_transactions(kafka, bootstrap_servers, refused))
+
+
+def _no_transactions(kafka: KafkaSettings, bootstrap_servers: str | None, refused: str) -> str:
+    servers = client_kwargs(kafka, bootstrap_servers)["bootstrap_servers"]
+    return (f"kafka.exactly_once: the brokers at {servers} have no transactions ({refused}); set "
+            "kafka.exactly_once: false (at-least-once, alert_id deduplicates) or use a Kafka cluster")
+
+
+async def producer_ids_unsupported(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> str | None:
+    """Why the brokers give no producer ids (no idempotence, no transactions), None when they do."""
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka, bootstrap_servers))
+    try:
+        await admin.start()
+        return await producer_ids_refused(admin)
+    finally:
+        await admin.close()
 
 
 def make_consumer(kafka: KafkaSettings, bootstrap_servers: str | None = None, **options: Any) -> AIOKafkaConsumer:

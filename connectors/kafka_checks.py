@@ -360,3 +360,20 @@ without keys, which Kafka refuses; make it a delete topic: kafka-configs.sh --bo
     return (f"kafka error: topic{'s' if len(names) > 1 else ''} {topics} at {servers} "
             f"{'are' if len(names) > 1 else 'is'} compacted (cleanup.policy=compact), but the job writes "
             f"{'them' if len(names) > 1 else 'it'} without keys, which Kafka refuses; make it a delete topic: {fixes}")
+
+
+async def producer_ids_refused(admin: Any) -> str | None:
+    """Why the brokers of ``admin`` (a started AIOKafkaAdminClient) give no producer ids, None when they do.
+
+    An idempotent or transactional producer starts by asking for one (InitProducerId); a broker without
+    them (the embedded one answers UNKNOWN_SERVER_ERROR) would leave aiokafka's sender failing for ever.
+    """
+    from aiokafka.protocol.transaction import InitProducerIdRequest
+
+    try:
+        answer = await admin._client.send(admin._client.get_random_node(), InitProducerIdRequest(None, 60_000))
+    except (NotImplementedError, IncompatibleBrokerVersion) as exc:
+        return f"InitProducerId not supported ({type(exc).__name__})"
+    if answer.error_code:
+        return f"InitProducerId answered {for_code(answer.error_code).__name__}"
+    return None

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs import KafkaSettings, ProducerSettings
-from connectors.kafka import make_producer
+from connectors.kafka import start_producer
 from contracts.arrow import table_to_records
 from contracts.records import Label, Transaction, encode
 from features.labels import LabelQueue, release_order
@@ -121,7 +121,8 @@ async def produce_history(
     label_keys, label_values, queue = _label_queue(transactions, labels, limited=limit is not None)
 
     report = ProduceReport()
-    producer = make_producer(kafka, producer_settings, bootstrap_servers)
+    # idempotent where the brokers give producer ids: a retried batch is never written twice
+    producer = await start_producer(kafka, producer_settings, bootstrap_servers)
     tx_topic, label_topic = kafka.topics.transactions.name, kafka.topics.labels.name
     pending: list[tuple[bool, asyncio.Future[object]]] = []
 
@@ -137,7 +138,6 @@ async def produce_history(
             pending.append((True, await producer.send(label_topic, label_values[i], key=label_keys[i])))
         report.labels += len(due)
 
-    await producer.start()
     started = time.perf_counter()
     try:
         for batch in transactions.to_batches(max_chunksize=chunk_rows):

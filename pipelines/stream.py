@@ -30,7 +30,7 @@ import typer
 
 from actors.messages import DrainedJob, JobStatus, RulesFileStatus, ServingStatus, StoppedJob
 from configs import ConfigError, RuleSettings, Settings
-from connectors.kafka import ensure_topics, wait_until_ready
+from connectors.kafka import check_transactions, ensure_topics, wait_until_ready
 from models.rules import load_rules_file, rules_fingerprint
 from pipelines.commandline import ClickError, run_app, settings_for
 from pipelines.session import kafka_for
@@ -196,6 +196,8 @@ class StreamJob:
         # a principal that may not read or write a topic of the job stops here: an actor's consumer would
         # retry "not authorized" forever
         asyncio.run(ensure_topics(self.settings.kafka, self.bootstrap_servers, access=kafka_access(self.settings)))
+        if self.settings.kafka.exactly_once:  # every actor would fail to start its transactional producer
+            asyncio.run(check_transactions(self.settings.kafka, self.bootstrap_servers))
         self.started_ray = not ray.is_initialized()
         try:
             connect_ray(self.settings)

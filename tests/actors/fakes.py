@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from actors.checkpointing import Checkpointer
 from actors.clients import Clients
@@ -115,6 +116,57 @@ class FakeProducer:
 
     async def stop(self) -> None:
         pass
+
+
+class FakeGroup:
+    """A consumer group's committed offsets, as a transaction's commit leaves them (shared by the consumer's
+    coordinator, which reads them, and the transactional producer, which writes them)."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+
+    async def fetch_committed_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {tp: self.offsets[tp] for tp in tps if tp in self.offsets}
+
+
+class FakeTransactionalProducer(FakeProducer):
+    """A transactional producer: what a transaction sent and its offsets become visible at its commit only
+    (``committed``, ``group``); ``fail_next`` makes the next send's acknowledgement fail."""
+
+    def __init__(self, group: FakeGroup, committed: list[tuple[str, int | None, bytes | None, bytes]]) -> None:
+        super().__init__()
+        self.group = group
+        self.committed = committed
+        self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        self.in_transaction = False
+        self.fail_next = False
+        self.aborts = 0
+
+    async def begin_transaction(self) -> None:
+        assert not self.in_transaction
+        self.in_transaction, self.sent, self.offsets = True, [], {}
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> Any:
+        assert self.in_transaction
+        future = await super().send(topic, value, key, partition)
+        if self.fail_next:
+            self.fail_next = False
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(KafkaError("broker went away"))
+        return future
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str) -> None:
+        assert self.in_transaction
+        self.offsets.update(offsets)
+
+    async def commit_transaction(self) -> None:
+        self.committed.extend(self.sent)
+        self.group.offsets.update(self.offsets)
+        self.in_transaction = False
+
+    async def abort_transaction(self) -> None:
+        self.aborts += 1
+        self.in_transaction = False
 
 
 def small_settings(tmp_path: Path, **stream: Any) -> Settings:

@@ -46,6 +46,8 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
         ({"generator": {"label_delay_days": 400}}, "generator.label_delay_days: Expected `float` <= 365.0"),
         ({"kafka": {"topics": {"labels": {"name": "labels", "partitions": 2}}}}, "labels.partitions must equal"),
         ({"kafka": {"topics": {"alerts": {"name": "transactions"}}}}, "topic names must differ"),
+        ({"kafka": {"embedded": True, "exactly_once": True}},
+         "kafka.exactly_once: the embedded broker has no transactions; set exactly_once: false"),
         ({"kafka": {"topics": {"terminal_risk": {"name": "r", "configs": {"cleanup.policy": "compact"}}}}},
          "kafka.topics.terminal_risk.configs.cleanup.policy: compact is not possible, the job writes this topic's"),
         ({"kafka": {"topics": {"dead_letters": {"name": "d", "configs": {"cleanup.policy": "compact,delete"}}}}},

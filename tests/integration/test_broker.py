@@ -166,3 +166,27 @@ def test_broker_command_creates_topics_and_stops_on_ctrl_c(tmp_path: Path, local
     assert "broker stopped" in stderr
     assert not port_answers("127.0.0.1", port)
     assert not (tmp_path / ".fraudstream" / "broker.json").exists()
+
+
+def test_exactly_once_on_a_broker_without_transactions_stops_the_start_in_one_line(
+    isolated_settings, kafka_broker: str, tmp_path: Path
+) -> None:
+    """The embedded broker gives no producer ids: the job stops before Ray or any actor starts (each actor's
+    transactional producer would otherwise fail for ever); the embedded setting itself is refused at load."""
+    import msgspec
+    import ray
+
+    from pipelines.stream import StreamJob
+
+    settings = isolated_settings(partitions=2)
+    settings = msgspec.structs.replace(
+        settings, kafka=msgspec.structs.replace(settings.kafka, embedded=False, exactly_once=True),
+        stream=msgspec.structs.replace(settings.stream, checkpoint_uri=str(tmp_path / "checkpoints")))
+    was_running = ray.is_initialized()
+    job = StreamJob(settings, kafka_broker)
+    with pytest.raises(KafkaSetupError) as failure:
+        job.start(1)
+    message = str(failure.value)
+    assert message.startswith(f"kafka.exactly_once: the brokers at {kafka_broker} have no transactions (")
+    assert "set kafka.exactly_once: false" in message and "\n" not in message
+    assert job.controller is None and ray.is_initialized() == was_running

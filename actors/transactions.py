@@ -1,0 +1,150 @@
+"""Exactly-once output (``kafka.exactly_once``): a micro-batch's outputs and input offsets in one Kafka transaction.
+
+Each actor has a transactional producer (``transactional.id`` = client id + actor
+name, stable across restarts of the actor, so a restarted actor fences its
+predecessor and aborts what that one left open). Per micro-batch,
+:meth:`Transactions.commit` begins a transaction, sends the alerts, dead letters
+and terminal-stage records, adds the owned partitions' input offsets to it
+(``send_offsets_to_transaction``, the consumer group ``<client_id>-scoring``)
+and commits. Consumers reading ``alerts`` with ``isolation.level=read_committed``
+see a batch's alerts exactly when its offsets moved.
+
+Checkpoints stay behind the committed offsets (a checkpoint is taken after
+the transaction of the state it covers committed). A partition restored from
+its checkpoint therefore replays records whose outputs were committed
+already: :func:`read_replay_marks` reads the committed offsets (each with the
+offset read so far in its metadata: dead letters are written when a record is
+read, alerts when it is scored, which alignment can hold back), and the
+partition replays up to them without output (:class:`~actors.partition.ReplayMarks`),
+rebuilding its state. Terminal-stage records replace values, so sending them
+again is harmless.
+
+A transaction that fails is aborted, the producer is replaced (its
+successor's initialisation settles a commit whose outcome was not known), and
+the loop takes the partitions back to their checkpoints: nothing of the
+failed batch was visible, and nothing of it is checkpointed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from actors.clients import Clients, TopicNames, scoring_group
+from actors.delivery import TOO_LARGE, Outgoing, Undelivered, shrink
+from actors.partition import PartitionProcessor, ReplayMarks
+from configs import Settings
+
+log = logging.getLogger(__name__)
+
+#: Longest the committed offsets of arriving partitions may take to read (then the assignment is retried).
+FETCH_COMMITTED_TIMEOUT_S = 30.0
+
+
+class TransactionFailed(RuntimeError):
+    """A micro-batch's transaction was aborted: the partitions must go back to their checkpoints."""
+
+
+class Transactions:
+    """Commits each micro-batch's outputs and input offsets in one transaction of the actor's producer."""
+
+    def __init__(self, settings: Settings, clients: Clients, dead_letter_topic: str) -> None:
+        self.clients = clients
+        self.group_id = scoring_group(settings)
+        self.dead_letter_topic = dead_letter_topic
+        names = TopicNames.of(settings)
+        self.tx_topic, self.label_topic = names.transactions, names.labels
+        #: Offsets (and metadata) committed last, per input partition: only changes go into a transaction.
+        self.committed: dict[TopicPartition, OffsetAndMetadata] = {}
+        #: Transactions committed and aborted (status).
+        self.commits = 0
+        self.aborts = 0
+        #: Records replaced by a smaller dead letter because they were too large to send.
+        self.replaced = 0
+
+    def offsets(self, processors: dict[int, PartitionProcessor]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The owned partitions' positions that moved since the last commit; the metadata is the offset read
+        so far (what a replay stays quiet before for dead letters)."""
+        moved = {}
+        for partition, processor in processors.items():
+            at = processor.committed_positions()
+            for tp, position in (
+                (TopicPartition(self.tx_topic, partition), OffsetAndMetadata(at.next_offset, str(at.read_offset))),
+                (TopicPartition(self.label_topic, partition),
+                 OffsetAndMetadata(at.next_label_offset, str(at.read_label_offset))),
+            ):  # fmt: skip
+                if self.committed.get(tp) != position:
+                    moved[tp] = position
+        return moved
+
+    async def commit(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor],
+                     stopping: asyncio.Event | None = None) -> None:
+        """Send ``outgoing`` and the moved offsets in one transaction and commit it; TransactionFailed (or
+        Undelivered while the job stops) when it was aborted."""
+        offsets = self.offsets(processors)
+        if not outgoing and not offsets:
+            return
+        producer = await self.clients.ensure_producer()
+        try:
+            await producer.begin_transaction()
+            futures = [await self._send(producer, record) for record in outgoing]
+            await asyncio.gather(*futures)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.aborts += 1
+            await self._abandon(producer, exc)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if stopping is not None and stopping.is_set():
+                raise Undelivered(outgoing, error) from exc
+            raise TransactionFailed(f"transaction aborted ({error}); the partitions replay from their checkpoints") from exc
+        self.commits += 1
+        self.committed.update(offsets)
+
+    async def _send(self, producer: Any, record: Outgoing) -> asyncio.Future[Any]:
+        """Send one record; one too large for the producer is replaced by a small dead letter (a size refused
+        by the broker aborts the transaction like any other failure)."""
+        try:
+            return await producer.send(record.topic, record.value, key=record.key,  # type: ignore[no-any-return]
+                                       partition=record.partition)  # fmt: skip
+        except TOO_LARGE as exc:
+            smaller = shrink(record, self.dead_letter_topic, type(exc).__name__)
+            if smaller is None:
+                raise
+            self.replaced += 1
+            log.warning("a %s of %d bytes is too large to send (%s); sent as a dead letter without its bytes",
+                        record.kind, len(record.value), type(exc).__name__)
+            return await self._send(producer, smaller)
+
+    async def _abandon(self, producer: Any, exc: BaseException) -> None:
+        """Abort what can be aborted and drop the producer: the next one fences this one and settles its
+        last transaction; what was committed is read back from Kafka when the partitions are restored."""
+        log.warning("transaction aborted: %r", exc)
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), 10.0)
+        except Exception as abort_error:  # the producer is dropped either way
+            log.debug("abort failed: %r", abort_error)
+        self.committed.clear()
+        await self.clients.drop_producer()
+
+
+async def read_replay_marks(consumer: Any, settings: Settings, processors: dict[int, PartitionProcessor]) -> None:
+    """Give each of these restored partitions the committed offsets it replays to without output."""
+    names = TopicNames.of(settings)
+    tps = [TopicPartition(t, p) for p in processors for t in (names.transactions, names.labels)]
+    # the consumer's group coordinator (what consumer.committed() asks), for the metadata as well
+    committed = await asyncio.wait_for(consumer._coordinator.fetch_committed_offsets(tps), FETCH_COMMITTED_TIMEOUT_S)
+    for partition, processor in processors.items():
+        tx = committed.get(TopicPartition(names.transactions, partition))
+        labels = committed.get(TopicPartition(names.labels, partition))
+        marks = ReplayMarks.of(tx, labels)
+        processor.replay = marks
+        if marks is not None:
+            log.info("partition %d replays quietly up to %s (outputs committed before)", partition, marks)
