@@ -362,6 +362,10 @@ without keys, which Kafka refuses; make it a delete topic: kafka-configs.sh --bo
             f"{'them' if len(names) > 1 else 'it'} without keys, which Kafka refuses; make it a delete topic: {fixes}")
 
 
+#: How long the brokers may answer a producer-id request with a retriable error (coordinators loading).
+PRODUCER_ID_WAIT_S = 60.0
+
+
 async def producer_ids_refused(admin: Any) -> str | None:
     """Why the brokers of ``admin`` (a started AIOKafkaAdminClient) give no producer ids, None when they do.
 
@@ -370,10 +374,16 @@ async def producer_ids_refused(admin: Any) -> str | None:
     """
     from aiokafka.protocol.transaction import InitProducerIdRequest
 
-    try:
-        answer = await admin._client.send(admin._client.get_random_node(), InitProducerIdRequest(None, 60_000))
-    except (NotImplementedError, IncompatibleBrokerVersion) as exc:
-        return f"InitProducerId not supported ({type(exc).__name__})"
-    if answer.error_code:
-        return f"InitProducerId answered {for_code(answer.error_code).__name__}"
-    return None
+    deadline = asyncio.get_running_loop().time() + PRODUCER_ID_WAIT_S
+    while True:
+        try:
+            answer = await admin._client.send(admin._client.get_random_node(), InitProducerIdRequest(None, 60_000))
+        except (NotImplementedError, IncompatibleBrokerVersion) as exc:
+            return f"InitProducerId not supported ({type(exc).__name__})"
+        error = for_code(answer.error_code)
+        if not answer.error_code:
+            return None
+        # a new cluster loads its coordinators first (COORDINATOR_LOAD_IN_PROGRESS): ask again
+        if not error.retriable or asyncio.get_running_loop().time() > deadline:
+            return f"InitProducerId answered {error.__name__}"
+        await asyncio.sleep(0.5)

@@ -310,7 +310,9 @@ async def tail_alerts(
     stats = stats if stats is not None else TailStats()
     stats.topic = topic
     stop = stop if stop is not None else asyncio.Event()
-    consumer = make_consumer(kafka, bootstrap, auto_offset_reset="earliest")
+    # with exactly-once actors, only committed alerts (an aborted batch's are replayed and committed again)
+    isolation = "read_committed" if kafka.exactly_once else "read_uncommitted"
+    consumer = make_consumer(kafka, bootstrap, auto_offset_reset="earliest", isolation_level=isolation)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await topic_partitions(kafka, bootstrap, topic, consumer)]

@@ -32,13 +32,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from actors.messages import JobStatus
-from configs import KafkaSettings, Settings
+from configs import KafkaSettings
 from connectors.kafka import ensure_topics, make_consumer
 from contracts.records import decode_alert
 from models.checked_settings import load_settings
 from pipelines.produce import produce_history
 from pipelines.stream import read_status
-from synthetic import generate
 from tests.kafka.cluster import KafkaCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,12 +47,6 @@ CLUSTER_YAML = ROOT / "configs" / "cluster.yaml"
 #: Partitions per topic key of kafka.topics (a multiple of the 2 actors, as configs/cluster.yaml asks).
 PARTITIONS = {"transactions": 4, "labels": 4, "alerts": 4, "dead_letters": 1, "terminal_deltas": 4, "terminal_risk": 4}
 ACTORS = 2
-
-
-@pytest.fixture(scope="module")
-def history(local_settings: Settings) -> Any:
-    spec = msgspec.structs.replace(local_settings.generator, accounts=400, days=6, seed=5, genuine_label_rate=0.2)
-    return generate(spec)
 
 
 # -- settings and topics ----------------------------------------------------------------------------------------
