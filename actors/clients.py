@@ -22,9 +22,6 @@ from connectors.kafka import cluster_id, make_consumer, start_producer
 
 log = logging.getLogger(__name__)
 
-#: Longest the broker may hold a fetch that finds no data.
-FETCH_MAX_WAIT_MS = 5
-
 
 class TopicNames(NamedTuple):
     """The topics an actor reads and writes, and the terminal stage's partition count."""
@@ -93,7 +90,7 @@ class Clients:
             auto_offset_reset="none",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # a fetch returns as soon as data is there; bound how long the broker may hold an empty one
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=settings.stream.fetch_max_wait_ms,
             isolation_level="read_committed" if kafka.exactly_once else "read_uncommitted",
         )
         # alerts of a batch are sent together and then awaited: lingering would only add latency

@@ -33,8 +33,7 @@ import numpy as np  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from actors.clients import FETCH_MAX_WAIT_MS  # noqa: E402
-from configs import TopicSettings  # noqa: E402
+from configs import StreamSettings, TopicSettings  # noqa: E402
 from connectors.broker import EmbeddedBroker  # noqa: E402
 from connectors.kafka import ensure_topics, make_consumer, make_producer, wait_until_ready  # noqa: E402
 from models.checked_settings import load_settings  # noqa: E402
@@ -97,7 +96,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--linger-ms", type=int, default=None, help="producer.linger_ms (default: the config's)")
-    parser.add_argument("--fetch-max-wait-ms", type=int, default=FETCH_MAX_WAIT_MS)
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=StreamSettings().fetch_max_wait_ms)
     args = parser.parse_args()
 
     base = load_settings()

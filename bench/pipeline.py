@@ -12,6 +12,15 @@ References, in the same run on the same topic:
 - raw_decode_per_s: one plain aiokafka consumer + json.loads (the ceiling);
 - reference_loop_per_s: one plain aiokafka loop running the shared reference
   workload's update_features plus reference_model()'s score_one/learn_one per event.
+With --kafka, the same workload runs again on a real Apache Kafka 4.x cluster started here
+(tests/kafka/cluster.py: 3 KRaft brokers on loopback, topics replicated 3 times, min.insync.replicas=2):
+the job as its SASL_SSL/SCRAM-SHA-512 principal with only the ACLs it needs, the producer and the actors
+with acks=all (the producer section of configs/cluster.yaml), phases 1 and 2 as above ("kafka"); then once
+more there with kafka.exactly_once: true ("kafka_exactly_once", with its cost in throughput). "targets"
+checks issue 17's: K=2 on the cluster >= 0.8 x the embedded events/s, p99 <= 100 ms at 2,000 events/s,
+exactly-once costing <= 30 % of the throughput. With --kafka every run also reports backlog_batches and
+backlog_phase_ms (phase 1's micro-batches and where their time went); --kafka-listener PLAINTEXT runs the
+cluster's clients without TLS and SASL, as its super user, to see what those cost.
 Prints one JSON line.
 """
 
@@ -19,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,26 +46,45 @@ sys.path.insert(0, str(ROOT.parent / "shared" / "bench"))
 
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import reference_workload  # noqa: E402
+import yaml  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
+from actors.clients import kafka_access  # noqa: E402
 from actors.messages import DrainedJob, JobStatus  # noqa: E402
-from configs import Settings, TopicSettings, TopicsSettings  # noqa: E402
+from configs import KafkaSettings, ProducerSettings, Settings, TopicSettings, TopicsSettings  # noqa: E402
 from connectors.broker import EmbeddedBroker  # noqa: E402
 from connectors.kafka import ensure_topics, make_consumer, wait_until_ready  # noqa: E402
 from models.checked_settings import load_settings  # noqa: E402
 from pipelines.produce import produce_history  # noqa: E402
 from pipelines.stream import StreamJob  # noqa: E402
 from synthetic import generate  # noqa: E402
+from tests.kafka.cluster import KafkaCluster, KafkaClusterError, fetch_kafka, missing_tools  # noqa: E402
+
+#: Issue 17's targets on the real cluster.
+MIN_RATIO_TO_EMBEDDED = 0.8
+MAX_P99_MS = 100.0
+MAX_EXACTLY_ONCE_COST = 0.3
 
 
-async def _consume_loop(settings: Any, bootstrap: str, topic: str, expected: int, handle: Any) -> float:
+@contextlib.contextmanager
+def _step(console: Console, what: str) -> Iterator[None]:
+    """A spinner with ``what`` and the time it has taken so far, while the block runs."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(what, total=None)
+        yield
+
+
+async def _consume_loop(settings: Any, bootstrap: str | None, topic: str, expected: int, handle: Any) -> float:
     """Seconds for one plain aiokafka consumer to read ``expected`` records and handle each value."""
     consumer = make_consumer(settings.kafka, bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.topics.transactions.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         seen = 0
@@ -73,7 +103,7 @@ async def _consume_loop(settings: Any, bootstrap: str, topic: str, expected: int
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--actors", type=int, default=2)
@@ -81,20 +111,32 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--steady-seconds", type=float, default=20.0)
     parser.add_argument("--checkpoint-interval", type=float, default=None,
                         help="stream.checkpoint_interval_s (default: the config's)")
+    parser.add_argument("--kafka", action="store_true",
+                        help="also run on a 3-broker Apache Kafka cluster (needs Java 17+, and Maven on the first run)")
+    parser.add_argument("--kafka-listener", choices=("SASL_SSL", "PLAINTEXT"), default="SASL_SSL",
+                        help="the cluster's listener for every client: SASL_SSL as the job's principal with its "
+                             "ACLs (as in production), or PLAINTEXT as the super user (no TLS, no SASL)")
     return parser.parse_args()
 
 
-def _settings(base: Settings, args: argparse.Namespace, workdir: Path) -> Settings:
-    """The config on the benchmark's own topics (P partitions each), checkpoints and status file."""
-    P = args.partitions
-    topics = TopicsSettings(
-        transactions=TopicSettings(name="bench.transactions", partitions=P),
-        labels=TopicSettings(name="bench.labels", partitions=P),
-        alerts=TopicSettings(name="bench.alerts", partitions=P),
-        dead_letters=TopicSettings(name="bench.dlq", partitions=1),
-        terminal_deltas=TopicSettings(name="bench.terminal.deltas", partitions=P),
-        terminal_risk=TopicSettings(name="bench.terminal.risk", partitions=P),
-    )
+def _topics(prefix: str, partitions: int, replication_factor: int) -> TopicsSettings:
+    """The benchmark's own topics ``prefix.<name>``, ``partitions`` each (the DLQ: one); replicated ones ask for
+    min.insync.replicas=2, as configs/cluster.yaml does."""
+
+    def topic(name: str, count: int = partitions) -> TopicSettings:
+        configs: dict[str, Any] = {"min.insync.replicas": 2} if replication_factor > 1 else {}
+        return TopicSettings(name=f"{prefix}.{name}", partitions=count, replication_factor=replication_factor,
+                             configs=configs)
+
+    return TopicsSettings(transactions=topic("transactions"), labels=topic("labels"), alerts=topic("alerts"),
+                          dead_letters=topic("dlq", 1), terminal_deltas=topic("terminal.deltas"),
+                          terminal_risk=topic("terminal.risk"))  # fmt: skip
+
+
+def _settings(base: Settings, args: argparse.Namespace, workdir: Path, prefix: str = "bench",
+              replication_factor: int = 1) -> Settings:  # fmt: skip
+    """The config on the benchmark's own topics (P partitions each), checkpoints and status file in ``workdir``."""
+    topics = _topics(prefix, args.partitions, replication_factor)
     return msgspec.structs.replace(
         base,
         kafka=msgspec.structs.replace(base.kafka, topics=topics),
@@ -104,6 +146,41 @@ def _settings(base: Settings, args: argparse.Namespace, workdir: Path) -> Settin
             checkpoint_interval_s=args.checkpoint_interval or base.stream.checkpoint_interval_s,
         ),
     )
+
+
+@dataclass(frozen=True)
+class _Workload:
+    """What every broker gets: phase 1's transactions, then phase 2's (at the steady rate)."""
+
+    transactions: pa.Table
+    steady: pa.Table
+
+
+def _workload(base: Settings, args: argparse.Namespace, console: Console) -> _Workload:
+    """``--events`` transactions of a generated history (about 60 per account), and the steady phase's next ones."""
+    accounts = max(1_000, args.events // 60)
+    spec = msgspec.structs.replace(base.generator, accounts=accounts, days=30, seed=3)
+    with _step(console, "generating the stream"):
+        history = generate(spec)
+    steady_rows = int(args.steady_rate * args.steady_seconds)
+    return _Workload(history.transactions.slice(0, args.events), history.transactions.slice(args.events, steady_rows))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One broker the workload runs on."""
+
+    name: str
+    #: The job's settings there: topics, security, producer (acks, linger), checkpoints.
+    settings: Settings
+    #: None: the configured bootstrap servers (the embedded broker's address is known only once it runs).
+    bootstrap: str | None
+    #: Who writes the transactions (on the cluster an admin: the job may only read them).
+    writer: KafkaSettings
+    #: Makes the topics (and grants the job's ACLs on them) before anything is produced.
+    prepare: Callable[[], None]
+    #: The references that also read the produced transactions: "raw" and "reference_loop".
+    references: tuple[str, ...] = ()
 
 
 def _reference_loop() -> Callable[[bytes], None]:
@@ -126,24 +203,38 @@ def _reference_loop() -> Callable[[bytes], None]:
     return reference
 
 
-def _references(settings: Settings, bootstrap: str, n: int, console: Console) -> tuple[float, float]:
-    """Seconds to read the ``n`` produced transactions: with json.loads alone, and with the reference loop."""
-    topic = settings.kafka.topics.transactions.name
-    with console.status("raw consume + json.loads"):
-        raw_s = asyncio.run(_consume_loop(settings, bootstrap, topic, n, json.loads))
-    with console.status("reference loop: consume + update_features + HalfSpaceTrees"):
-        reference_s = asyncio.run(_consume_loop(settings, bootstrap, topic, n, _reference_loop()))
-    return raw_s, reference_s
+#: name -> (what it does, a maker of its per-record handler).
+_REFERENCES: dict[str, tuple[str, Callable[[], Callable[[bytes], Any]]]] = {
+    "raw": ("raw consume + json.loads", lambda: json.loads),
+    "reference_loop": ("reference loop: consume + update_features + HalfSpaceTrees", _reference_loop),
+}
+
+
+def _references(target: _Target, n: int, console: Console) -> dict[str, float]:
+    """Seconds for each of the target's references to read the ``n`` produced transactions."""
+    topic = target.settings.kafka.topics.transactions.name
+    seconds = {}
+    for name in target.references:
+        what, handler = _REFERENCES[name]
+        with _step(console, f"{target.name}: {what}"):
+            seconds[name] = asyncio.run(_consume_loop(target.settings, target.bootstrap, topic, n, handler()))
+    return seconds
 
 
 def _catch_up(job: StreamJob, n: int, partitions: int) -> JobStatus:
-    """Poll the job's status until every partition is owned and the ``n`` produced transactions are scored."""
+    """Poll the job's status until every partition is owned and the ``n`` produced transactions are scored
+    (RuntimeError when that takes far longer than any healthy run)."""
+    timeout_s = 120 + n / 200
+    deadline = time.monotonic() + timeout_s
     while True:
         status = job.status()
         parts = status.partitions.values()
-        if len(status.partitions) == partitions and all(p.lag == 0 for p in parts) and \
-                sum(p.next_offset for p in parts) >= n:
+        scored = sum(p.next_offset for p in parts)
+        if len(status.partitions) == partitions and all(p.lag == 0 for p in parts) and scored >= n:
             return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{n - scored:,} of {n:,} transactions not scored within {timeout_s:.0f}s "
+                               f"({len(status.partitions)} of {partitions} partitions owned)")
         time.sleep(0.5)
 
 
@@ -154,12 +245,12 @@ def _pipeline_seconds(status: JobStatus) -> float:
     return max(lasts) - min(firsts)
 
 
-def _steady(job: StreamJob, settings: Settings, bootstrap: str, steady: Any, rate: float, scored_before: int) -> JobStatus:
+def _steady(job: StreamJob, target: _Target, steady: pa.Table, rate: float, scored_before: int) -> JobStatus:
     """Produce ``steady`` at ``rate`` events/s (paced every 5 ms, not in bursts); the status once it is scored
     (or after 30 s)."""
     chunk = max(1, int(rate // 200))
     producer = threading.Thread(target=lambda: asyncio.run(produce_history(
-        steady, None, settings.kafka, settings.producer, bootstrap, rate=rate, chunk_rows=chunk)))
+        steady, None, target.writer, target.settings.producer, target.bootstrap, rate=rate, chunk_rows=chunk)))
     producer.start()
     producer.join()
     deadline = time.monotonic() + 30
@@ -192,38 +283,94 @@ def _worst_phases(status: JobStatus) -> dict[str, dict[str, float]]:
 
 @dataclass(frozen=True)
 class _Measured:
-    """What the run measured, for :func:`_figures`."""
+    """What one run measured, for :func:`_figures`."""
 
     events: int
     steady_events: int
-    #: Seconds: the pipeline's first poll -> last commit, the raw consumer, the reference loop.
+    #: Seconds: the pipeline's first poll -> last commit, the raw consumer, the reference loop (None: not run).
     pipeline_s: float
-    raw_s: float
-    reference_s: float
+    raw_s: float | None
+    reference_s: float | None
     lost: int
-    #: Per-event latencies (ms) of the steady phase, and the job's status at its end and after the drain.
+    #: Per-event latencies (ms) of the steady phase; the job's status after phase 1, at the end of phase 2 and
+    #: after the drain.
     samples: np.ndarray
+    caught_up: JobStatus
     steady: JobStatus
     final: DrainedJob
 
 
+def _phases(job: StreamJob, target: _Target, workload: _Workload, args: argparse.Namespace,
+            console: Console) -> tuple[JobStatus, JobStatus, np.ndarray]:  # fmt: skip
+    """Phase 1 (the produced backlog scored) and phase 2 (a steady rate): the status after each, phase 2's
+    latencies."""
+    import ray
+
+    n = workload.transactions.num_rows
+    with _step(console, f"{target.name}: scoring {n:,} transactions with {args.actors} actors"):
+        job.start(args.actors)
+        caught_up = _catch_up(job, n, args.partitions)
+    ray.get(job.controller.call_all.remote("reset_latency"))
+    with _step(console, f"{target.name}: steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
+        steady = _steady(job, target, workload.steady, args.steady_rate, n)
+    return caught_up, steady, _latency_samples(job)
+
+
+def _run(target: _Target, workload: _Workload, args: argparse.Namespace, console: Console) -> _Measured:
+    """The module docstring's phases on one broker: topics, the backlog produced, the references, the job
+    started, phase 1, phase 2, the job drained."""
+    settings, n = target.settings, workload.transactions.num_rows
+    with _step(console, f"{target.name}: topics"):
+        target.prepare()
+    with _step(console, f"{target.name}: producing {n:,} transactions"):
+        asyncio.run(produce_history(workload.transactions, None, target.writer, settings.producer, target.bootstrap))
+    references = _references(target, n, console)
+    job = StreamJob(settings, target.bootstrap)
+    try:
+        caught_up, steady, samples = _phases(job, target, workload, args, console)
+        final = job.drain()
+    except BaseException:
+        job.stop()
+        raise
+    measured = _Measured(
+        events=n, steady_events=workload.steady.num_rows, pipeline_s=_pipeline_seconds(caught_up),
+        raw_s=references.get("raw"), reference_s=references.get("reference_loop"),
+        lost=n - sum(p.next_offset for p in caught_up.partitions.values()), samples=samples, caught_up=caught_up,
+        steady=steady, final=final,
+    )
+    console.log(f"{target.name}: {n / measured.pipeline_s:,.0f} events/s, lost {measured.lost}, "
+                f"p99 {_percentiles(samples)[2]} ms")
+    return measured
+
+
+def _percentiles(samples: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """p50, p95, p99 (ms, 2 decimals); None without samples."""
+    if not samples.size:
+        return None, None, None
+    p50, p95, p99 = (round(float(v), 2) for v in np.percentile(samples, [50, 95, 99]))
+    return p50, p95, p99
+
+
 def _figures(measured: _Measured, args: argparse.Namespace) -> dict[str, Any]:
-    """The JSON line the benchmark prints."""
+    """One run's figures (the whole JSON line without --kafka); the references' only where they ran."""
     m, n = measured, measured.events
-    samples = m.samples
-    p50, p95, p99 = (round(float(v), 2) for v in np.percentile(samples, [50, 95, 99])) if samples.size else (None,) * 3
+    p50, p95, p99 = _percentiles(m.samples)
+    references: dict[str, Any] = {}
+    if m.raw_s is not None:
+        references["raw_decode_per_s"] = round(n / m.raw_s)
+    if m.reference_s is not None:
+        references["reference_loop_per_s"] = round(n / m.reference_s)
+        references["ratio_to_reference_loop"] = round((n / m.pipeline_s) / (n / m.reference_s), 3)
     return {
         "events_per_s": round(n / m.pipeline_s),
         "lost": m.lost,
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
-        "latency_samples": int(samples.size),
+        "latency_samples": int(m.samples.size),
         "fetch_delay_ms": [msgspec.to_builtins(a.fetch_delay_ms) for a in m.steady.actors],
         "phase_ms": _worst_phases(m.steady),
-        "raw_decode_per_s": round(n / m.raw_s),
-        "reference_loop_per_s": round(n / m.reference_s),
-        "ratio_to_reference_loop": round((n / m.pipeline_s) / (n / m.reference_s), 3),
+        **references,
         "events": n,
         "steady_events": m.steady_events,
         "alerts": sum(p.alerts for a in m.final.actors for p in a.partitions.values()),
@@ -232,48 +379,188 @@ def _figures(measured: _Measured, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _backlog_figures(measured: _Measured) -> dict[str, Any]:
+    """How phase 1 went (--kafka only): its micro-batches over the actors, and the loop's phases then."""
+    return {"backlog_batches": sum(a.batches for a in measured.caught_up.actors),
+            "backlog_phase_ms": _worst_phases(measured.caught_up)}
+
+
+def _embedded_target(settings: Settings, bootstrap: str) -> _Target:
+    async def prepare() -> None:
+        await wait_until_ready(settings.kafka, bootstrap)
+        await ensure_topics(settings.kafka, bootstrap)
+
+    return _Target("embedded", settings, bootstrap, settings.kafka, lambda: asyncio.run(prepare()),
+                   references=("raw", "reference_loop"))
+
+
+# -- the real cluster (--kafka) ---------------------------------------------------------------------------------
+
+
+def _kafka_libs(console: Console) -> Path:
+    """The Kafka jars (Maven fetches them on the first run); SystemExit with one line when a tool is missing."""
+    missing = missing_tools()
+    if missing:
+        raise SystemExit(f"error: --kafka: {missing}")
+    try:
+        with _step(console, "Kafka jars: from the cache, else Maven fetches them (~55 MB, the first time)"):
+            report = fetch_kafka()
+    except KafkaClusterError as exc:
+        raise SystemExit(f"error: --kafka: {exc}") from exc
+    how = f"fetched in {report.seconds:.0f}s" if report.fetched else "cached"
+    console.log(f"Kafka jars {how}: {report.libs} ({report.jar_bytes / 1e6:.0f} MB)")
+    return report.libs
+
+
+@contextlib.contextmanager
+def _kafka_cluster(libs: Path, console: Console) -> Iterator[KafkaCluster]:
+    """The 3-broker test cluster in a temporary folder, its users' passwords in this process's environment (for
+    the clients, and the Ray workers of a Ray started afterwards); every broker killed, the folder removed at the
+    end."""
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-kafka-") as folder:
+        cluster = KafkaCluster(Path(folder), libs=libs)
+        try:
+            with _step(console, f"starting {cluster.size} Kafka brokers (KRaft, SASL_SSL, ACLs)"):
+                cluster.start()
+            console.log(f"Kafka cluster ready in {cluster.timings['start_s']:.0f}s: {cluster.sasl_ssl_bootstrap}")
+            for user in cluster.users.values():
+                os.environ[cluster.password_env(user)] = user.password
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def _cluster_producer() -> ProducerSettings:
+    """configs/cluster.yaml's producer section (acks=all, the short linger a real Kafka is fine with)."""
+    raw = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())["producer"]
+    return msgspec.convert(raw, ProducerSettings)
+
+
+def _job_acls(principal: str, settings: Settings) -> list[list[str]]:
+    """``kafka-acls`` arguments granting ``principal`` what the scoring actors do on each topic (no more); its
+    groups and transactional ids (prefixed ``fraudstream``) the cluster grants at start."""
+    by_operation: dict[str, list[str]] = {}
+    for topic, operations in kafka_access(settings).items():
+        for operation in operations:
+            by_operation.setdefault(operation, []).extend(("--topic", topic))
+    return [["--allow-principal", principal, "--operation", op, *topics] for op, topics in by_operation.items()]
+
+
+def _prepare_cluster_topics(cluster: KafkaCluster, settings: Settings) -> None:
+    """The topics created by an admin (the job may not create them), every replica in sync; the job's ACLs."""
+
+    async def create() -> None:
+        await ensure_topics(cluster.kafka_settings(settings.kafka, "admin"))
+        topics = settings.kafka.topics.all()
+        await asyncio.gather(*(cluster.wait_isr(t.name, t.replication_factor) for t in topics))
+
+    asyncio.run(create())
+    cluster.add_acls(_job_acls(cluster.job.principal, settings))
+
+
+def _on_listener(cluster: KafkaCluster, kafka: KafkaSettings, listener: str, user: str) -> KafkaSettings:
+    """``kafka`` pointed at the cluster: SASL_SSL as ``user``, or PLAINTEXT (whoever connects is the super user)."""
+    if listener == "SASL_SSL":
+        return cluster.kafka_settings(kafka, user)
+    return msgspec.structs.replace(kafka, embedded=False, bootstrap_servers=tuple(cluster.plaintext_bootstrap.split(",")),
+                                   security_protocol="PLAINTEXT", ssl_ca_file=None, sasl_mechanism=None,
+                                   sasl_username=None)  # fmt: skip
+
+
+def _cluster_target(cluster: KafkaCluster, base: Settings, args: argparse.Namespace, workdir: Path, name: str,
+                    exactly_once: bool = False) -> _Target:  # fmt: skip
+    """The job as the cluster's principal (``--kafka-listener``) on topics ``<name>.*`` replicated on every
+    broker, with configs/cluster.yaml's producer (acks=all) for the transactions and the actors' outputs; an
+    admin writes the transactions."""
+    settings = _settings(base, args, workdir / name, prefix=name, replication_factor=cluster.size)
+    kafka = _on_listener(cluster, settings.kafka, args.kafka_listener, "job")
+    if exactly_once:
+        kafka = msgspec.structs.replace(kafka, exactly_once=True)
+    settings = msgspec.structs.replace(settings, kafka=kafka, producer=_cluster_producer())
+    return _Target(name, settings, None, _on_listener(cluster, kafka, args.kafka_listener, "admin"),
+                   lambda: _prepare_cluster_topics(cluster, settings),
+                   references=() if exactly_once else ("raw",))
+
+
+def _cluster_facts(cluster: KafkaCluster, target: _Target, args: argparse.Namespace) -> dict[str, Any]:
+    """How the job talked to the cluster, for the JSON line."""
+    kafka, producer = target.settings.kafka, target.settings.producer
+    return {
+        "listener": kafka.security_protocol,
+        "sasl_mechanism": kafka.sasl_mechanism,
+        "principal": f"User:{kafka.sasl_username or 'ANONYMOUS'}",
+        "brokers": cluster.size,
+        "replication_factor": kafka.topics.transactions.replication_factor,
+        "min_insync_replicas": kafka.topics.transactions.configs.get("min.insync.replicas"),
+        "acks": producer.acks,
+        "producer_linger_ms": producer.linger_ms,
+        "exactly_once": kafka.exactly_once,
+        "steady_rate": args.steady_rate,
+    }
+
+
+def _attempt(console: Console, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s figures, or {"error": its first line} (the traceback on the console): one failed run on the
+    cluster does not throw away the others' figures."""
+    try:
+        return run()
+    except Exception as exc:
+        console.print_exception()
+        return {"error": f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+
+
+def _kafka_figures(cluster: KafkaCluster, target: _Target, workload: _Workload, args: argparse.Namespace,
+                   console: Console) -> dict[str, Any]:  # fmt: skip
+    measured = _run(target, workload, args, console)
+    return {**_cluster_facts(cluster, target, args), **_figures(measured, args), **_backlog_figures(measured)}
+
+
+def _kafka_runs(libs: Path, base: Settings, args: argparse.Namespace, workdir: Path, workload: _Workload,
+                embedded: dict[str, Any], console: Console) -> dict[str, Any]:  # fmt: skip
+    """The workload on the cluster with acks=all, then with exactly-once: "kafka", "kafka_exactly_once", "targets"."""
+    with _kafka_cluster(libs, console) as cluster:
+        plain = _cluster_target(cluster, base, args, workdir, "kafka")
+        kafka = _attempt(console, "kafka", lambda: _kafka_figures(cluster, plain, workload, args, console))
+        if "events_per_s" in kafka:
+            kafka["ratio_to_embedded"] = round(kafka["events_per_s"] / embedded["events_per_s"], 3)
+        eos = _cluster_target(cluster, base, args, workdir, "kafka-exactly-once", exactly_once=True)
+        exactly_once = _attempt(console, "kafka_exactly_once",
+                                lambda: _kafka_figures(cluster, eos, workload, args, console))
+        if "events_per_s" in kafka and "events_per_s" in exactly_once:
+            exactly_once["cost"] = round(1 - exactly_once["events_per_s"] / kafka["events_per_s"], 3)
+    return {"kafka": kafka, "kafka_exactly_once": exactly_once, "targets": _targets(kafka, exactly_once)}
+
+
+def _targets(kafka: dict[str, Any], exactly_once: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 17's targets: the value measured, the target, whether it is met (None: not measured)."""
+
+    def check(value: float | None, bound: float, at_least: bool) -> dict[str, Any]:
+        met = None if value is None else (value >= bound if at_least else value <= bound)
+        return {"value": value, "target": f"{'>=' if at_least else '<='} {bound:g}", "met": met}
+
+    return {
+        "kafka_ratio_to_embedded": check(kafka.get("ratio_to_embedded"), MIN_RATIO_TO_EMBEDDED, at_least=True),
+        "kafka_p99_ms": check(kafka.get("p99_ms"), MAX_P99_MS, at_least=False),
+        "exactly_once_cost": check(exactly_once.get("cost"), MAX_EXACTLY_ONCE_COST, at_least=False),
+    }
+
+
 def main() -> None:
     args = _arguments()
     console = Console(stderr=True)
+    libs = _kafka_libs(console) if args.kafka else None  # a missing tool stops the run before it starts
 
     base = load_settings()
-    accounts = max(1_000, args.events // 60)
-    spec = msgspec.structs.replace(base.generator, accounts=accounts, days=30, seed=3)
-    with console.status("generating the stream"):
-        history = generate(spec)
-    transactions = history.transactions.slice(0, args.events)
-    steady_rows = int(args.steady_rate * args.steady_seconds)
-    steady = history.transactions.slice(args.events, steady_rows)
-    n = transactions.num_rows
-    settings = _settings(base, args, Path(tempfile.mkdtemp(prefix="fraudstream-bench-")))
-
+    workload = _workload(base, args, console)
+    workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+    settings = _settings(base, args, workdir)
     with EmbeddedBroker() as broker:
-        bootstrap = broker.bootstrap_servers
-        asyncio.run(wait_until_ready(settings.kafka, bootstrap))
-        asyncio.run(ensure_topics(settings.kafka, bootstrap))
-        with console.status(f"producing {n:,} transactions"):
-            asyncio.run(produce_history(transactions, None, settings.kafka, settings.producer, bootstrap))
-        raw_s, reference_s = _references(settings, bootstrap, n, console)
-
-        job = StreamJob(settings, bootstrap)
-        with console.status(f"scoring {n:,} transactions with {args.actors} actors"):
-            job.start(args.actors)
-            caught_up = _catch_up(job, n, args.partitions)
-
-        import ray
-
-        ray.get(job.controller.call_all.remote("reset_latency"))
-        with console.status(f"steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
-            steady_status = _steady(job, settings, bootstrap, steady, args.steady_rate, n)
-        samples = _latency_samples(job)
-        final = job.drain()
-
-    measured = _Measured(
-        events=n, steady_events=steady.num_rows, pipeline_s=_pipeline_seconds(caught_up), raw_s=raw_s,
-        reference_s=reference_s, lost=n - sum(p.next_offset for p in caught_up.partitions.values()),
-        samples=samples, steady=steady_status, final=final,
-    )
-    print(json.dumps(_figures(measured, args)))
+        measured = _run(_embedded_target(settings, broker.bootstrap_servers), workload, args, console)
+    figures = _figures(measured, args)
+    if libs is not None:
+        figures.update(_backlog_figures(measured))
+        figures.update(_kafka_runs(libs, base, args, workdir, workload, figures, console))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

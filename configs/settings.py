@@ -677,6 +677,10 @@ class StreamSettings(_Section, frozen=True):
     max_held_transactions: PositiveInt = 20_000
     #: Longest a poll waits for records.
     max_batch_wait_ms: NonNegativeInt = 20
+    #: Longest a broker holds an actor's fetch that finds no data (data arriving meanwhile is answered at
+    #: once). Small for the embedded broker, whose fetch latency is this wait; 100-500 on Kafka, where idle
+    #: actors fetching every few milliseconds keep the brokers busy.
+    fetch_max_wait_ms: PositiveInt = 5
     #: Where checkpoints go: a local directory or a pyarrow.fs URI (s3://bucket/prefix).
     checkpoint_uri: str = "checkpoints"
     #: A partition is checkpointed when this much time or this many events passed.

@@ -15,215 +15,39 @@ transactions each stop the same command at start-up with exit code 2 and one lin
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import yaml
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from actors.messages import JobStatus
-from configs import KafkaSettings
-from connectors.kafka import ensure_topics, make_consumer
+from connectors.kafka import ensure_topics
 from contracts.records import decode_alert
 from models.checked_settings import load_settings
-from pipelines.produce import produce_history
-from pipelines.stream import read_status
 from tests.kafka.cluster import KafkaCluster
+from tests.kafka.jobkit import (
+    CLUSTER_YAML,
+    as_user,
+    cluster_config,
+    grant_topic_acls,
+    job_env,
+    prepare_topics,
+    produce,
+    read_alerts,
+    run_job_until_scored,
+    sasl_config,
+    start_job_expecting_failure,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER_YAML = ROOT / "configs" / "cluster.yaml"
-#: Partitions per topic key of kafka.topics (a multiple of the 2 actors, as configs/cluster.yaml asks).
-PARTITIONS = {"transactions": 4, "labels": 4, "alerts": 4, "dead_letters": 1, "terminal_deltas": 4, "terminal_risk": 4}
-ACTORS = 2
-
-
-# -- settings and topics ----------------------------------------------------------------------------------------
-
-
-def cluster_config(path: Path, workdir: Path, prefix: str, kafka: Mapping[str, Any], replication_factor: int = 3) -> Path:
-    """configs/cluster.yaml with ``kafka`` (keys) over its kafka section, its topics named ``prefix.<name>``
-    with :data:`PARTITIONS` (and ``replication_factor``: the file's is 3), checkpoints, status and MLflow in ``workdir``, no registry model (there is no
-    MLflow server here), 2 actors of half a CPU; everything else as the file says."""
-    raw = yaml.safe_load(CLUSTER_YAML.read_text())
-    raw["kafka"].update(kafka)
-    for key, topic in raw["kafka"]["topics"].items():
-        topic.update(name=f"{prefix}.{topic['name']}", partitions=PARTITIONS[key], replication_factor=replication_factor)
-    raw["stream"].update(actors=ACTORS, actor_num_cpus=0.5, checkpoint_uri=str(workdir / "checkpoints"),
-                         status_path=str(workdir / "status.json"), status_interval_s=0.5, checkpoint_interval_s=2.0)
-    raw["mlflow"]["tracking_uri"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    raw["scoring"]["classifier"]["model_uri"] = ""
-    raw["scoring"]["rules_file"] = str(ROOT / "configs" / "rules.yaml")
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def sasl_config(cluster: KafkaCluster, workdir: Path, prefix: str, **kafka: Any) -> Path:
-    """A cluster.yaml-shaped config for the cluster's SASL_SSL listener as the job's principal (``kafka``:
-    keys to change, e.g. another ssl_ca_file)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    options = {"bootstrap_servers": cluster.sasl_ssl_bootstrap.split(","), "ssl_ca_file": str(cluster.ca_file),
-               "sasl_password_env": cluster.password_env("job"), **kafka}
-    config = cluster_config(workdir / "job.yaml", workdir, prefix, options)
-    kafka_settings = load_settings(config).kafka  # what configs/cluster.yaml says, but where the brokers are
-    assert kafka_settings.security_protocol == "SASL_SSL" and kafka_settings.ssl_check_hostname
-    assert (kafka_settings.sasl_mechanism, kafka_settings.sasl_username) == ("SCRAM-SHA-512", cluster.job.name)
-    return config
-
-
-def as_user(cluster: KafkaCluster, kafka: KafkaSettings, user: str) -> KafkaSettings:
-    return cluster.kafka_settings(kafka, user)
-
-
-async def create_topics_as_admin(cluster: KafkaCluster, kafka: KafkaSettings) -> None:
-    """Each configured topic with its partitions, replication factor (3) and configs, over the admin listener."""
-    admin = AIOKafkaAdminClient(**cluster.client_kwargs(None))
-    await admin.start()
-    try:
-        answer = await admin.create_topics([
-            NewTopic(t.name, t.partitions, t.replication_factor, topic_configs=t.kafka_configs())
-            for t in kafka.topics.all()
-        ])  # fmt: skip
-    finally:
-        await admin.close()
-    assert all(code == 0 for _, code, _ in answer.topic_errors), answer
-    for topic in kafka.topics.all():
-        await cluster.wait_isr(topic.name, topic.replication_factor)
-
-
-def grant_topic_acls(cluster: KafkaCluster, names: Mapping[str, str],
-                     without: Collection[tuple[str, str]] = ()) -> None:  # fmt: skip
-    """The cluster's standard topic ACLs (the job's and the reader's) on this test's topics: ``names`` maps each
-    standard topic (configs/cluster.yaml's name) to this test's; ``without``: (operation, standard topic) pairs
-    left out. The job's group and transactional-id ACLs are prefixed: the fixture's hold for every test."""
-    grants = []
-    for args in cluster.standard_acls():
-        if "--topic" not in args:
-            continue
-        operation = args[args.index("--operation") + 1]
-        head = [arg for i, arg in enumerate(args) if arg != "--topic" and (i == 0 or args[i - 1] != "--topic")]
-        topics = [args[i + 1] for i, arg in enumerate(args) if arg == "--topic"]
-        kept = [arg for topic in topics if (operation, topic) not in without for arg in ("--topic", names[topic])]
-        if kept:
-            grants.append(head + kept)
-    cluster.add_acls(grants)
-
-
-def prepare_topics(cluster: KafkaCluster, config: Path, without: Collection[tuple[str, str]] = ()) -> KafkaSettings:
-    """The config's topics created by the admin and the standard ACLs granted on them; the job's Kafka settings."""
-    kafka = load_settings(config).kafka
-    standard = yaml.safe_load(CLUSTER_YAML.read_text())["kafka"]["topics"]
-    names = {standard[key]["name"]: getattr(kafka.topics, key).name for key in standard}
-    asyncio.run(create_topics_as_admin(cluster, kafka))
-    grant_topic_acls(cluster, names, without)
-    return kafka
-
-
-# -- running the job -----------------------------------------------------------------------------------------------
-
-
-def job_env(**overrides: str) -> dict[str, str]:
-    """This process's environment (with the cluster fixture's passwords) for a job process: no RAY_ADDRESS, so
-    the job starts a local Ray of its own."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", **overrides}
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 @pytest.fixture
 def ray_tmp() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="fss", dir="/tmp") as folder:  # short: Ray's socket paths
         yield folder
-
-
-def _done(status: JobStatus | None, produced: int) -> bool:
-    if not isinstance(status, JobStatus) or len(status.partitions) != PARTITIONS["transactions"]:
-        return False
-    partitions = status.partitions.values()
-    return all(p.lag == 0 for p in partitions) and sum(p.scored + p.dead_letters for p in partitions) >= produced
-
-
-def run_job_until_scored(config: Path, produced: int, env: dict[str, str], log: Path,
-                         timeout_s: float = 300) -> tuple[JobStatus, str]:  # fmt: skip
-    """Run ``python -m pipelines.stream --config CONFIG --actors 2`` until its status file says every partition
-    has lag 0 and ``produced`` records were scored, then SIGTERM it (it drains) and wait for exit code 0.
-    (That status, the job's output.)"""
-    status_path = Path(load_settings(config).stream.status_path)
-    started = time.monotonic()
-    with open(log, "w") as out:
-        job = subprocess.Popen([sys.executable, "-m", "pipelines.stream", "--config", str(config), "--actors",
-                                str(ACTORS)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
-    try:
-        status: JobStatus | None = None
-        while not _done(status, produced):
-            assert job.poll() is None, f"the job exited ({job.returncode}):\n{log.read_text()[-4000:]}"
-            assert time.monotonic() - started < timeout_s, (
-                f"not scored in {timeout_s:.0f}s: {msgspec.json.encode(status)[:2000]!r}\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-            try:
-                found = read_status(status_path.read_bytes())
-            except (OSError, msgspec.DecodeError):
-                continue  # not written yet
-            status = found if isinstance(found, JobStatus) else None
-            stuck = [a.delivery for a in (status.actors if status else []) if getattr(a.delivery, "since_s", 0) > 30]
-            assert not stuck, f"outputs not delivered for 30 s: {stuck}\n{log.read_text()[-3000:]}"
-        job.send_signal(signal.SIGTERM)  # the job drains: final checkpoints, then its Ray stops
-        assert job.wait(timeout=180) == 0, log.read_text()[-4000:]
-        assert isinstance(status, JobStatus)
-        return status, log.read_text()
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)  # its process group: the job and the Ray it started
-            job.wait()
-
-
-def start_job_expecting_failure(config: Path, env: dict[str, str]) -> tuple[int, list[str], float]:
-    """(exit code, stderr lines, seconds) of a job start that must fail."""
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pipelines.stream", "--config", str(config)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    return done.returncode, done.stderr.strip().splitlines(), time.monotonic() - started
-
-
-async def _read_topic(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float) -> list[Any]:
-    consumer = make_consumer(kafka, None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        # a real broker's first metadata names no topic (streamkit.consume_all asks the consumer for them)
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s:.0f}s"
-            for batch in (await consumer.getmany(timeout_ms=300, max_records=10_000)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
-
-
-def read_alerts(kafka: KafkaSettings) -> list[Any]:
-    """Every record of the alerts topic, to its current end."""
-    alerts = kafka.topics.alerts
-    return asyncio.run(_read_topic(kafka, alerts.name, alerts.partitions, timeout_s=60.0))
-
-
-def produce(kafka: KafkaSettings, settings_producer: Any, history: Any) -> Any:
-    return asyncio.run(produce_history(history.transactions, history.labels, kafka, settings_producer, None))
 
 
 # -- the tests ---------------------------------------------------------------------------------------------------
