@@ -71,13 +71,15 @@ async def _read_until(cluster: KafkaCluster, user: str | None, topic: str, wante
 
 
 async def _visible_topics(cluster: KafkaCluster, user: str | None) -> set[str]:
-    """The topics a metadata request for all topics shows this principal (those it may Describe)."""
+    """The topics a metadata request for all topics shows this principal (those it may Describe), as standard
+    names: other tests' topics are ``<prefix>.<standard name>``, with the standard ACLs granted on them."""
     consumer = AIOKafkaConsumer(**cluster.client_kwargs(user))
     await consumer.start()
     try:
-        return {t for t in await consumer.topics() if not t.startswith("__")}
+        visible = {t for t in await consumer.topics() if not t.startswith("__")}
     finally:
         await consumer.stop()
+    return {next((name for name in TOPICS if t.endswith(f".{name}")), t) for t in visible}
 
 
 def test_missing_tools_are_named_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
