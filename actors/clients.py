@@ -23,6 +23,10 @@ from connectors.kafka import cluster_id, make_consumer, start_producer
 log = logging.getLogger(__name__)
 
 
+#: Longest a producer's stop may wait for brokers (it flushes what it holds first).
+CLOSE_TIMEOUT_S = 30.0
+
+
 class TopicNames(NamedTuple):
     """The topics an actor reads and writes, and the terminal stage's partition count."""
 
@@ -69,6 +73,9 @@ class Clients:
 
     consumer: Any = None
     producer: Any = None
+    #: With exactly-once, a plain (idempotent) producer for the terminal stage's records, which replace values
+    #: and so need no transaction: the stage's round trips do not wait for commits. None otherwise.
+    stage_producer: Any = None
     #: Checkpoints of this job's Kafka cluster (opened by :meth:`connect`, which learns its id).
     store: CheckpointStore | Any = None
     metrics: ActorMetrics | None = None
@@ -103,6 +110,8 @@ class Clients:
         self.producer_factory = new_producer
         await self.consumer.start()
         await self.ensure_producer()
+        if transactional_id is not None:
+            self.stage_producer = await start_producer(kafka, producer_settings, bootstrap_servers)
         # offsets mean something only in the cluster they came from: a checkpoint of another
         # cluster (a new in-memory broker, a migrated topic) is never resumed from
         stream = settings.stream
@@ -120,10 +129,14 @@ class Clients:
         return self.producer
 
     async def drop_producer(self) -> None:
-        """Stop and forget the producer (a transactional one after a failed transaction)."""
+        """Stop and forget the producer (a transactional one after a failed transaction); a stop that waits on
+        brokers not answering is given up after CLOSE_TIMEOUT_S."""
         producer, self.producer = self.producer, None
         if producer is not None:
-            await close_client(producer)
+            try:
+                await asyncio.wait_for(close_client(producer), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the producer did not stop within %.0f s (Kafka not answering); dropped", CLOSE_TIMEOUT_S)
 
     async def close(self) -> None:
         """Stop the consumer and the producer (the store and the metrics need no closing)."""
@@ -131,6 +144,9 @@ class Clients:
             await close_client(self.consumer)
             self.consumer = None
         await self.drop_producer()
+        if self.stage_producer is not None:
+            await close_client(self.stage_producer)
+            self.stage_producer = None
 
 
 async def close_client(client: Any) -> None:

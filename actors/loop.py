@@ -138,6 +138,11 @@ class ScoringLoop:
 
     # ------------------------------------------------------------------ running
     @property
+    def last_commit_wall(self) -> float | None:
+        """Wall time of the latest commit of input offsets (in a transaction with exactly-once)."""
+        return self.commits.last_commit_wall if self.transactions is None else self.transactions.last_commit_wall
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 

@@ -94,7 +94,7 @@ class StatusReport:
             delivery=self.delivery.status(),
             uptime_s=round(now - stats.started_at, 1),
             first_poll_wall=stats.first_poll_wall,
-            last_commit_wall=self.loop.commits.last_commit_wall,
+            last_commit_wall=self.loop.last_commit_wall,
             stages=self._stages(),
             broadcast_complete_through_ms=self.broadcast.complete_through_ms,
             serving=self.serving.status(),

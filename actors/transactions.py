@@ -3,10 +3,14 @@
 Each actor has a transactional producer (``transactional.id`` = client id + actor
 name, stable across restarts of the actor, so a restarted actor fences its
 predecessor and aborts what that one left open). Per micro-batch,
-:meth:`Transactions.commit` begins a transaction, sends the alerts, dead letters
-and terminal-stage records, adds the owned partitions' input offsets to it
+:meth:`Transactions.commit` begins a transaction, sends the alerts and dead
+letters, adds the owned partitions' input offsets to it
 (``send_offsets_to_transaction``, the consumer group ``<client_id>-scoring``)
-and commits. Consumers reading ``alerts`` with ``isolation.level=read_committed``
+and commits. The terminal stage's records go beside the transaction with a
+plain idempotent producer: they replace values, so one sent for a batch whose
+transaction then aborted is sent again, the same, by the replay; inside the
+transaction, every hop of the stage (partition -> stage -> every actor) would
+wait for a commit. Consumers reading ``alerts`` with ``isolation.level=read_committed``
 see a batch's alerts exactly when its offsets moved.
 
 Checkpoints stay behind the committed offsets (a checkpoint is taken after
@@ -16,8 +20,7 @@ already: :func:`read_replay_marks` reads the committed offsets (each with the
 offset read so far in its metadata: dead letters are written when a record is
 read, alerts when it is scored, which alignment can hold back), and the
 partition replays up to them without output (:class:`~actors.partition.ReplayMarks`),
-rebuilding its state. Terminal-stage records replace values, so sending them
-again is harmless.
+rebuilding its state.
 
 A transaction that fails is aborted, the producer is replaced (its
 successor's initialisation settles a commit whose outcome was not known), and
@@ -29,13 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from actors.clients import Clients, TopicNames, scoring_group
-from actors.delivery import TOO_LARGE, Outgoing, Undelivered, shrink
+from actors.delivery import TOO_LARGE, Delivery, Outgoing, Undelivered, shrink
 from actors.partition import PartitionProcessor, ReplayMarks
 from configs import Settings
 
@@ -52,10 +56,12 @@ class TransactionFailed(RuntimeError):
 class Transactions:
     """Commits each micro-batch's outputs and input offsets in one transaction of the actor's producer."""
 
-    def __init__(self, settings: Settings, clients: Clients, dead_letter_topic: str) -> None:
+    def __init__(self, settings: Settings, clients: Clients, delivery: Delivery) -> None:
         self.clients = clients
+        #: Sends the terminal stage's records with the plain producer, outside the transaction.
+        self.delivery = delivery
         self.group_id = scoring_group(settings)
-        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_topic = delivery.dead_letter_topic
         names = TopicNames.of(settings)
         self.tx_topic, self.label_topic = names.transactions, names.labels
         #: Offsets (and metadata) committed last, per input partition: only changes go into a transaction.
@@ -65,6 +71,8 @@ class Transactions:
         self.aborts = 0
         #: Records replaced by a smaller dead letter because they were too large to send.
         self.replaced = 0
+        #: Wall time of the latest commit that moved offsets (benchmarks).
+        self.last_commit_wall: float | None = None
 
     def offsets(self, processors: dict[int, PartitionProcessor]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The owned partitions' positions that moved since the last commit; the metadata is the offset read
@@ -83,8 +91,25 @@ class Transactions:
 
     async def commit(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor],
                      stopping: asyncio.Event | None = None) -> None:
-        """Send ``outgoing`` and the moved offsets in one transaction and commit it; TransactionFailed (or
-        Undelivered while the job stops) when it was aborted."""
+        """Send ``outgoing`` and the moved offsets in one transaction and commit it (the terminal stage's records
+        go beside it, with the plain producer, and are acknowledged too); TransactionFailed (or Undelivered
+        while the job stops) when it was aborted."""
+        stage = [record for record in outgoing if record.kind == "stage"]
+        outgoing = [record for record in outgoing if record.kind != "stage"]
+        # the stage's records replace values (a replay sends the same again): outside the transaction, at once
+        staged = asyncio.ensure_future(self.delivery.deliver(self.clients.stage_producer, stage, stopping)) \
+            if stage else None
+        try:
+            await self._commit(outgoing, processors, stopping)
+        except BaseException:
+            if staged is not None:
+                staged.cancel()
+            raise
+        if staged is not None:
+            await staged
+
+    async def _commit(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor],
+                      stopping: asyncio.Event | None) -> None:
         offsets = self.offsets(processors)
         if not outgoing and not offsets:
             return
@@ -107,6 +132,8 @@ class Transactions:
             raise TransactionFailed(f"transaction aborted ({error}); the partitions replay from their checkpoints") from exc
         self.commits += 1
         self.committed.update(offsets)
+        if offsets:
+            self.last_commit_wall = time.time()
 
     async def _send(self, producer: Any, record: Outgoing) -> asyncio.Future[Any]:
         """Send one record; one too large for the producer is replaced by a small dead letter (a size refused

@@ -86,8 +86,7 @@ class ScoringWorker:
             checkpoints=self.checkpoints, terminal=self.terminal, reloads=self.reloads, delivery=self.delivery,
             commits=OffsetCommitter(settings, self.clients, self.ownership, self.errors),
             health=self.health, stats=self.stats, errors=self.errors,
-            transactions=Transactions(settings, self.clients, topics.dead_letters.name) if settings.kafka.exactly_once
-            else None,
+            transactions=Transactions(settings, self.clients, self.delivery) if settings.kafka.exactly_once else None,
         )
         self.status_report = StatusReport(
             settings, name, clients=self.clients, ownership=self.ownership, checkpoints=self.checkpoints,

@@ -418,7 +418,7 @@ def _kafka_cluster(libs: Path, console: Console) -> Iterator[KafkaCluster]:
     the clients, and the Ray workers of a Ray started afterwards); every broker killed, the folder removed at the
     end."""
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-kafka-") as folder:
-        cluster = KafkaCluster(Path(folder), libs=libs)
+        cluster = KafkaCluster(Path(folder), libs=libs, heap="1g")
         try:
             with _step(console, f"starting {cluster.size} Kafka brokers (KRaft, SASL_SSL, ACLs)"):
                 cluster.start()
@@ -476,7 +476,10 @@ def _cluster_target(cluster: KafkaCluster, base: Settings, args: argparse.Namesp
     kafka = _on_listener(cluster, settings.kafka, args.kafka_listener, "job")
     if exactly_once:
         kafka = msgspec.structs.replace(kafka, exactly_once=True)
-    settings = msgspec.structs.replace(settings, kafka=kafka, producer=_cluster_producer())
+    # configs/cluster.yaml's idle fetch wait: an actor's empty fetch every 5 ms keeps three brokers busy here
+    cluster_yaml = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())
+    stream = msgspec.structs.replace(settings.stream, fetch_max_wait_ms=cluster_yaml["stream"]["fetch_max_wait_ms"])
+    settings = msgspec.structs.replace(settings, kafka=kafka, producer=_cluster_producer(), stream=stream)
     return _Target(name, settings, None, _on_listener(cluster, kafka, args.kafka_listener, "admin"),
                    lambda: _prepare_cluster_topics(cluster, settings),
                    references=() if exactly_once else ("raw",))

@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from actors.clients import Clients
-from actors.delivery import Outgoing, Undelivered
+from actors.delivery import Delivery, Outgoing, Undelivered
 from actors.partition import PartitionProcessor, ReplayMarks
 from actors.terminal_stage import BroadcastRisk
 from actors.transactions import TransactionFailed, Transactions
@@ -22,7 +22,14 @@ from configs import RuleSettings, Settings
 from connectors.checkpoint import CheckpointStore
 from contracts.records import Transaction, decode_alert, decode_dead_letter, encode
 from features import FeatureEngine
-from tests.actors.fakes import FakeConsumer, FakeGroup, FakeRecord, FakeTransactionalProducer, small_settings
+from tests.actors.fakes import (
+    FakeConsumer,
+    FakeGroup,
+    FakeProducer,
+    FakeRecord,
+    FakeTransactionalProducer,
+    small_settings,
+)
 
 START = 1_767_225_600_000
 EVERY_TRANSACTION = (RuleSettings(name="every", when="amount > 0", action="review"),)
@@ -93,7 +100,7 @@ def _transactions(tmp_path: Path) -> tuple[Transactions, FakeTransactionalProduc
     clients.producer_factory = replacement
     processor = _processor(settings)
     processor.process_transactions([_record(0), _record(1)])
-    return Transactions(settings, clients, "dlq"), producer, {0: processor}
+    return Transactions(settings, clients, Delivery("dlq", 10, 100)), producer, {0: processor}
 
 
 def test_a_batch_and_its_offsets_commit_together_and_an_unmoved_partition_commits_nothing(tmp_path: Path) -> None:
@@ -136,6 +143,7 @@ def test_a_worker_whose_transaction_fails_replays_from_its_checkpoint_and_commit
     worker = ScoringWorker(settings, None, "test")
     worker.consumer, worker.store = consumer, CheckpointStore(settings.stream.checkpoint_uri)
     worker.clients.producer_factory = new_producer
+    worker.clients.stage_producer = stage = FakeProducer()
 
     async def run() -> None:
         await worker.clients.ensure_producer()
@@ -156,5 +164,8 @@ def test_a_worker_whose_transaction_fails_replays_from_its_checkpoint_and_commit
     assert sorted(a.source.offset for a in alerts) == list(range(8))  # type: ignore[union-attr]
     assert len({a.alert_id for a in alerts}) == 8
     assert group.offsets[TopicPartition("tx", 0)].offset == 8
+    # the terminal stage's records went beside the transactions, with the plain producer
+    assert stage.sent and {topic for topic, *_ in stage.sent} <= {"deltas", "risk"}
+    assert not [topic for topic, *_ in committed if topic in ("deltas", "risk")]
     restored = CheckpointStore(settings.stream.checkpoint_uri).load_latest("tx-0")
     assert restored is not None and restored.meta["counters"]["alerts"] == 8
