@@ -33,7 +33,7 @@ from actors.partition import Output
 from actors.reloads import Reloads
 from actors.stats import ErrorLog, LoopStats
 from actors.terminal_io import TerminalIO
-from actors.transactions import Transactions
+from actors.transactions import TransactionFailed, Transactions
 from configs import Settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class ScoringLoop:
         self.undelivered = False
         #: True while a step is changing partition state (an exception then rewinds the partitions).
         self._mutating = False
+        #: Batches whose outputs wait in the open transaction (exactly-once): measured at its commit.
+        self._unmeasured: list[tuple[dict[TopicPartition, list[Any]], float, int | None]] = []
         #: The partitions and stage partitions a rewind has dropped and not yet got back (it is retried).
         self._rewind_to: tuple[list[int], list[int]] | None = None
         self._stopping = asyncio.Event()
@@ -178,7 +180,9 @@ class ScoringLoop:
                 failures += 1
                 self.errors.set("loop", f"{type(exc).__name__}: {exc}")
                 log.exception("scoring step failed")
-                if self._mutating:  # the batch was half applied: take the partitions back to their checkpoints
+                # the batch was half applied, or an aborted transaction took batches' outputs with it: take the
+                # partitions back to their checkpoints
+                if self._mutating or isinstance(exc, TransactionFailed):
                     self._mutating = False
                     await self._drop_for_rewind()
                 await asyncio.sleep(min(0.5 * failures, 5.0))
@@ -189,6 +193,9 @@ class ScoringLoop:
         every owned partition (and stage partition) back to its latest checkpoint before the next step; the
         records are read again (alerts keep their ids, so a re-sent alert is the same alert)."""
         async with self.lock:
+            if self.transactions is not None:  # what the open transaction holds is scored again too
+                await self.transactions.abort()
+            self._unmeasured.clear()
             await self.checkpoints.settle_all()
             self._rewind_to = self.ownership.drop_all()
             self.terminal.forget()
@@ -253,6 +260,7 @@ class ScoringLoop:
         outgoing += self.terminal.publish()
         await self.deliver(outgoing)
         self._mutating = False
+        self._measure_committed()
         if touched:
             await self.commits.commit(touched)
         phases = self.stats.phases
@@ -281,7 +289,8 @@ class ScoringLoop:
         await self.deliver(outgoing)
         self._mutating = False
         phases.lap("ack")
-        self._measure(polled, polled_ms, oldest_ingest_ms)
+        self._unmeasured.append((polled, polled_ms, oldest_ingest_ms))
+        self._measure_committed()
         phases.start()
         await self.commits.commit(touched)
         phases.lap("commit")
@@ -331,9 +340,18 @@ class ScoringLoop:
                 self.ownership.pause_or_resume(partition, processor)
         return scored
 
-    def _measure(self, polled: dict[TopicPartition, list[Any]], polled_ms: float, oldest_ingest_ms: int | None) -> None:
-        """Once the batch is acknowledged: its latencies, the batch count and the event rate."""
+    def _measure_committed(self) -> None:
+        """The batches whose outputs are acknowledged (with exactly-once: committed) are measured now."""
+        if self.transactions is not None and self.transactions.open:
+            return
         acked_ms = time.time() * 1000.0
+        for polled, polled_ms, oldest_ingest_ms in self._unmeasured:
+            self._measure(polled, polled_ms, oldest_ingest_ms, acked_ms)
+        self._unmeasured.clear()
+
+    def _measure(self, polled: dict[TopicPartition, list[Any]], polled_ms: float, oldest_ingest_ms: int | None,
+                 acked_ms: float) -> None:
+        """Once the batch is acknowledged: its latencies, the batch count and the event rate."""
         processors = self.ownership.processors
         for tp, records in polled.items():
             if tp.topic == self.tx_topic and tp.partition in processors:
@@ -371,12 +389,13 @@ class ScoringLoop:
         outgoing.extend(Outgoing(topic, value, key, kind="rekeyed", owner=partition)
                         for topic, key, value in output.rekeyed)  # fmt: skip
 
-    async def deliver(self, outgoing: list[Outgoing]) -> None:
+    async def deliver(self, outgoing: list[Outgoing], force: bool = False) -> None:
         """Every record acknowledged (retried, or replaced when too large) before anything moves on; with
-        exactly-once, the records and the moved input offsets committed in one transaction."""
+        exactly-once, the records sent in the open transaction, committed with the moved input offsets when it
+        is due (``force``: now)."""
         try:
             if self.transactions is not None:
-                await self.transactions.commit(outgoing, self.ownership.processors, self._stopping)
+                await self.transactions.commit(outgoing, self.ownership.processors, self._stopping, force)
             elif outgoing:
                 await self.delivery.deliver(self.clients.producer, outgoing, self._stopping)
         except Undelivered:
@@ -385,6 +404,6 @@ class ScoringLoop:
 
     async def send_before_snapshot(self, partition: int) -> None:
         """What a partition's checkpoint covers is sent and acknowledged, and its offsets committed."""
-        await self.deliver(self.terminal.publish(force=True))
+        await self.deliver(self.terminal.publish(force=True), force=True)
         self.commits.due_now()
         await self.commits.commit([partition])

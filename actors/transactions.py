@@ -2,11 +2,13 @@
 
 Each actor has a transactional producer (``transactional.id`` = client id + actor
 name, stable across restarts of the actor, so a restarted actor fences its
-predecessor and aborts what that one left open). Per micro-batch,
-:meth:`Transactions.commit` begins a transaction, sends the alerts and dead
-letters, adds the owned partitions' input offsets to it
-(``send_offsets_to_transaction``, the consumer group ``<client_id>-scoring``)
-and commits. The terminal stage's records go beside the transaction with a
+predecessor and aborts what that one left open). :meth:`Transactions.commit`
+sends each micro-batch's alerts and dead letters in the open transaction, and
+at most once per ``stream.transaction_interval_ms`` (a transaction costs
+several coordinator round trips: one per micro-batch halved the throughput of
+a backlog), or before a checkpoint, a release or a stop, adds the owned
+partitions' input offsets to it (``send_offsets_to_transaction``, the consumer
+group ``<client_id>-scoring``) and commits. The terminal stage's records go beside the transaction with a
 plain idempotent producer: they replace values, so one sent for a batch whose
 transaction then aborted is sent again, the same, by the replay; inside the
 transaction, every hop of the stage (partition -> stage -> every actor) would
@@ -73,6 +75,10 @@ class Transactions:
         self.replaced = 0
         #: Wall time of the latest commit that moved offsets (benchmarks).
         self.last_commit_wall: float | None = None
+        #: A transaction stays open across micro-batches for at most this long (stream.transaction_interval_ms).
+        self.interval_s = settings.stream.transaction_interval_ms / 1000.0
+        self._open_since: float | None = None
+        self._last_commit = 0.0
 
     def offsets(self, processors: dict[int, PartitionProcessor]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The owned partitions' positions that moved since the last commit; the metadata is the offset read
@@ -89,51 +95,84 @@ class Transactions:
                     moved[tp] = position
         return moved
 
+    @property
+    def open(self) -> bool:
+        """True while a transaction holds outputs not committed yet."""
+        return self._open_since is not None
+
     async def commit(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor],
-                     stopping: asyncio.Event | None = None) -> None:
-        """Send ``outgoing`` and the moved offsets in one transaction and commit it (the terminal stage's records
-        go beside it, with the plain producer, and are acknowledged too); TransactionFailed (or Undelivered
-        while the job stops) when it was aborted."""
+                     stopping: asyncio.Event | None = None, force: bool = False) -> bool:
+        """Send ``outgoing`` in the open transaction (begun if none is), and commit it with the moved offsets
+        unless the last commit is less than ``stream.transaction_interval_ms`` ago (then a later call does; at
+        once with ``force``: before a checkpoint, a release, a stop). The terminal stage's records go beside it with the plain producer and
+        are acknowledged too. True when nothing is left uncommitted; TransactionFailed (or Undelivered while
+        the job stops) when the transaction was aborted: every batch it held must be scored again."""
         stage = [record for record in outgoing if record.kind == "stage"]
         outgoing = [record for record in outgoing if record.kind != "stage"]
         # the stage's records replace values (a replay sends the same again): outside the transaction, at once
         staged = asyncio.ensure_future(self.delivery.deliver(self.clients.stage_producer, stage, stopping)) \
             if stage else None
         try:
-            await self._commit(outgoing, processors, stopping)
+            await self._guarded(self._transact(outgoing, processors, force), stopping)
         except BaseException:
             if staged is not None:
                 staged.cancel()
             raise
         if staged is not None:
             await staged
+        return not self.open
 
-    async def _commit(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor],
-                      stopping: asyncio.Event | None) -> None:
-        offsets = self.offsets(processors)
-        if not outgoing and not offsets:
-            return
-        producer = await self.clients.ensure_producer()
-        try:
-            await producer.begin_transaction()
+    async def _transact(self, outgoing: list[Outgoing], processors: dict[int, PartitionProcessor], force: bool) -> None:
+        if outgoing:
+            producer = await self._begun()
             futures = [await self._send(producer, record) for record in outgoing]
-            await asyncio.gather(*futures)
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group_id)
-            await producer.commit_transaction()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.aborts += 1
-            await self._abandon(producer, exc)
-            error = f"{type(exc).__name__}: {exc}"[:300]
-            if stopping is not None and stopping.is_set():
-                raise Undelivered(outgoing, error) from exc
-            raise TransactionFailed(f"transaction aborted ({error}); the partitions replay from their checkpoints") from exc
+            await asyncio.gather(*futures)  # a refused record aborts now, not at the commit
+        # at most one commit per interval: a batch after a quiet spell commits at once, a busy stream's batches
+        # share transactions
+        if not force and time.monotonic() - self._last_commit < self.interval_s:
+            return
+        offsets = self.offsets(processors)
+        if not offsets and not self.open:
+            return
+        producer = await self._begun()
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+        await producer.commit_transaction()
+        self._open_since, self._last_commit = None, time.monotonic()
         self.commits += 1
         self.committed.update(offsets)
         if offsets:
             self.last_commit_wall = time.time()
+
+    async def abort(self) -> None:
+        """Abort the open transaction (a rewind: the batches it holds are scored again); the producer is
+        replaced."""
+        if self._open_since is not None:
+            self._open_since = None
+            await self._abandon(self.clients.producer, RuntimeError("the partitions are rewound"))
+
+    async def _begun(self) -> Any:
+        """The producer, in a transaction (begun now if none is open)."""
+        producer = await self.clients.ensure_producer()
+        if self._open_since is None:
+            await producer.begin_transaction()
+            self._open_since = time.monotonic()
+        return producer
+
+    async def _guarded(self, work: Any, stopping: asyncio.Event | None) -> None:
+        """Run ``work``; on failure abort the transaction, drop the producer and raise TransactionFailed."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.aborts += 1
+            producer, self._open_since = self.clients.producer, None
+            await self._abandon(producer, exc)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if stopping is not None and stopping.is_set():
+                raise Undelivered([], error) from exc
+            raise TransactionFailed(f"transaction aborted ({error}); the partitions replay from their checkpoints") from exc
 
     async def _send(self, producer: Any, record: Outgoing) -> asyncio.Future[Any]:
         """Send one record; one too large for the producer is replaced by a small dead letter (a size refused
@@ -154,6 +193,8 @@ class Transactions:
         """Abort what can be aborted and drop the producer: the next one fences this one and settles its
         last transaction; what was committed is read back from Kafka when the partitions are restored."""
         log.warning("transaction aborted: %r", exc)
+        if producer is None:
+            return
         try:
             await asyncio.wait_for(producer.abort_transaction(), 10.0)
         except Exception as abort_error:  # the producer is dropped either way

@@ -681,6 +681,10 @@ class StreamSettings(_Section, frozen=True):
     #: once). Small for the embedded broker, whose fetch latency is this wait; 100-500 on Kafka, where idle
     #: actors fetching every few milliseconds keep the brokers busy.
     fetch_max_wait_ms: PositiveInt = 5
+    #: With kafka.exactly_once: an actor commits its transaction at most once per this interval (a transaction
+    #: costs several round trips to the coordinator); the micro-batches in between share one, and their alerts
+    #: are visible to read_committed readers at its commit (up to this much later).
+    transaction_interval_ms: PositiveInt = 100
     #: Where checkpoints go: a local directory or a pyarrow.fs URI (s3://bucket/prefix).
     checkpoint_uri: str = "checkpoints"
     #: A partition is checkpointed when this much time or this many events passed.

@@ -4,6 +4,7 @@ whose transaction fails halfway (stand-in clients: a transactional producer whos
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,19 @@ def test_a_worker_whose_transaction_fails_replays_from_its_checkpoint_and_commit
     assert not [topic for topic, *_ in committed if topic in ("deltas", "risk")]
     restored = CheckpointStore(settings.stream.checkpoint_uri).load_latest("tx-0")
     assert restored is not None and restored.meta["counters"]["alerts"] == 8
+
+
+def test_a_transaction_holds_the_batches_of_its_interval_and_a_checkpoint_commits_it_at_once(tmp_path: Path) -> None:
+    transactions, producer, processors = _transactions(tmp_path)
+    transactions.interval_s = 3600.0  # never due by time here
+    transactions._last_commit = time.monotonic()
+    assert asyncio.run(transactions.commit([Outgoing("alerts", b"a1", b"k")], processors)) is False
+    assert asyncio.run(transactions.commit([Outgoing("alerts", b"a2", b"k")], processors)) is False
+    assert transactions.open and producer.committed == [] and producer.group.offsets == {}
+    assert asyncio.run(transactions.commit([], processors, force=True)) is True  # before a checkpoint
+    assert [value for _, _, _, value in producer.committed] == [b"a1", b"a2"] and transactions.commits == 1
+    assert producer.group.offsets[TopicPartition("tx", 0)] == OffsetAndMetadata(2, "2")
+    asyncio.run(transactions.commit([Outgoing("alerts", b"a3", b"k")], processors))
+    asyncio.run(transactions.abort())  # a rewind: the open transaction's batches are scored again
+    assert not transactions.open and producer.aborts == 1 and transactions.clients.producer is None
+    assert [value for _, _, _, value in producer.committed] == [b"a1", b"a2"]
