@@ -52,11 +52,12 @@ FETCH_COMMITTED_TIMEOUT_S = 30.0
 
 
 class TransactionFailed(RuntimeError):
-    """A micro-batch's transaction was aborted: the partitions must go back to their checkpoints."""
+    """A transaction was aborted, and the micro-batches it held with it: the partitions must go back to their
+    checkpoints."""
 
 
 class Transactions:
-    """Commits each micro-batch's outputs and input offsets in one transaction of the actor's producer."""
+    """Sends the micro-batches' outputs in the actor's open transaction and commits it with the input offsets."""
 
     def __init__(self, settings: Settings, clients: Clients, delivery: Delivery) -> None:
         self.clients = clients
@@ -75,7 +76,7 @@ class Transactions:
         self.replaced = 0
         #: Wall time of the latest commit that moved offsets (benchmarks).
         self.last_commit_wall: float | None = None
-        #: A transaction stays open across micro-batches for at most this long (stream.transaction_interval_ms).
+        #: At most one commit per this interval (stream.transaction_interval_ms), unless forced.
         self.interval_s = settings.stream.transaction_interval_ms / 1000.0
         self._open_since: float | None = None
         self._last_commit = 0.0
@@ -104,9 +105,10 @@ class Transactions:
                      stopping: asyncio.Event | None = None, force: bool = False) -> bool:
         """Send ``outgoing`` in the open transaction (begun if none is), and commit it with the moved offsets
         unless the last commit is less than ``stream.transaction_interval_ms`` ago (then a later call does; at
-        once with ``force``: before a checkpoint, a release, a stop). The terminal stage's records go beside it with the plain producer and
-        are acknowledged too. True when nothing is left uncommitted; TransactionFailed (or Undelivered while
-        the job stops) when the transaction was aborted: every batch it held must be scored again."""
+        once with ``force``: before a checkpoint, a release, a stop). The terminal stage's records go beside it
+        with the plain producer and are acknowledged too. True when nothing is left uncommitted;
+        TransactionFailed (or Undelivered while the job stops) when the transaction was aborted: every batch it
+        held must be scored again."""
         stage = [record for record in outgoing if record.kind == "stage"]
         outgoing = [record for record in outgoing if record.kind != "stage"]
         # the stage's records replace values (a replay sends the same again): outside the transaction, at once
