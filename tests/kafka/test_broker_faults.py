@@ -125,6 +125,11 @@ def _finish(cluster: KafkaCluster, config: Path, job: JobProcess, produced: int,
     return Run(status, alert_ids, checkpointed_state(config, cluster.cluster_id))
 
 
+def _started(status: JobStatus) -> bool:
+    """Every partition is owned by a running actor."""
+    return len(status.partitions) == PARTITIONS["transactions"] and all(a.running for a in status.actors)
+
+
 def _healthy(actor: ActorStatus) -> bool:
     return actor.error is None and actor.kafka is not None and actor.kafka.state == "ok"
 
@@ -166,13 +171,14 @@ def test_kill_9_of_the_busiest_leader_mid_stream_loses_nothing_and_the_broker_re
     victim, led = leaders.most_common(1)[0]
     total = history.transactions.num_rows
     with JobProcess(config, job_env(RAY_TMPDIR=ray_tmp), tmp_path / "job.log") as job:
+        job.wait_for(_started, "every partition assigned")  # the stream below starts with a job to read it
         stream = StreamProducer(as_plaintext_admin(kafka_cluster, kafka), load_settings(config).producer,
                                 history.transactions, history.labels, rate=150.0)  # ~23 s of stream
         job.wait_for(lambda s: s.totals.scored >= total // 4, "a quarter of the stream scored")
-        kafka_cluster.kill_broker(victim)
         killed_at = time.monotonic()
-        assert stream.running, "the stream ended before the broker was killed: raise its length or lower its rate"
         try:
+            kafka_cluster.kill_broker(victim)
+            assert stream.running, "the stream ended before the broker was killed: raise its length or lower its rate"
             # the controller fences the dead broker and moves its leaderships; the stream goes on meanwhile
             moved = asyncio.run(kafka_cluster.wait_isr(tx_topic, 2, timeout_s=60))
             assert all(p["leader"] != victim for p in moved.values()), moved
@@ -303,14 +309,15 @@ def test_every_broker_unreachable_for_30s_the_job_waits_says_so_and_loses_nothin
     grace_s = load_settings(config).stream.kafka_wait_grace_s
     total = history.transactions.num_rows
     with JobProcess(config, job_env(RAY_TMPDIR=ray_tmp), tmp_path / "job.log") as job:
+        job.wait_for(_started, "every partition assigned")  # the stream below starts with a job to read it
         stream = StreamProducer(as_plaintext_admin(cluster, kafka), load_settings(config).producer,
                                 history.transactions, history.labels, rate=100.0)  # ~35 s: beyond the outage
         job.wait_for(lambda s: s.totals.scored >= total // 5, "a fifth of the stream scored")
-        for proxy in proxies:
-            proxy.blackhole()  # a network partition: connections stay open, nothing gets through
         cut = time.monotonic()
-        assert stream.running, "the stream ended before the outage: raise its length or lower its rate"
         try:
+            for proxy in proxies:
+                proxy.blackhole()  # a network partition: connections stay open, nothing gets through
+            assert stream.running, "the stream ended before the outage: raise its length or lower its rate"
             waiting = job.wait_for(
                 lambda s: all(a.kafka is not None and a.kafka.state == "waiting" for a in s.actors),
                 "every actor waiting for Kafka", timeout_s=OUTAGE_S - 2, stuck_s=None)  # fmt: skip
