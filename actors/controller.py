@@ -10,6 +10,10 @@ Rescaling moves partitions with their state: each partition that changes
 owner is first released by its old actor (in-flight batch finished, final
 checkpoint written), then taken by its new one (restored from that checkpoint).
 Nothing is re-keyed and nothing is scored twice.
+
+With ``stream.autoscale`` on, each supervision tick ends with one call into
+:class:`~actors.scaling.Autoscaler`, which reads the partitions' lags from the
+tick's heartbeats and may call :meth:`Controller.rescale`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from actors.messages import ActorHeartbeat, ActorStatus, DrainedJob, JobEvent, JobStatus, job_status
+from actors.scaling import Autoscaler
 from actors.scoring import ScoringActor
 from configs import RuleSettings, Settings
 
@@ -72,6 +77,8 @@ class Controller:
         self.events: list[JobEvent] = []
         #: Rules reloaded while running (None: the config's); restarted and new actors get them too.
         self.rules: tuple[RuleSettings, ...] | None = None
+        #: Lag-driven autoscaling (stream.autoscale): called once per supervision tick.
+        self.autoscaler = Autoscaler(settings, self.partitions)
 
     def _new_actor(self, index: int) -> Any:
         stream = self.settings.stream
@@ -102,6 +109,7 @@ class Controller:
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            heartbeats: dict[int, ActorHeartbeat] = {}
             async with self._lock:
                 for index, actor in enumerate(self.actors):
                     try:
@@ -116,6 +124,8 @@ class Controller:
                         self.restarts[index] += 1
                         self._event("actor_restarted", index, f"pid {previous.pid} -> {status.pid}")
                     self.last_status[index] = status
+                    heartbeats[index] = status
+            await self.autoscaler.tick(self, heartbeats)  # may rescale (outside the lock: rescale takes it)
 
     def _event(self, kind: str, index: int, detail: str) -> None:
         self.events.append(JobEvent(time=time.time(), event=kind, actor=self.names[index], detail=detail))
@@ -173,17 +183,18 @@ class Controller:
 
     async def status(self) -> JobStatus:
         """Per-actor and per-partition status (positions, lag, rates, checkpoint age)."""
-        results = await asyncio.gather(*(self._actor_status(i) for i in range(len(self.actors))))
+        members = list(zip(self.actors, self.names, self.restarts, strict=True))  # a rescale may change them meanwhile
+        results = await asyncio.gather(*(self._actor_status(*member) for member in members))
         return job_status(list(results), plan=self.plan, stage_plan=self.stage_plan, events=self.events[-10:],
-                          now=time.time())
+                          now=time.time(), autoscale=self.autoscaler.status(len(self.actors)))
 
-    async def _actor_status(self, index: int) -> ActorStatus:
+    async def _actor_status(self, actor: Any, name: str, restarts: int) -> ActorStatus:
         """The actor's status with its restarts; one that does not answer in time: its name, error and restarts."""
         try:
-            status: ActorStatus = await asyncio.wait_for(self.actors[index].status.remote(), timeout=10)
+            status: ActorStatus = await asyncio.wait_for(actor.status.remote(), timeout=10)
         except (TimeoutError, RayActorError, RayError) as exc:
-            return ActorStatus(actor=self.names[index], error=repr(exc)[:200], restarts=self.restarts[index])
-        return msgspec.structs.replace(status, restarts=self.restarts[index])
+            return ActorStatus(actor=name, error=repr(exc)[:200], restarts=restarts)
+        return msgspec.structs.replace(status, restarts=restarts)
 
     async def call_all(self, method: str) -> list[Any]:
         """Call a no-argument method on every actor (tests and benchmarks: digests, latency reset)."""
@@ -200,6 +211,7 @@ class Controller:
         if self._supervisor is not None:
             self._supervisor.cancel()
             self._supervisor = None
+        self.autoscaler.stop()
         async with self._lock:
             final = await asyncio.gather(*(a.drain.remote() for a in self.actors), return_exceptions=True)
             for actor in self.actors:

@@ -71,6 +71,9 @@ class PartitionStatus(msgspec.Struct, frozen=True, kw_only=True):
     lag: int | None = None
     #: The lag from the latest fetch, however old.
     last_known_lag: int | None = None
+    #: Seconds the oldest transaction not scored yet has waited (now - its Kafka timestamp; see
+    #: :class:`PartitionLag`); 0 when caught up, None when ``lag`` is unknown or nothing was read yet.
+    lag_s: float | None = None
     #: Outputs of this partition sent but not acknowledged yet.
     undelivered: int
     #: Seconds since the latest fetch response (None before one).
@@ -239,6 +242,24 @@ class ActorStatus(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int = 0
 
 
+class PartitionLag(msgspec.Struct, frozen=True, kw_only=True):
+    """How far one owned partition is behind, as its actor measures it (what the autoscaler reads).
+
+    ``records`` is high watermark - ``next_offset``. ``seconds`` is how long the oldest transaction not
+    scored yet has waited, by its Kafka timestamp (the producer's send time, or the broker's append time
+    on a LogAppendTime topic): exact when that transaction was read and is held, otherwise measured from
+    the last transaction read (the records after it were sent no earlier), so a backlog is never
+    understated; a record that arrives after a quiet spell reads high until the poll that returns it.
+    0 when caught up; both None when the latest fetch is older than ``stream.kafka_wait_grace_s`` (or
+    none came yet), ``seconds`` None while nothing of the partition was read since it was assigned.
+    """
+
+    records: int | None = None
+    seconds: float | None = None
+    #: Next offset to read (its rise between two ticks is what the partition read meanwhile).
+    next_offset: int = 0
+
+
 class ActorHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """What an actor answers to the controller's supervision tick (``ScoringActor.ensure``)."""
 
@@ -246,6 +267,8 @@ class ActorHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
     restarted: bool
     running: bool
     error: str | None = None
+    #: Each owned partition's lag, by partition number.
+    lags: dict[int, PartitionLag] = {}
 
 
 # ------------------------------------------------------------------------------------------ the job
@@ -258,6 +281,8 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
     rekeyed: int
     labels_applied: int
     lag: int | None = None
+    #: The longest any partition's oldest unscored transaction has waited (None when any is unknown).
+    lag_s: float | None = None
     offset_gaps: int
     late_events: int
     terminal_stale: int
@@ -266,6 +291,7 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
     def of(cls, partitions: Collection[PartitionStatus]) -> JobTotals:
         """The totals of these partitions (no partitions: lag unknown, not 0)."""
         known = [p.lag for p in partitions if p.lag is not None]
+        waited = [p.lag_s for p in partitions if p.lag_s is not None]
         return cls(
             scored=sum(p.scored for p in partitions),
             alerts=sum(p.alerts for p in partitions),
@@ -273,6 +299,7 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
             rekeyed=sum(p.rekeyed for p in partitions),
             labels_applied=sum(p.labels_applied for p in partitions),
             lag=sum(known) if partitions and len(known) == len(partitions) else None,
+            lag_s=max(waited) if partitions and len(waited) == len(partitions) else None,
             offset_gaps=sum(p.offset_gaps for p in partitions),
             late_events=sum(p.late_events for p in partitions),
             terminal_stale=sum(p.terminal_stale for p in partitions),
@@ -280,12 +307,48 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """Something the controller noticed (an actor restarted or unavailable, rules reloaded)."""
+    """Something the controller noticed or did (an actor restarted or unavailable, rules reloaded, the
+    autoscaler's changes: ``scaled_out``, ``scaled_in``, ``autoscale_waiting``, ``autoscale_failed``,
+    whose ``actor`` is ``controller``)."""
 
     time: float
     event: str
     actor: str
     detail: str
+    #: Why it was done (the autoscaler's decisions).
+    reason: str | None = None
+
+
+class AutoscaleChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of the number of actors the autoscaler made: when (wall time), from, to and why."""
+
+    time: float
+    from_actors: int
+    to_actors: int
+    reason: str
+
+
+class AutoscaleStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The autoscaler's state (``stream.autoscale``): the bounds it keeps K in, the lag it reads, what it
+    decided at the latest supervision tick and why, and its latest change."""
+
+    actors: int
+    min_actors: int
+    #: max_actors, or the partitions of transactions when fewer.
+    max_actors: int
+    #: The job's lag: the longest wait of any partition (s) and the records behind, summed (None: unknown).
+    lag_s: float | None = None
+    lag_records: int | None = None
+    #: ``out``, ``in`` or ``hold``, and why (e.g. the lag and how long it stayed above scale_out_lag_s).
+    decision: Literal["out", "in", "hold"]
+    reason: str
+    #: Actors the Ray autoscaler was asked to make room for (request_resources), None before a request.
+    requested_actors: int | None = None
+    #: Seconds until the next change may happen.
+    cooldown_left_s: float
+    last_change: AutoscaleChange | None = None
+    #: Changes made since the controller started.
+    changes: int = 0
 
 
 class RulesFileStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -312,6 +375,8 @@ class JobStatus(msgspec.Struct, frozen=True, kw_only=True):
     events: list[JobEvent]
     #: Set by the driver, which watches the rules file.
     rules_file: RulesFileStatus | None = None
+    #: The autoscaler's state (None: stream.autoscale is off).
+    autoscale: AutoscaleStatus | None = None
 
 
 class DrainedJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -329,7 +394,7 @@ class StoppedJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def job_status(actors: list[ActorStatus], *, plan: list[list[int]], stage_plan: list[list[int]],
-               events: list[JobEvent], now: float) -> JobStatus:
+               events: list[JobEvent], now: float, autoscale: AutoscaleStatus | None = None) -> JobStatus:
     """The job's status from each actor's: every partition with its owner, in partition order, and the totals."""
     owned = [(key, partition, actor.actor) for actor in actors for key, partition in actor.partitions.items()]
     partitions = {key: JobPartitionStatus(**msgspec.structs.asdict(partition), actor=name)
@@ -343,6 +408,7 @@ def job_status(actors: list[ActorStatus], *, plan: list[list[int]], stage_plan: 
         plan=plan,
         stage_plan=stage_plan,
         events=events,
+        autoscale=autoscale,
     )
 
 

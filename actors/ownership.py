@@ -140,9 +140,12 @@ class Ownership:
                 self.processors[p].next_offset = starts[TopicPartition(self.tx_topic, p)]
                 self.processors[p].next_label_offset = starts[TopicPartition(self.label_topic, p)]
         for partition in wanted:
+            # where reading goes on: a partition kept through a reassignment still holds what it read and did
+            # not apply yet (transactions waiting for the table, labels not due), so it resumes after those,
+            # not at its next offsets, which would read them a second time; one just restored holds nothing
             processor = self.processors[partition]
-            consumer.seek(TopicPartition(self.tx_topic, partition), processor.next_offset)
-            consumer.seek(TopicPartition(self.label_topic, partition), processor.next_label_offset)
+            consumer.seek(TopicPartition(self.tx_topic, partition), processor.read_offset)
+            consumer.seek(TopicPartition(self.label_topic, partition), processor.read_label_offset)
         if self.settings.kafka.exactly_once and arriving:
             await read_replay_marks(consumer, self.settings, {p: self.processors[p] for p in arriving})
         restored = [p for p in arriving if self.restored_from[p] is not None]
@@ -192,11 +195,9 @@ class Ownership:
             if processor is not None:
                 processor.counters.offset_gaps += gap
                 if tp.topic == self.tx_topic:
-                    processor.held.clear()
-                    processor.next_offset = start
+                    processor.resume_transactions_at(start)
                 else:
-                    processor.held_labels.clear()
-                    processor.next_label_offset = start
+                    processor.resume_labels_at(start)
             metrics = self.clients.metrics
             if metrics is not None:
                 metrics.offset_gaps.inc(gap, tags={"actor": self.name, "partition": str(tp.partition)})

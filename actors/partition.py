@@ -243,6 +243,8 @@ class PartitionProcessor:
         #: The offset after the last transaction / label record read (held or not).
         self._read_offset = 0
         self._read_label_offset = 0
+        #: Kafka timestamp (ms) of the last transaction record read since the partition was assigned (None: none).
+        self.last_read_timestamp_ms: int | None = None
         #: Exactly-once: what the last committed transaction recorded; outputs before it are not made again.
         self.replay: ReplayMarks | None = None
         self.max_held = settings.stream.max_held_transactions
@@ -276,6 +278,17 @@ class PartitionProcessor:
     def read_label_offset(self) -> int:
         """The offset after the last label read (held or not)."""
         return max(self._read_label_offset, self.next_label_offset)
+
+    def resume_transactions_at(self, offset: int) -> None:
+        """Read transactions from ``offset`` on, forgetting those held (the log no longer has ours)."""
+        self.held.clear()
+        self.next_offset = self._read_offset = offset
+        self.last_read_timestamp_ms = None
+
+    def resume_labels_at(self, offset: int) -> None:
+        """Read labels from ``offset`` on, forgetting those held (the log no longer has ours)."""
+        self.held_labels.clear()
+        self.next_label_offset = self._read_label_offset = offset
 
     def committed_positions(self) -> ReplayMarks:
         """What a transaction commits for this partition: its positions, never behind what the last one
@@ -323,6 +336,7 @@ class PartitionProcessor:
             return out
         good, kept = self._accept(records, decode_transactions, "transaction", self.transactions_topic, out)
         self.next_offset = self._read_offset = records[-1].offset + 1
+        self.last_read_timestamp_ms = records[-1].timestamp
         if self.align:
             self.held.extend(zip(kept, good))
             return self.release_held(now_ms, out)
@@ -338,6 +352,16 @@ class PartitionProcessor:
     def waiting(self) -> bool:
         """True while held transactions wait for the table (its progress, not a full batch, lets them go)."""
         return bool(self.held)
+
+    @property
+    def waiting_since_ms(self) -> int | None:
+        """Kafka timestamp (ms) from which the oldest transaction not scored yet has waited: the first held
+        one's when one is held (exact), else the last one read's (records are appended about in the order
+        they were sent, so the next one was sent no earlier); None when nothing was read since the assignment.
+        """
+        if self.held:
+            return int(self.held[0][0].timestamp)
+        return self.last_read_timestamp_ms
 
     @property
     def transactions_full(self) -> bool:

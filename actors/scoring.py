@@ -30,7 +30,8 @@ class ScoringActor:
     async def ensure(self, partitions: list[int], stage_partitions: list[int],
                      rules: tuple[RuleSettings, ...] | None = None) -> ActorHeartbeat:
         """Own exactly these partitions (transactions/labels; terminal.deltas) and be polling them, deciding
-        with ``rules`` when given (a reload the controller holds; idempotent); returns its heartbeat."""
+        with ``rules`` when given (a reload the controller holds; idempotent); returns its heartbeat (with
+        each partition's lag, which the autoscaler reads)."""
         await self.worker.start()
         if rules is not None:
             self.worker.set_rules(rules)
@@ -38,7 +39,7 @@ class ScoringActor:
             await self.worker.assign(partitions, stage_partitions)
         self.worker.run_in_background()
         return ActorHeartbeat(pid=self.worker.status_pid(), restarted=self.restarted, running=self.worker.running,
-                              error=self.worker.error)
+                              error=self.worker.error, lags=self.worker.lags())
 
     async def release(self, partitions: list[int], stage_partitions: list[int]) -> ActorStatus:
         """Stop owning these partitions after a final checkpoint (for a move to another actor)."""

@@ -1,6 +1,7 @@
 """One scoring actor's status (what ``fraudstream status`` shows) and its lag gauge, read from the worker's parts.
 
-Per partition: positions, high watermarks and lag (unknown, and said so, when
+Per partition: positions, high watermarks and lag, in records and in seconds the
+oldest unscored transaction has waited (unknown, and said so, when
 the latest fetch is older than ``stream.kafka_wait_grace_s``), held records,
 watermark, counters, checkpoint sequence and age. Per actor: rates, latency
 percentiles, loop phase times, what is wrong now (:attr:`StatusReport.error`)
@@ -22,7 +23,7 @@ from actors.clients import Clients
 from actors.delivery import Delivery
 from actors.health import KafkaHealth
 from actors.loop import ScoringLoop
-from actors.messages import ActorStatus, DeliveryRetrying, LastError, PartitionStatus, StageStatus
+from actors.messages import ActorStatus, DeliveryRetrying, LastError, PartitionLag, PartitionStatus, StageStatus
 from actors.ownership import Ownership
 from actors.partition import PartitionProcessor
 from actors.serving import ClassifierServing
@@ -101,23 +102,53 @@ class StatusReport:
             rules_version=next(iter(processors.values())).scorer.model_versions.get("rules") if processors else None,
         )
 
+    def lags(self) -> dict[int, PartitionLag]:
+        """Each owned partition's lag in records and seconds (the controller's supervision tick reads them)."""
+        now = time.time()
+        lags = {}
+        for partition, processor in self.ownership.processors.items():
+            highwater, fetch_age_s = self._fetched(partition, now)
+            lag, _ = self._lag(processor, highwater, fetch_age_s)
+            lags[partition] = PartitionLag(records=lag, seconds=self._lag_s(processor, lag, now),
+                                           next_offset=processor.next_offset)
+        return lags
+
+    def _fetched(self, partition: int, now: float) -> tuple[int | None, float | None]:
+        """The transactions partition's high watermark and the age (s) of its latest fetch response."""
+        consumer = self.clients.consumer
+        if consumer is None:
+            return None, None
+        tx = TopicPartition(self.tx_topic, partition)
+        fetched_ms = consumer.last_poll_timestamp(tx) if tx in consumer.assignment() else None
+        fetch_age_s = None if fetched_ms is None else round(max(0.0, now - fetched_ms / 1000.0), 3)
+        return consumer.highwater(tx), fetch_age_s
+
+    def _lag(self, processor: PartitionProcessor, highwater: int | None,
+             fetch_age_s: float | None) -> tuple[int | None, int | None]:
+        """(lag now, last known lag) in records: a lag read from a fetch older than the grace is not the lag
+        now, it is unknown (and said so)."""
+        lag = None if highwater is None else max(0, highwater - processor.next_offset)
+        stale = fetch_age_s is not None and fetch_age_s > self.settings.stream.kafka_wait_grace_s
+        return (None if stale else lag), lag
+
+    @staticmethod
+    def _lag_s(processor: PartitionProcessor, lag: int | None, now: float) -> float | None:
+        """How long the oldest transaction not scored yet has waited (0: none waits; None: unknown)."""
+        if lag is None:
+            return None
+        if lag == 0:
+            return 0.0
+        since_ms = processor.waiting_since_ms
+        return None if since_ms is None else round(max(0.0, now - since_ms / 1000.0), 3)
+
     def _partition(self, partition: int, processor: PartitionProcessor, now: float) -> PartitionStatus:
         """One owned partition: where it is read, how far behind, what it holds, its counters and checkpoint."""
         consumer = self.clients.consumer
-        tx = TopicPartition(self.tx_topic, partition)
-        highwater = label_highwater = fetched_ms = None
+        highwater, fetch_age_s = self._fetched(partition, now)
+        label_highwater = None
         if consumer is not None:
-            highwater = consumer.highwater(tx)
             label_highwater = consumer.highwater(TopicPartition(self.label_topic, partition))
-            if tx in consumer.assignment():
-                fetched_ms = consumer.last_poll_timestamp(tx)
-        fetch_age_s = None if fetched_ms is None else round(max(0.0, now - fetched_ms / 1000.0), 3)
-        lag = None if highwater is None else max(0, highwater - processor.next_offset)
-        # a lag read from a fetch older than the grace is not the lag now: unknown, and said so
-        stale = fetch_age_s is not None and fetch_age_s > self.settings.stream.kafka_wait_grace_s
-        last_known_lag = lag
-        if stale:
-            lag = None
+        lag, last_known_lag = self._lag(processor, highwater, fetch_age_s)
         metrics = self.clients.metrics
         if lag is not None and metrics is not None:
             metrics.lag.set(lag, tags={"actor": self.name, "partition": str(partition)})
@@ -127,6 +158,7 @@ class StatusReport:
             highwater=highwater,
             lag=lag,
             last_known_lag=last_known_lag,
+            lag_s=self._lag_s(processor, lag, now),
             undelivered=sum(1 for o in self.delivery.pending if o.owner == partition),
             fetch_age_s=fetch_age_s,
             next_label_offset=processor.next_label_offset,

@@ -36,7 +36,7 @@ from actors.clients import Clients
 from actors.delivery import Delivery
 from actors.health import KafkaHealth
 from actors.loop import OffsetCommitter, ScoringLoop
-from actors.messages import ActorStatus
+from actors.messages import ActorStatus, PartitionLag
 from actors.metrics import ActorMetrics
 from actors.ownership import Ownership
 from actors.partition import PartitionProcessor
@@ -207,6 +207,10 @@ class ScoringWorker:
     def status(self) -> ActorStatus:
         """Per-partition positions, lag, counters and checkpoint age; per-actor rates."""
         return self.status_report.build()
+
+    def lags(self) -> dict[int, PartitionLag]:
+        """Each owned partition's lag in records and seconds (what the controller's autoscaler reads)."""
+        return self.status_report.lags()
 
     @staticmethod
     def status_pid() -> int:

@@ -9,6 +9,7 @@ features; programs load their settings with
 
 from configs.settings import (
     AnomalySettings,
+    AutoscaleSettings,
     BacktestSettings,
     ClassifierSettings,
     ConfigError,
@@ -35,6 +36,7 @@ from configs.settings import (
 
 __all__ = [
     "AnomalySettings",
+    "AutoscaleSettings",
     "BacktestSettings",
     "ClassifierSettings",
     "ConfigError",

@@ -659,6 +659,33 @@ class ScoringSettings(_Section, frozen=True):
                 raise ValueError(f"rules[{i}]: {problem}")
 
 
+class AutoscaleSettings(_Section, frozen=True):
+    """Lag-driven autoscaling of the scoring actors (the controller rescales K while running; off by default).
+
+    The lag is the age of the oldest transaction not yet scored (now - its Kafka timestamp), the most of
+    any partition. K doubles while it stays above ``scale_out_lag_s`` and the backlog is not about to be
+    gone, and steps down once it stayed near 0 for ``scale_in_idle_s``; never within ``cooldown_s`` of
+    the last change, always within [min_actors, max_actors] and never above the partitions of
+    ``transactions`` (see :mod:`actors.autoscale`).
+    """
+
+    enabled: bool = False
+    #: Fewest and most scoring actors (max_actors beyond the transactions partitions counts as that many).
+    min_actors: PositiveInt = 1
+    max_actors: PositiveInt = 4
+    #: Add actors when the lag stays above this many seconds (for as long again).
+    scale_out_lag_s: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
+    #: Remove actors when the lag stayed near 0 for this many seconds.
+    scale_in_idle_s: Annotated[float, msgspec.Meta(gt=0.0)] = 300.0
+    #: No change within this many seconds of the previous one (or of the job's start).
+    cooldown_s: Annotated[float, msgspec.Meta(ge=0.0)] = 120.0
+
+    def __post_init__(self) -> None:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors: {self.min_actors} is above max_actors ({self.max_actors}); "
+                             "lower min_actors or raise max_actors")
+
+
 class StreamSettings(_Section, frozen=True):
     """The scoring job: actors, micro-batches, checkpoints."""
 
@@ -712,6 +739,8 @@ class StreamSettings(_Section, frozen=True):
     delivery_backoff_max_ms: PositiveInt = 5_000
     #: No successful fetch from Kafka for this long: status says the actor is waiting for Kafka.
     kafka_wait_grace_s: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    #: Lag-driven autoscaling of the actors (off by default).
+    autoscale: AutoscaleSettings = AutoscaleSettings()
 
 
 class Settings(_Section, frozen=True):
@@ -730,6 +759,13 @@ class Settings(_Section, frozen=True):
     backtest: BacktestSettings = BacktestSettings()
 
     def __post_init__(self) -> None:
+        autoscale, partitions = self.stream.autoscale, self.kafka.topics.transactions.partitions
+        if autoscale.enabled and autoscale.min_actors > partitions:
+            raise ValueError(
+                f"stream.autoscale.min_actors: {autoscale.min_actors} is more than the {partitions} partitions of "
+                "kafka.topics.transactions, and an actor without a partition scores nothing; lower min_actors "
+                "or add partitions"
+            )
         retention = self.kafka.topics.terminal_risk.configs.get("retention.ms")
         needed = risk_retention_ms(self.features)
         if retention is not None and 0 <= int(retention) < needed:

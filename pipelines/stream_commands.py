@@ -70,17 +70,34 @@ def broker_command(
 
 
 
+def _autoscale_lines(status: JobStatus) -> list[str]:
+    """The autoscaler's state and its latest changes, as lines under the table (none when it is off)."""
+    scale = status.autoscale
+    if scale is None:
+        return []
+    lag = "?" if scale.lag_s is None else f"{scale.lag_s:.1f}s"
+    asked = "" if scale.requested_actors is None else f", room asked for {scale.requested_actors}"
+    lines = [f"autoscale: {scale.actors} actors ({scale.min_actors}-{scale.max_actors}{asked}), lag {lag}; "
+             f"{scale.decision}: {scale.reason}"]
+    lines += [f"  {time.strftime('%H:%M:%S', time.localtime(e.time))} {e.event} {e.detail}: {e.reason}"
+              for e in status.events if e.actor == "controller" and e.reason is not None][-3:]  # fmt: skip
+    return lines
+
+
 def _status_table(status: JobStatus) -> Table:
-    """Per-partition table of a job status (throughput, lag, checkpoint age)."""
+    """Per-partition table of a job status (throughput, lag in records and seconds, checkpoint age), with the
+    autoscaler's state under it."""
     age = time.time() - status.time
     table = Table(
-        "partition", "actor", "scored", "alerts", "dlq", "lag", "labels", "late", "checkpoint age", "gaps",
+        "partition", "actor", "scored", "alerts", "dlq", "lag", "lag s", "labels", "late", "checkpoint age", "gaps",
         title=f"{status.events_per_s:,.0f} events/s · status {age:.0f}s old",
+        caption="\n".join(_autoscale_lines(status)) or None, caption_justify="left",
     )
     for partition, p in status.partitions.items():
         table.add_row(
             partition, p.actor, f"{p.scored:,}", f"{p.alerts:,}",
             f"{p.dead_letters:,}", "?" if p.lag is None else f"{p.lag:,}",
+            "?" if p.lag_s is None else f"{p.lag_s:.1f}",
             f"{p.labels_applied:,}", f"{p.late_events:,}",
             f"{p.checkpoint_age_s:.0f}s", f"{p.offset_gaps:,}",
         )
@@ -155,7 +172,8 @@ def status_command(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw status JSON.")] = False,
 ) -> None:
-    """Throughput, lag (highwater - position) and checkpoint age per partition of the running job."""
+    """Throughput, lag (highwater - position, and seconds waited) and checkpoint age per partition of the running
+    job, and the autoscaler's state when it is on."""
     from pipelines.stream import read_status
 
     settings = settings_for(config)

@@ -121,3 +121,19 @@ def test_a_rewind_drops_every_partition_and_assigning_them_again_restores_the_ch
     asyncio.run(ownership.assign([0, 1], [1]))
     assert ownership.processors[0].next_offset == 0 and ownership.restored_from[0] is not None
     assert ownership.restored_from[1] is None
+
+
+def test_a_partition_kept_through_a_reassignment_reads_on_after_what_it_holds(tmp_path: Path) -> None:
+    """A rescale's release reassigns the consumer; the partitions kept still hold what they read and did not
+    apply (transactions waiting for the terminal table, labels not due): reading goes on after those, or they
+    would be read, held and scored a second time."""
+    settings = small_settings(tmp_path)
+    ownership = make_ownership(settings)
+    asyncio.run(ownership.assign([0, 1], [0, 1]))
+    kept = ownership.processors[0]
+    kept.next_offset, kept.next_label_offset = 10, 3  # the first transaction and label held ...
+    kept._read_offset, kept._read_label_offset = 25, 8  # ... and the offsets after the last ones read
+    asyncio.run(ownership.assign([0], [0]))
+    positions = _consumer(ownership).positions
+    assert (positions[_tp("tx", 0)], positions[_tp("labels", 0)]) == (25, 8)
+    assert (kept.next_offset, kept.next_label_offset) == (10, 3)  # what a checkpoint records is unchanged

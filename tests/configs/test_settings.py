@@ -68,6 +68,14 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
          "scoring.rules[0].acton: unknown key (allowed: name, when, action, score)"),
         ({"scoring": {"rules": [{"name": "a", "when": "amount > 1", "action": "alert"}]}},
          "scoring.rules[0].action: Invalid enum value 'alert' (allowed: 'review', 'block')"),
+        ({"stream": {"autoscale": {"min_actors": 3, "max_actors": 2}}},
+         "stream.autoscale.min_actors: 3 is above max_actors (2); lower min_actors or raise max_actors"),
+        ({"stream": {"autoscale": {"enabled": True, "min_actors": 5, "max_actors": 8}}},
+         "stream.autoscale.min_actors: 5 is more than the 4 partitions of kafka.topics.transactions"),
+        ({"stream": {"autoscale": {"scale_out_lag_s": 0}}}, "stream.autoscale.scale_out_lag_s: Expected `float` > 0.0"),
+        ({"stream": {"autoscale": {"cooldown_s": -1}}}, "stream.autoscale.cooldown_s: Expected `float` >= 0.0"),
+        ({"stream": {"autoscale": {"max_actor": 3}}}, "stream.autoscale.max_actor: unknown key (allowed: enabled, "
+                                                      "min_actors, max_actors, scale_out_lag_s, scale_in_idle_s, cooldown_s)"),
     ],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(data: dict, expected: str) -> None:
