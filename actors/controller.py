@@ -14,20 +14,45 @@ Nothing is re-keyed and nothing is scored twice.
 With ``stream.autoscale`` on, each supervision tick ends with one call into
 :class:`~actors.scaling.Autoscaler`, which reads the partitions' lags from the
 tick's heartbeats and may call :meth:`Controller.rescale`.
+
+Placement: ``stream.placement: spread`` starts each actor on another node that
+has room (Ray's SPREAD strategy), so a lost node takes few partitions with it;
+Ray restarts the actors it held on the surviving nodes, where ``ensure``
+restores their partitions (and terminal.deltas partitions) from their checkpoints.
+
+The controller itself is restartable (``stream.max_restarts``). Ray ties an
+actor to its owner's process, so the scoring actors die with the controller's
+process: a restarted controller replaces them. What it needs for that (names,
+plan, rules, restarts) it keeps in a :class:`ControllerRecord` in Ray's GCS
+key-value store, written at every change; on restart it waits until Ray has
+removed the old actors, starts new ones under the same names (so exactly-once
+transactional ids fence anything the old ones left open) and the same plan, and
+they restore from the checkpoints, as after an actor restart: nothing is scored
+twice beyond what the checkpoints had not covered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 import msgspec
 import ray
 from ray.exceptions import RayActorError, RayError
+from ray.experimental import internal_kv
 
-from actors.messages import ActorHeartbeat, ActorStatus, DrainedJob, JobEvent, JobStatus, job_status
+from actors.messages import (
+    ActorHeartbeat,
+    ActorStatus,
+    ControllerStatus,
+    DrainedJob,
+    JobEvent,
+    JobStatus,
+    job_status,
+)
 from actors.scaling import Autoscaler
 from actors.scoring import ScoringActor
 from configs import RuleSettings, Settings
@@ -37,6 +62,8 @@ log = logging.getLogger(__name__)
 #: Namespace in which the controller is registered (``fraudstream status`` finds it there).
 NAMESPACE = "fraudstream"
 SUPERVISE_INTERVAL_S = 1.0
+#: Longest a (restarted) controller waits for Ray to remove a scoring actor of the same name before starting its own.
+NAME_FREE_TIMEOUT_S = 60.0
 
 
 def controller_name(settings: Settings) -> str:
@@ -53,6 +80,24 @@ def assignment(partitions: int, actors: int) -> list[list[int]]:
     [[0], [1], [2], []]
     """
     return [[p for p in range(partitions) if p % actors == k] for k in range(actors)]
+
+
+def ray_actor_name(settings: Settings, name: str) -> str:
+    """A scoring actor's Ray name (in :data:`NAMESPACE`): unique per job, e.g. ``fraudstream-transactions-scoring-0-1``."""
+    return f"fraudstream-{settings.kafka.topics.transactions.name}-{name}"
+
+
+class ControllerRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What a restarted controller needs to replace its scoring actors (kept in Ray's GCS key-value store)."""
+
+    generation: int
+    names: list[str]
+    plan: list[list[int]]
+    stage_plan: list[list[int]]
+    rules: tuple[RuleSettings, ...] | None = None
+    restarts: list[int]
+    #: How often Ray restarted the controller.
+    controller_restarts: int = 0
 
 
 @ray.remote(num_cpus=0)
@@ -79,32 +124,120 @@ class Controller:
         self.rules: tuple[RuleSettings, ...] | None = None
         #: Lag-driven autoscaling (stream.autoscale): called once per supervision tick.
         self.autoscaler = Autoscaler(settings, self.partitions)
+        #: How often Ray restarted this controller (from its record, once resumed).
+        self.controller_restarts = 0
+        self._drained = False
+        self._created_at = time.monotonic()
+        context = ray.get_runtime_context()
+        if context.was_current_actor_reconstructed:
+            # Ray restarted this controller: its scoring actors died with its old process. Replace them now, not at
+            # the driver's next call (a call to itself runs once __init__ has returned).
+            self._resuming = context.current_actor.resume.remote()
+        else:  # a record left by a job of this topic that ended without draining is not this job's
+            internal_kv._internal_kv_del(self._record_key(), namespace=NAMESPACE)
 
-    def _new_actor(self, index: int) -> Any:
+    async def _new_actor(self, index: int, name: str | None = None) -> tuple[Any, str]:
         stream = self.settings.stream
-        name = f"scoring-{self._generation}-{index}"
+        name = name or f"scoring-{self._generation}-{index}"
+        ray_name = ray_actor_name(self.settings, name)
+        await self._wait_until_name_free(ray_name)
         actor = ScoringActor.options(  # type: ignore[attr-defined]
+            name=ray_name,
+            namespace=NAMESPACE,
             num_cpus=stream.actor_num_cpus,
             max_restarts=stream.max_restarts,
             max_task_retries=0,
+            scheduling_strategy="SPREAD" if stream.placement == "spread" else "DEFAULT",
         ).remote(self.settings, self.bootstrap_servers, name)
         return actor, name
 
+    @staticmethod
+    async def _wait_until_name_free(ray_name: str) -> None:
+        """Until Ray has removed an actor of this name (one of a controller that died, being torn down)."""
+        deadline = time.monotonic() + NAME_FREE_TIMEOUT_S
+        while True:
+            try:
+                ray.get_actor(ray_name, namespace=NAMESPACE)
+            except ValueError:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"a Ray actor named {ray_name!r} (namespace {NAMESPACE!r}) is still alive after "
+                    f"{NAME_FREE_TIMEOUT_S:.0f} s: another job scores the same transactions topic; stop it first"
+                )
+            await asyncio.sleep(0.1)
+
     async def start(self, actors: int | None = None) -> JobStatus:
-        """Start K actors with their partitions and the supervision loop."""
+        """Start K actors with their partitions and the supervision loop (once: again, it returns the status)."""
         count = actors or self.settings.stream.actors
         async with self._lock:
-            self.plan = assignment(self.partitions, count)
-            self.stage_plan = assignment(self.stage_partitions, count)
-            for index in range(count):
-                actor, name = self._new_actor(index)
-                self.actors.append(actor)
-                self.names.append(name)
-                self.restarts.append(0)
-            await self._ensure_all()
-        if self._supervisor is None:
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+            if not self.plan:  # not started yet, nor resumed after a restart (Ray retries a start the restart cut off)
+                self.plan = assignment(self.partitions, count)
+                self.stage_plan = assignment(self.stage_partitions, count)
+                for index in range(count):
+                    actor, name = await self._new_actor(index)
+                    self.actors.append(actor)
+                    self.names.append(name)
+                    self.restarts.append(0)
+                self._save_record()
+                await self._ensure_all()
+        self._start_supervisor()
         return await self.status()
+
+    def _start_supervisor(self) -> None:
+        if self._supervisor is None and not self._drained:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    # ------------------------------------------------------------------ restarts of the controller
+    def _record_key(self) -> str:
+        return f"{controller_name(self.settings)}/record"
+
+    def _save_record(self) -> None:
+        """Keep what a restarted controller needs in Ray's GCS key-value store (survives any node but the head)."""
+        record = ControllerRecord(generation=self._generation, names=list(self.names), plan=self.plan,
+                                  stage_plan=self.stage_plan, rules=self.rules, restarts=list(self.restarts),
+                                  controller_restarts=self.controller_restarts)  # fmt: skip
+        internal_kv._internal_kv_put(self._record_key(), msgspec.json.encode(record), namespace=NAMESPACE)
+
+    def _load_record(self) -> ControllerRecord | None:
+        data = internal_kv._internal_kv_get(self._record_key(), namespace=NAMESPACE)
+        return None if data is None else msgspec.json.decode(data, type=ControllerRecord)
+
+    async def resume(self) -> JobStatus:
+        """After Ray restarted this controller: new scoring actors under the recorded names, with the recorded
+        plan and rules, restored from their partitions' checkpoints; then supervision again. Idempotent."""
+        async with self._lock:
+            record = None if self.plan or self._drained else self._load_record()
+            if record is not None:  # None: started already, drained, or it died before its first start finished
+                self._generation, self.rules = record.generation, record.rules
+                self.plan, self.stage_plan = record.plan, record.stage_plan
+                self.controller_restarts = record.controller_restarts + 1
+                started = time.monotonic()
+                for index, (name, restarts) in enumerate(zip(record.names, record.restarts, strict=True)):
+                    actor, _ = await self._new_actor(index, name)
+                    self.actors.append(actor)
+                    self.names.append(name)
+                    self.restarts.append(restarts + 1)  # each was replaced
+                created = time.monotonic()
+                self._save_record()
+                await self._ensure_all()
+                self.events.append(JobEvent(
+                    time=time.time(), event="controller_restarted", actor="controller",
+                    detail=f"restart {self.controller_restarts}: {len(self.names)} scoring actors replaced, restored "
+                           f"and running {time.monotonic() - self._created_at:.1f} s after the controller came back "
+                           f"(resume began after {started - self._created_at:.1f} s; the old actors' names were "
+                           f"free {created - started:.1f} s into it)",
+                ))  # fmt: skip
+        if record is not None:
+            self._start_supervisor()
+        return await self.status()
+
+    def whereabouts(self) -> ControllerStatus:
+        """The controller's process, node and restarts."""
+        context = ray.get_runtime_context()
+        node: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in ray
+        return ControllerStatus(pid=os.getpid(), node=node, node_id=context.get_node_id(),
+                                restarts=self.controller_restarts)
 
     async def _supervise(self) -> None:
         while True:
@@ -155,11 +288,12 @@ class Controller:
             del self.actors[actors:], self.names[actors:], self.restarts[actors:]
             self._generation += 1
             for index in range(len(self.actors), actors):
-                actor, name = self._new_actor(index)
+                actor, name = await self._new_actor(index)
                 self.actors.append(actor)
                 self.names.append(name)
                 self.restarts.append(0)
             self.plan, self.stage_plan = new_plan, new_stage_plan
+            self._save_record()
             self.last_status.clear()
             # 3. new owners restore and resume
             await self._ensure_all()
@@ -178,6 +312,8 @@ class Controller:
         async with self._lock:
             versions = await asyncio.gather(*(actor.set_rules.remote(rules) for actor in self.actors))
             self.rules = rules
+            if self.plan:
+                self._save_record()
         self._event("rules_reloaded", 0, f"{len(rules)} rules, {versions[0] if versions else '-'}")
         return list(versions)
 
@@ -186,7 +322,8 @@ class Controller:
         members = list(zip(self.actors, self.names, self.restarts, strict=True))  # a rescale may change them meanwhile
         results = await asyncio.gather(*(self._actor_status(*member) for member in members))
         return job_status(list(results), plan=self.plan, stage_plan=self.stage_plan, events=self.events[-10:],
-                          now=time.time(), autoscale=self.autoscaler.status(len(self.actors)))
+                          now=time.time(), autoscale=self.autoscaler.status(len(self.actors)),
+                          controller=self.whereabouts())
 
     async def _actor_status(self, actor: Any, name: str, restarts: int) -> ActorStatus:
         """The actor's status with its restarts; one that does not answer in time: its name, error and restarts."""
@@ -208,6 +345,7 @@ class Controller:
 
         Each actor's final status; one whose drain failed: its name, the error and its restarts.
         """
+        self._drained = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             self._supervisor = None
@@ -216,6 +354,7 @@ class Controller:
             final = await asyncio.gather(*(a.drain.remote() for a in self.actors), return_exceptions=True)
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
+            internal_kv._internal_kv_del(self._record_key(), namespace=NAMESPACE)
         return DrainedJob(actors=[
             msgspec.structs.replace(f, restarts=restarts) if isinstance(f, ActorStatus)
             else ActorStatus(actor=name, error=repr(f), restarts=restarts)

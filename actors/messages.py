@@ -235,9 +235,10 @@ class ActorStatus(msgspec.Struct, frozen=True, kw_only=True):
     broadcast_complete_through_ms: int | None = None
     serving: ServingStatus | None = None
     rules_version: str | None = None
-    #: Set by the Ray actor: whether Ray restarted it, and its node's address.
+    #: Set by the Ray actor: whether Ray restarted it, its node's address and Ray node id.
     restarted: bool | None = None
     node: str | None = None
+    node_id: str | None = None
     #: Set by the controller: how often it saw the actor's process change.
     restarts: int = 0
 
@@ -351,6 +352,15 @@ class AutoscaleStatus(msgspec.Struct, frozen=True, kw_only=True):
     changes: int = 0
 
 
+class ControllerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the job's controller runs, and how often Ray restarted it (each time it replaced its scoring actors)."""
+
+    pid: int
+    node: str
+    node_id: str
+    restarts: int = 0
+
+
 class RulesFileStatus(msgspec.Struct, frozen=True, kw_only=True):
     """The watched rules file and why its latest change was not loaded (None: it was, or none was seen)."""
 
@@ -377,6 +387,8 @@ class JobStatus(msgspec.Struct, frozen=True, kw_only=True):
     rules_file: RulesFileStatus | None = None
     #: The autoscaler's state (None: stream.autoscale is off).
     autoscale: AutoscaleStatus | None = None
+    #: Set by the controller: its process, node and restarts.
+    controller: ControllerStatus | None = None
 
 
 class DrainedJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -394,7 +406,8 @@ class StoppedJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def job_status(actors: list[ActorStatus], *, plan: list[list[int]], stage_plan: list[list[int]],
-               events: list[JobEvent], now: float, autoscale: AutoscaleStatus | None = None) -> JobStatus:
+               events: list[JobEvent], now: float, autoscale: AutoscaleStatus | None = None,
+               controller: ControllerStatus | None = None) -> JobStatus:
     """The job's status from each actor's: every partition with its owner, in partition order, and the totals."""
     owned = [(key, partition, actor.actor) for actor in actors for key, partition in actor.partitions.items()]
     partitions = {key: JobPartitionStatus(**msgspec.structs.asdict(partition), actor=name)
@@ -409,6 +422,7 @@ def job_status(actors: list[ActorStatus], *, plan: list[list[int]], stage_plan: 
         stage_plan=stage_plan,
         events=events,
         autoscale=autoscale,
+        controller=controller,
     )
 
 

@@ -69,7 +69,8 @@ class ScoringActor:
     def status(self) -> ActorStatus:
         """The worker's status, with whether Ray restarted this actor and the node it runs on."""
         node: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in ray
-        return msgspec.structs.replace(self.worker.status(), restarted=self.restarted, node=node)
+        return msgspec.structs.replace(self.worker.status(), restarted=self.restarted, node=node,
+                                       node_id=ray.get_runtime_context().get_node_id())
 
     def reset_latency(self) -> None:
         self.worker.reset_latency()

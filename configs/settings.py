@@ -693,8 +693,14 @@ class StreamSettings(_Section, frozen=True):
     actors: PositiveInt = 2
     #: CPUs Ray reserves per scoring actor.
     actor_num_cpus: Annotated[float, msgspec.Meta(gt=0.0)] = 0.5
-    #: Ray restarts an actor this many times (-1 = forever).
+    #: Ray restarts a scoring actor, and the controller, this many times (-1 = forever).
     max_restarts: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    #: Where Ray puts the scoring actors: ``spread`` over the nodes (each next actor on another node that has
+    #: room: a lost node takes few partitions with it) or ``pack`` (Ray's default: fill a node before the next).
+    placement: Literal["spread", "pack"] = "spread"
+    #: Custom Ray resources the controller needs, e.g. ``{"on-demand": 0.01}`` to keep it off spot nodes
+    #: (it runs only on nodes started with ``--resources`` offering them); empty: any node (the driver's first).
+    controller_resources: dict[str, Annotated[float, msgspec.Meta(gt=0.0)]] = msgspec.field(default_factory=dict)
     #: Most records taken per poll (per actor, all its partitions).
     max_batch_records: PositiveInt = 1_000
     #: Hold a partition's transactions until the broadcast terminal table is complete for the buckets they read

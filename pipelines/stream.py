@@ -201,8 +201,12 @@ class StreamJob:
         self.started_ray = not ray.is_initialized()
         try:
             connect_ray(self.settings)
+            stream = self.settings.stream
+            # restartable: a controller whose process or node died comes back on another node and replaces its
+            # scoring actors (actors/controller.py); calls cut off by its death are sent again once it is back
             self.controller = Controller.options(  # type: ignore[attr-defined]
-                name=controller_name(self.settings), namespace=NAMESPACE
+                name=controller_name(self.settings), namespace=NAMESPACE, max_restarts=stream.max_restarts,
+                max_task_retries=-1, resources=dict(stream.controller_resources),
             ).remote(self.settings, self.bootstrap_servers)
             status: JobStatus = ray.get(self.controller.start.remote(actors))
             return status

@@ -15,8 +15,11 @@ import yaml
 from aiokafka import TopicPartition
 
 from actors.messages import JobStatus
+from actors.partition import PartitionProcessor
+from actors.terminal_stage import BroadcastRisk
 from configs import Settings
 from connectors.kafka import make_consumer
+from features import FeatureEngine
 from models.checked_settings import load_settings
 from pipelines.produce import produce_history
 from pipelines.stream import StreamJob
@@ -41,6 +44,24 @@ async def consume_all(settings: Settings, bootstrap: str, topic: str, timeout_s:
         return records
     finally:
         await consumer.stop()
+
+
+def reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
+    """Entity state per partition of an uninterrupted, in-process run over every record now in the topics."""
+    topics = settings.kafka.topics
+    transactions = asyncio.run(consume_all(settings, bootstrap, topics.transactions.name))
+    labels = asyncio.run(consume_all(settings, bootstrap, topics.labels.name))
+    table = FeatureEngine.terminal_risk_for(settings.features)
+    table.publish_updates()
+    broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
+    digests = {}
+    for partition in range(topics.transactions.partitions):
+        processor = PartitionProcessor(settings, partition, broadcast)
+        processor.process_transactions(sorted((r for r in transactions if r.partition == partition),
+                                              key=lambda r: r.offset), now_ms=0)  # fmt: skip
+        processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
+        digests[partition] = processor.entity_state_digest()
+    return digests
 
 
 def produce(settings: Settings, bootstrap: str, transactions: pa.Table, labels: pa.Table | None, rate: float = 0.0):
