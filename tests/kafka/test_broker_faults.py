@@ -71,10 +71,12 @@ def history(local_settings: Settings) -> Any:
     return generate(spec)
 
 
-#: configs/rules.yaml and a rule that alerts on many payments, by account history and terminal traffic: alerts in
-#: flight whenever a broker goes, and a set of alert ids that shows a difference in entity or terminal state.
-EXTRA_RULE = {"name": "busy_account_at_a_busy_terminal", "when": "count_24h >= 3 and terminal_tx_count >= 5",
-              "action": "review", "score": 0.5}
+#: configs/rules.yaml and a rule that alerts on many payments by account history: alerts in flight whenever a
+#: broker goes, and a set of alert ids that shows a difference in entity state. Not on terminal traffic: these
+#: streams replay two days in half a minute, so the terminal table, which a caught-up partition lets move on,
+#: trails by hours of event time live, and a live run reads far lower terminal counts than the backlog reference
+#: (with "terminal_tx_count >= 5" added, 271 alerts against 881 once).
+EXTRA_RULE = {"name": "busy_account", "when": "count_24h >= 3", "action": "review", "score": 0.5}
 
 
 def fault_config(cluster: KafkaCluster, workdir: Path, prefix: str) -> Path:
@@ -133,9 +135,9 @@ def _assert_alerts_like(run: Run, reference: Run) -> None:
     """Every alert the run decided is on the topic (``_finish``), and its alerts are the uninterrupted run's
     but for a few: the reference is scored as a backlog, the run partly live, and a partition caught up live
     lets the terminal table move on without it (terminal counts are eventually consistent, DESIGN decision
-    8), so a transaction can read a lower terminal count and not alert (EXTRA_RULE reads terminal_tx_count:
-    one run in three missed 32 of 881). Alerts lost to the fault would be decided and missing from the topic,
-    which ``_finish`` checks exactly; the entity state (digests) must be equal exactly."""
+    8), so a transaction's anomaly score, which reads the terminal features, can differ. Alerts lost to the
+    fault would be decided and missing from the topic, which ``_finish`` checks exactly; the entity state
+    (digests) must be equal exactly."""
     common = len(run.alert_ids & reference.alert_ids)
     assert common >= ALERTS_IN_COMMON * len(reference.alert_ids), (
         f"{len(reference.alert_ids) - common} of the reference's {len(reference.alert_ids)} alerts missing, "
