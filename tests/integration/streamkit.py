@@ -46,8 +46,9 @@ async def consume_all(settings: Settings, bootstrap: str, topic: str, timeout_s:
         await consumer.stop()
 
 
-def reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
-    """Entity state per partition of an uninterrupted, in-process run over every record now in the topics."""
+def reference_run(settings: Settings, bootstrap: str) -> tuple[dict[int, str], set[str]]:
+    """An uninterrupted, in-process run over every record now in the topics: entity-state digest per
+    partition, alert ids."""
     topics = settings.kafka.topics
     transactions = asyncio.run(consume_all(settings, bootstrap, topics.transactions.name))
     labels = asyncio.run(consume_all(settings, bootstrap, topics.labels.name))
@@ -55,13 +56,20 @@ def reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
     table.publish_updates()
     broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
     digests = {}
+    alert_ids: set[str] = set()
     for partition in range(topics.transactions.partitions):
         processor = PartitionProcessor(settings, partition, broadcast)
-        processor.process_transactions(sorted((r for r in transactions if r.partition == partition),
-                                              key=lambda r: r.offset), now_ms=0)  # fmt: skip
+        mine = sorted((r for r in transactions if r.partition == partition), key=lambda r: r.offset)
+        out = processor.process_transactions(mine, now_ms=0)  # times of 0: alert ids are read untyped
         processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
         digests[partition] = processor.entity_state_digest()
-    return digests
+        alert_ids |= {msgspec.json.decode(value)["alert_id"] for _, value in out.alerts}
+    return digests, alert_ids
+
+
+def reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
+    """Entity state per partition of an uninterrupted, in-process run over every record now in the topics."""
+    return reference_run(settings, bootstrap)[0]
 
 
 def produce(settings: Settings, bootstrap: str, transactions: pa.Table, labels: pa.Table | None, rate: float = 0.0):

@@ -22,7 +22,8 @@ from contracts.records import decode_alert
 from pipelines.produce import ProduceReport, produce_history
 from synthetic import generate
 from tests.integration.streamkit import consume_all, wait_labels_read, wait_scored
-from tests.integration.test_stream import _digests, _reference_run
+from tests.integration.streamkit import reference_run as _reference_run
+from tests.integration.test_stream import _digests
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,7 +26,9 @@ from pipelines.stream import StreamJob
 from synthetic import generate
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.streamkit import consume_all, produce, wait_labels_read, wait_scored
-from tests.integration.test_stream import _digests, _reference_digests, _reference_run
+from tests.integration.streamkit import reference_digests as _reference_digests
+from tests.integration.streamkit import reference_run as _reference_run
+from tests.integration.test_stream import _digests
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

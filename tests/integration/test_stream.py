@@ -14,18 +14,16 @@ import pyarrow.compute as pc
 import pytest
 import ray
 
-from actors.partition import PartitionProcessor
-from actors.terminal_stage import BroadcastRisk
 from actors.worker import checkpoint_key
 from configs import Settings
 from connectors.checkpoint import CheckpointStore, cluster_namespace
 from connectors.kafka import cluster_id, make_producer
 from contracts.records import decode_alert, decode_dead_letter
-from features import FeatureEngine
 from pipelines.stream import StreamJob
 from synthetic import generate
 from tests.integration.streamkit import consume_all as _consume_all
 from tests.integration.streamkit import produce as _produce
+from tests.integration.streamkit import reference_digests as _reference_digests
 from tests.integration.streamkit import wait_labels_read
 from tests.integration.streamkit import wait_scored as _wait_scored
 
@@ -38,31 +36,6 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 def history(local_settings: Settings):
     spec = msgspec.structs.replace(local_settings.generator, accounts=400, days=6, seed=5, genuine_label_rate=0.2)
     return generate(spec)
-
-
-def _reference_run(settings: Settings, bootstrap: str) -> tuple[dict[int, str], set[str]]:
-    """An uninterrupted, in-process run over the same records: entity-state digest per partition, alert ids."""
-    topics = settings.kafka.topics
-    tx = asyncio.run(_consume_all(settings, bootstrap, topics.transactions.name))
-    labels = asyncio.run(_consume_all(settings, bootstrap, topics.labels.name))
-    table = FeatureEngine.terminal_risk_for(settings.features)
-    table.publish_updates()
-    broadcast = BroadcastRisk(table, topics.terminal_deltas.partitions)
-    digests = {}
-    alert_ids: set[str] = set()
-    for partition in range(topics.transactions.partitions):
-        processor = PartitionProcessor(settings, partition, broadcast)
-        mine = sorted((r for r in tx if r.partition == partition), key=lambda r: r.offset)
-        out = processor.process_transactions(mine, now_ms=0)  # times of 0: alert ids are read untyped
-        processor.process_labels(sorted((r for r in labels if r.partition == partition), key=lambda r: r.offset))
-        digests[partition] = processor.entity_state_digest()
-        alert_ids |= {msgspec.json.decode(value)["alert_id"] for _, value in out.alerts}
-    return digests, alert_ids
-
-
-def _reference_digests(settings: Settings, bootstrap: str) -> dict[int, str]:
-    """Entity state of an uninterrupted, in-process run over the same records, per partition."""
-    return _reference_run(settings, bootstrap)[0]
 
 
 def _digests(job: StreamJob) -> dict[int, str]:

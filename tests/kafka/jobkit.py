@@ -34,7 +34,7 @@ from actors.partition import PartitionProcessor
 from actors.terminal_stage import BroadcastRisk
 from configs import KafkaSettings, ProducerSettings
 from connectors.checkpoint import CheckpointStore, cluster_namespace
-from connectors.kafka import make_consumer
+from connectors.kafka import ensure_topics, make_consumer
 from features import FeatureEngine
 from models.checked_settings import load_settings
 from pipelines.produce import ProduceReport, produce_history
@@ -255,6 +255,23 @@ def run_job_until_scored(config: Path, produced: int, env: dict[str, str], log: 
     with JobProcess(config, env, log) as job:
         status = job.wait_for(scored(produced, labels_read), f"{produced} records scored", timeout_s)
         return status, job.stop()
+
+
+def run_on_embedded_broker(kafka_broker: str, workdir: Path, prefix: str, history: Any,
+                           producer: ProducerSettings) -> tuple[JobStatus, KafkaSettings]:  # fmt: skip
+    """The same history and cluster.yaml-shaped settings, uninterrupted, on the embedded broker (PLAINTEXT,
+    one replica): the reference a run on the cluster is compared with. (Its last status, its Kafka settings.)"""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = cluster_config(workdir / "job.yaml", workdir, prefix, {
+        "bootstrap_servers": [kafka_broker], "security_protocol": "PLAINTEXT", "ssl_ca_file": None,
+        "sasl_mechanism": None, "sasl_username": None,
+    }, replication_factor=1)  # fmt: skip
+    kafka = load_settings(config).kafka
+    asyncio.run(ensure_topics(kafka))
+    report = produce(kafka, producer, history)
+    with ray_tmpdir() as ray_tmp:
+        status, _ = run_job_until_scored(config, report.transactions, job_env(RAY_TMPDIR=ray_tmp), workdir / "job.log")
+    return status, kafka
 
 
 def start_job_expecting_failure(config: Path, env: dict[str, str]) -> tuple[int, list[str], float]:

@@ -23,7 +23,7 @@ from aiokafka import TopicPartition
 
 from actors.messages import JobStatus
 from configs import KafkaSettings
-from connectors.kafka import ensure_topics, make_consumer
+from connectors.kafka import make_consumer
 from contracts.records import decode_alert
 from models.checked_settings import load_settings
 from tests.kafka.cluster import KafkaCluster
@@ -32,12 +32,11 @@ from tests.kafka.jobkit import (
     JobProcess,
     StreamProducer,
     as_user,
-    cluster_config,
     job_env,
     prepare_topics,
-    produce,
     ray_tmpdir,
     run_job_until_scored,
+    run_on_embedded_broker,
     sasl_config,
 )
 
@@ -113,14 +112,7 @@ def test_killed_actors_and_a_killed_job_leave_every_alert_exactly_once(
     assert not repeated, f"{len(repeated)} alerts more than once, e.g. {list(repeated.items())[:3]}"
 
     # the same history, uninterrupted and at-least-once on the embedded broker: the alerts expected
-    reference = cluster_config(tmp_path / "reference.yaml", tmp_path / "reference", "eosref", {
-        "bootstrap_servers": [kafka_broker], "security_protocol": "PLAINTEXT", "ssl_ca_file": None,
-        "sasl_mechanism": None, "sasl_username": None,
-    }, replication_factor=1)  # fmt: skip
-    reference_kafka = load_settings(reference).kafka
-    asyncio.run(ensure_topics(reference_kafka))
-    produce(reference_kafka, msgspec.structs.replace(settings.producer, rate=0.0), history)
-    with ray_tmpdir() as ray_tmp:
-        run_job_until_scored(reference, produced.transactions, job_env(RAY_TMPDIR=ray_tmp), tmp_path / "ref.log")
+    _, reference_kafka = run_on_embedded_broker(kafka_broker, tmp_path / "reference", "eosref", history,
+                                                msgspec.structs.replace(settings.producer, rate=0.0))
     expected = {decode_alert(r.value).alert_id for r in _read_committed_alerts(reference_kafka)}
     assert expected and {a.alert_id for a in alerts} == expected

@@ -14,7 +14,6 @@ transactions each stop the same command at start-up with exit code 2 and one lin
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,20 +22,19 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.kafka import ensure_topics
 from contracts.records import decode_alert
 from models.checked_settings import load_settings
 from tests.kafka.cluster import KafkaCluster
 from tests.kafka.jobkit import (
     CLUSTER_YAML,
     as_user,
-    cluster_config,
     grant_topic_acls,
     job_env,
     prepare_topics,
     produce,
     read_alerts,
     run_job_until_scored,
+    run_on_embedded_broker,
     sasl_config,
     start_job_expecting_failure,
 )
@@ -81,16 +79,8 @@ def test_the_job_scores_every_transaction_over_sasl_ssl_with_alerts_as_on_the_em
     assert len({a.alert_id for a in alerts}) == len(alerts)
 
     # the same history and settings on the embedded broker (PLAINTEXT) give the same alerts
-    reference = cluster_config(tmp_path / "embedded.yaml", tmp_path / "embedded", "reference", {
-        "bootstrap_servers": [kafka_broker], "security_protocol": "PLAINTEXT", "ssl_ca_file": None,
-        "sasl_mechanism": None, "sasl_username": None,
-    }, replication_factor=1)  # fmt: skip
-    reference_kafka = load_settings(reference).kafka
-    asyncio.run(ensure_topics(reference_kafka))
-    produce(reference_kafka, producer, history)
-    with tempfile.TemporaryDirectory(prefix="fse", dir="/tmp") as other_ray:
-        embedded, _ = run_job_until_scored(reference, report.transactions, job_env(RAY_TMPDIR=other_ray),
-                                           tmp_path / "embedded.log")
+    embedded, reference_kafka = run_on_embedded_broker(kafka_broker, tmp_path / "embedded", "reference", history,
+                                                       producer)
     expected = [decode_alert(r.value) for r in read_alerts(reference_kafka)]
     assert embedded.totals.alerts == len(expected) == len(alerts)
     assert sorted((a.transaction_id, a.decision) for a in alerts) == sorted((a.transaction_id, a.decision) for a in expected)
