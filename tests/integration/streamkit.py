@@ -96,13 +96,16 @@ def wait_scored(job: StreamJob, expected: int, timeout_s: float = 120.0) -> JobS
 
 
 def wait_labels_read(job: StreamJob, timeout_s: float = 60.0) -> JobStatus:
-    """Wait until every partition read its labels to the end (those not due yet are held): the label
-    consumer runs beside the transaction one, so scoring every transaction does not mean every label is in."""
+    """Wait until every partition scored its transactions and read its labels to the end (those not due yet
+    are held), in one status: the label consumer runs beside the transaction one, so scoring every transaction
+    does not mean every label is in; and an actor restarted since scoring was seen done (a kill takes effect a
+    moment after ``ray.kill`` returns) may have read every label while it still replays transactions."""
     deadline = time.monotonic() + timeout_s
     while True:
         status = job.status()
         partitions = status.partitions.values()
-        if partitions and all(p.label_lag is not None and p.label_lag == p.held_labels for p in partitions):
+        if partitions and all(p.lag == 0 and p.label_lag is not None and p.label_lag == p.held_labels
+                              for p in partitions):  # fmt: skip
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"labels not read to the end in {timeout_s}s: {_json(status)[:2000]}")
