@@ -7,7 +7,12 @@ rules) on local Ray:
 - lost: produced minus distinct scored (offsets scored, from the actors' positions).
 Phase 2: a producer at a steady 2,000 events/s; per scored event the time from
 its Kafka timestamp (the producer's create time) to the acknowledgement of the
-alerts of its micro-batch: p50_ms, p95_ms, p99_ms.
+alerts of its micro-batch: p50_ms, p95_ms, p99_ms. The workload is moved in time
+so that phase 1 ends when it is generated, and phase 2 runs live by default
+(--steady-pace live: a transaction's event time is when it is sent, as in
+production); --steady-pace replay keeps the history's own times, days of event
+time in seconds, so the terminal alignment holds transactions at every hour
+bucket it crosses (one round trip through the terminal stage each).
 References, in the same run on the same topic:
 - raw_decode_per_s: one plain aiokafka consumer + json.loads (the ceiling);
 - reference_loop_per_s: one plain aiokafka loop running the shared reference
@@ -71,7 +76,7 @@ MAX_EXACTLY_ONCE_COST = 0.3
 
 
 @contextlib.contextmanager
-def _step(console: Console, what: str) -> Iterator[None]:
+def step(console: Console, what: str) -> Iterator[None]:
     """A spinner with ``what`` and the time it has taken so far, while the block runs."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -109,8 +114,17 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--steady-rate", type=float, default=2_000.0)
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument("--steady-pace", choices=("live", "replay"), default="live",
+                        help="phase 2's event time: live (each transaction's is when it is sent, as in production) "
+                             "or replay (the history's own: days of event time go by in seconds, and the "
+                             "terminal alignment holds transactions at every hour bucket it crosses)")
     parser.add_argument("--checkpoint-interval", type=float, default=None,
                         help="stream.checkpoint_interval_s (default: the config's)")
+    parser.add_argument("--history-days", type=int, default=30,
+                        help="event time the backlog spans: 30 (default) is a month's backfill, one terminal bucket "
+                             "per round trip through the terminal stage while catching up (720 round trips); fewer "
+                             "days, more accounts: a denser stream, as a production backlog is (hours of lag hold "
+                             "millions of events)")
     parser.add_argument("--kafka", action="store_true",
                         help="also run on a 3-broker Apache Kafka cluster (needs Java 17+, and Maven on the first run)")
     parser.add_argument("--kafka-listener", choices=("SASL_SSL", "PLAINTEXT"), default="SASL_SSL",
@@ -133,7 +147,7 @@ def _topics(prefix: str, partitions: int, replication_factor: int) -> TopicsSett
                           terminal_risk=topic("terminal.risk"))  # fmt: skip
 
 
-def _settings(base: Settings, args: argparse.Namespace, workdir: Path, prefix: str = "bench",
+def bench_settings(base: Settings, args: argparse.Namespace, workdir: Path, prefix: str = "bench",
               replication_factor: int = 1) -> Settings:  # fmt: skip
     """The config on the benchmark's own topics (P partitions each), checkpoints and status file in ``workdir``."""
     topics = _topics(prefix, args.partitions, replication_factor)
@@ -149,25 +163,43 @@ def _settings(base: Settings, args: argparse.Namespace, workdir: Path, prefix: s
 
 
 @dataclass(frozen=True)
-class _Workload:
+class Workload:
     """What every broker gets: phase 1's transactions, then phase 2's (at the steady rate)."""
 
     transactions: pa.Table
     steady: pa.Table
 
 
-def _workload(base: Settings, args: argparse.Namespace, console: Console) -> _Workload:
-    """``--events`` transactions of a generated history (about 60 per account), and the steady phase's next ones."""
-    accounts = max(1_000, args.events // 60)
-    spec = msgspec.structs.replace(base.generator, accounts=accounts, days=30, seed=3)
-    with _step(console, "generating the stream"):
+def make_workload(base: Settings, args: argparse.Namespace, console: Console) -> Workload:
+    """``--events`` transactions of a generated history of ``--history-days`` days (about two per account a day),
+    and the steady phase's next ones;
+    moved in time so that the backlog ends now, where a live steady phase (:func:`live_times`) goes on a minute
+    or two later (no terminal bucket edge between them, as a rule, for the alignment to wait on)."""
+    days = args.history_days
+    accounts = max(1_000, args.events // (2 * days))  # the generated cards pay about twice a day
+    spec = msgspec.structs.replace(base.generator, accounts=accounts, days=days, seed=3)
+    with step(console, "generating the stream"):
         history = generate(spec)
     steady_rows = int(args.steady_rate * args.steady_seconds)
-    return _Workload(history.transactions.slice(0, args.events), history.transactions.slice(args.events, steady_rows))
+    transactions = history.transactions.slice(0, args.events + steady_rows)
+    times = transactions.column("event_time").cast(pa.int64()).to_numpy()
+    last_backlog_ms = int(times[: args.events].max())
+    shift_ms = int(time.time() * 1000) - last_backlog_ms
+    moved = pa.array(times + shift_ms, pa.int64()).cast(transactions.schema.field("event_time").type)
+    transactions = transactions.set_column(transactions.schema.get_field_index("event_time"), "event_time", moved)
+    return Workload(transactions.slice(0, args.events), transactions.slice(args.events, steady_rows))
+
+
+def live_times(table: pa.Table, rate: float, start_ms: int) -> pa.Table:
+    """``table`` with each transaction's event time the moment it is due to be sent at ``rate`` from
+    ``start_ms`` (offset order kept): a live stream, whose event time keeps pace with the clock."""
+    due = start_ms + (np.arange(table.num_rows, dtype=np.int64) * 1000 / rate).astype(np.int64)
+    field = table.schema.get_field_index("event_time")
+    return table.set_column(field, "event_time", pa.array(due, pa.int64()).cast(table.schema.field(field).type))
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """One broker the workload runs on."""
 
     name: str
@@ -210,13 +242,13 @@ _REFERENCES: dict[str, tuple[str, Callable[[], Callable[[bytes], Any]]]] = {
 }
 
 
-def _references(target: _Target, n: int, console: Console) -> dict[str, float]:
+def _references(target: Target, n: int, console: Console) -> dict[str, float]:
     """Seconds for each of the target's references to read the ``n`` produced transactions."""
     topic = target.settings.kafka.topics.transactions.name
     seconds = {}
     for name in target.references:
         what, handler = _REFERENCES[name]
-        with _step(console, f"{target.name}: {what}"):
+        with step(console, f"{target.name}: {what}"):
             seconds[name] = asyncio.run(_consume_loop(target.settings, target.bootstrap, topic, n, handler()))
     return seconds
 
@@ -245,10 +277,13 @@ def _pipeline_seconds(status: JobStatus) -> float:
     return max(lasts) - min(firsts)
 
 
-def _steady(job: StreamJob, target: _Target, steady: pa.Table, rate: float, scored_before: int) -> JobStatus:
-    """Produce ``steady`` at ``rate`` events/s (paced every 5 ms, not in bursts); the status once it is scored
-    (or after 30 s)."""
+def _steady(job: StreamJob, target: Target, steady: pa.Table, rate: float, scored_before: int,
+            pace: str) -> JobStatus:  # fmt: skip
+    """Produce ``steady`` at ``rate`` events/s (paced every 5 ms, not in bursts), in event time as it is sent
+    (``pace`` live) or as the history has it (replay); the status once it is scored (or after 30 s)."""
     chunk = max(1, int(rate // 200))
+    if pace == "live":
+        steady = live_times(steady, rate, int(time.time() * 1000))
     producer = threading.Thread(target=lambda: asyncio.run(produce_history(
         steady, None, target.writer, target.settings.producer, target.bootstrap, rate=rate, chunk_rows=chunk)))
     producer.start()
@@ -282,8 +317,8 @@ def _worst_phases(status: JobStatus) -> dict[str, dict[str, float]]:
 
 
 @dataclass(frozen=True)
-class _Measured:
-    """What one run measured, for :func:`_figures`."""
+class Measured:
+    """What one run measured, for :func:`run_figures`."""
 
     events: int
     steady_events: int
@@ -300,29 +335,29 @@ class _Measured:
     final: DrainedJob
 
 
-def _phases(job: StreamJob, target: _Target, workload: _Workload, args: argparse.Namespace,
+def _phases(job: StreamJob, target: Target, workload: Workload, args: argparse.Namespace,
             console: Console) -> tuple[JobStatus, JobStatus, np.ndarray]:  # fmt: skip
     """Phase 1 (the produced backlog scored) and phase 2 (a steady rate): the status after each, phase 2's
     latencies."""
     import ray
 
     n = workload.transactions.num_rows
-    with _step(console, f"{target.name}: scoring {n:,} transactions with {args.actors} actors"):
+    with step(console, f"{target.name}: scoring {n:,} transactions with {args.actors} actors"):
         job.start(args.actors)
         caught_up = _catch_up(job, n, args.partitions)
     ray.get(job.controller.call_all.remote("reset_latency"))
-    with _step(console, f"{target.name}: steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
-        steady = _steady(job, target, workload.steady, args.steady_rate, n)
+    with step(console, f"{target.name}: steady {args.steady_rate:,.0f} events/s for {args.steady_seconds:.0f}s"):
+        steady = _steady(job, target, workload.steady, args.steady_rate, n, args.steady_pace)
     return caught_up, steady, _latency_samples(job)
 
 
-def _run(target: _Target, workload: _Workload, args: argparse.Namespace, console: Console) -> _Measured:
+def run_workload(target: Target, workload: Workload, args: argparse.Namespace, console: Console) -> Measured:
     """The module docstring's phases on one broker: topics, the backlog produced, the references, the job
     started, phase 1, phase 2, the job drained."""
     settings, n = target.settings, workload.transactions.num_rows
-    with _step(console, f"{target.name}: topics"):
+    with step(console, f"{target.name}: topics"):
         target.prepare()
-    with _step(console, f"{target.name}: producing {n:,} transactions"):
+    with step(console, f"{target.name}: producing {n:,} transactions"):
         asyncio.run(produce_history(workload.transactions, None, target.writer, settings.producer, target.bootstrap))
     references = _references(target, n, console)
     job = StreamJob(settings, target.bootstrap)
@@ -332,18 +367,18 @@ def _run(target: _Target, workload: _Workload, args: argparse.Namespace, console
     except BaseException:
         job.stop()
         raise
-    measured = _Measured(
+    measured = Measured(
         events=n, steady_events=workload.steady.num_rows, pipeline_s=_pipeline_seconds(caught_up),
         raw_s=references.get("raw"), reference_s=references.get("reference_loop"),
         lost=n - sum(p.next_offset for p in caught_up.partitions.values()), samples=samples, caught_up=caught_up,
         steady=steady, final=final,
     )
     console.log(f"{target.name}: {n / measured.pipeline_s:,.0f} events/s, lost {measured.lost}, "
-                f"p99 {_percentiles(samples)[2]} ms")
+                f"p99 {percentiles(samples)[2]} ms")
     return measured
 
 
-def _percentiles(samples: np.ndarray) -> tuple[float | None, float | None, float | None]:
+def percentiles(samples: np.ndarray) -> tuple[float | None, float | None, float | None]:
     """p50, p95, p99 (ms, 2 decimals); None without samples."""
     if not samples.size:
         return None, None, None
@@ -351,10 +386,10 @@ def _percentiles(samples: np.ndarray) -> tuple[float | None, float | None, float
     return p50, p95, p99
 
 
-def _figures(measured: _Measured, args: argparse.Namespace) -> dict[str, Any]:
+def run_figures(measured: Measured, args: argparse.Namespace) -> dict[str, Any]:
     """One run's figures (the whole JSON line without --kafka); the references' only where they ran."""
     m, n = measured, measured.events
-    p50, p95, p99 = _percentiles(m.samples)
+    p50, p95, p99 = percentiles(m.samples)
     references: dict[str, Any] = {}
     if m.raw_s is not None:
         references["raw_decode_per_s"] = round(n / m.raw_s)
@@ -373,24 +408,26 @@ def _figures(measured: _Measured, args: argparse.Namespace) -> dict[str, Any]:
         **references,
         "events": n,
         "steady_events": m.steady_events,
+        "steady_pace": args.steady_pace,
+        "history_days": args.history_days,
         "alerts": sum(p.alerts for a in m.final.actors for p in a.partitions.values()),
         "partitions": args.partitions,
         "actors": args.actors,
     }
 
 
-def _backlog_figures(measured: _Measured) -> dict[str, Any]:
+def _backlog_figures(measured: Measured) -> dict[str, Any]:
     """How phase 1 went (--kafka only): its micro-batches over the actors, and the loop's phases then."""
     return {"backlog_batches": sum(a.batches for a in measured.caught_up.actors),
             "backlog_phase_ms": _worst_phases(measured.caught_up)}
 
 
-def _embedded_target(settings: Settings, bootstrap: str) -> _Target:
+def embedded_target(settings: Settings, bootstrap: str) -> Target:
     async def prepare() -> None:
         await wait_until_ready(settings.kafka, bootstrap)
         await ensure_topics(settings.kafka, bootstrap)
 
-    return _Target("embedded", settings, bootstrap, settings.kafka, lambda: asyncio.run(prepare()),
+    return Target("embedded", settings, bootstrap, settings.kafka, lambda: asyncio.run(prepare()),
                    references=("raw", "reference_loop"))
 
 
@@ -403,7 +440,7 @@ def _kafka_libs(console: Console) -> Path:
     if missing:
         raise SystemExit(f"error: --kafka: {missing}")
     try:
-        with _step(console, "Kafka jars: from the cache, else Maven fetches them (~55 MB, the first time)"):
+        with step(console, "Kafka jars: from the cache, else Maven fetches them (~55 MB, the first time)"):
             report = fetch_kafka()
     except KafkaClusterError as exc:
         raise SystemExit(f"error: --kafka: {exc}") from exc
@@ -420,7 +457,7 @@ def _kafka_cluster(libs: Path, console: Console) -> Iterator[KafkaCluster]:
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-kafka-") as folder:
         cluster = KafkaCluster(Path(folder), libs=libs, heap="1g")
         try:
-            with _step(console, f"starting {cluster.size} Kafka brokers (KRaft, SASL_SSL, ACLs)"):
+            with step(console, f"starting {cluster.size} Kafka brokers (KRaft, SASL_SSL, ACLs)"):
                 cluster.start()
             console.log(f"Kafka cluster ready in {cluster.timings['start_s']:.0f}s: {cluster.sasl_ssl_bootstrap}")
             for user in cluster.users.values():
@@ -468,11 +505,11 @@ def _on_listener(cluster: KafkaCluster, kafka: KafkaSettings, listener: str, use
 
 
 def _cluster_target(cluster: KafkaCluster, base: Settings, args: argparse.Namespace, workdir: Path, name: str,
-                    exactly_once: bool = False) -> _Target:  # fmt: skip
+                    exactly_once: bool = False) -> Target:  # fmt: skip
     """The job as the cluster's principal (``--kafka-listener``) on topics ``<name>.*`` replicated on every
     broker, with configs/cluster.yaml's producer (acks=all) for the transactions and the actors' outputs; an
     admin writes the transactions."""
-    settings = _settings(base, args, workdir / name, prefix=name, replication_factor=cluster.size)
+    settings = bench_settings(base, args, workdir / name, prefix=name, replication_factor=cluster.size)
     kafka = _on_listener(cluster, settings.kafka, args.kafka_listener, "job")
     if exactly_once:
         kafka = msgspec.structs.replace(kafka, exactly_once=True)
@@ -480,12 +517,12 @@ def _cluster_target(cluster: KafkaCluster, base: Settings, args: argparse.Namesp
     cluster_yaml = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())
     stream = msgspec.structs.replace(settings.stream, fetch_max_wait_ms=cluster_yaml["stream"]["fetch_max_wait_ms"])
     settings = msgspec.structs.replace(settings, kafka=kafka, producer=_cluster_producer(), stream=stream)
-    return _Target(name, settings, None, _on_listener(cluster, kafka, args.kafka_listener, "admin"),
+    return Target(name, settings, None, _on_listener(cluster, kafka, args.kafka_listener, "admin"),
                    lambda: _prepare_cluster_topics(cluster, settings),
                    references=() if exactly_once else ("raw",))
 
 
-def _cluster_facts(cluster: KafkaCluster, target: _Target, args: argparse.Namespace) -> dict[str, Any]:
+def _cluster_facts(cluster: KafkaCluster, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     """How the job talked to the cluster, for the JSON line."""
     kafka, producer = target.settings.kafka, target.settings.producer
     return {
@@ -512,13 +549,13 @@ def _attempt(console: Console, what: str, run: Callable[[], dict[str, Any]]) -> 
         return {"error": f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
-def _kafka_figures(cluster: KafkaCluster, target: _Target, workload: _Workload, args: argparse.Namespace,
+def _kafka_figures(cluster: KafkaCluster, target: Target, workload: Workload, args: argparse.Namespace,
                    console: Console) -> dict[str, Any]:  # fmt: skip
-    measured = _run(target, workload, args, console)
-    return {**_cluster_facts(cluster, target, args), **_figures(measured, args), **_backlog_figures(measured)}
+    measured = run_workload(target, workload, args, console)
+    return {**_cluster_facts(cluster, target, args), **run_figures(measured, args), **_backlog_figures(measured)}
 
 
-def _kafka_runs(libs: Path, base: Settings, args: argparse.Namespace, workdir: Path, workload: _Workload,
+def _kafka_runs(libs: Path, base: Settings, args: argparse.Namespace, workdir: Path, workload: Workload,
                 embedded: dict[str, Any], console: Console) -> dict[str, Any]:  # fmt: skip
     """The workload on the cluster with acks=all, then with exactly-once: "kafka", "kafka_exactly_once", "targets"."""
     with _kafka_cluster(libs, console) as cluster:
@@ -554,12 +591,12 @@ def main() -> None:
     libs = _kafka_libs(console) if args.kafka else None  # a missing tool stops the run before it starts
 
     base = load_settings()
-    workload = _workload(base, args, console)
+    workload = make_workload(base, args, console)
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
-    settings = _settings(base, args, workdir)
+    settings = bench_settings(base, args, workdir)
     with EmbeddedBroker() as broker:
-        measured = _run(_embedded_target(settings, broker.bootstrap_servers), workload, args, console)
-    figures = _figures(measured, args)
+        measured = run_workload(embedded_target(settings, broker.bootstrap_servers), workload, args, console)
+    figures = run_figures(measured, args)
     if libs is not None:
         figures.update(_backlog_figures(measured))
         figures.update(_kafka_runs(libs, base, args, workdir, workload, figures, console))
