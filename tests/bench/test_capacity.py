@@ -68,7 +68,8 @@ def test_more_transactions_never_need_fewer_actors_and_an_impossible_plan_stays_
     feasible = [p for p in plans if p["feasible"]]
     assert len(feasible) >= 4
     assert [p["actors"] for p in feasible] == sorted(p["actors"] for p in feasible)
-    assert [p["partitions"] for p in plans] == sorted(p["partitions"] for p in plans)
+    # (an impossible plan is laid out at the K scoring alone needs, docs/capacity.md says so: not compared)
+    assert [p["partitions"] for p in feasible] == sorted(p["partitions"] for p in feasible)
     first_impossible = next((i for i, p in enumerate(plans) if not p["feasible"]), len(plans))
     assert all(not p["feasible"] for p in plans[first_impossible:])
     # what makes 1M/s impossible here: every actor applies every risk state
@@ -192,6 +193,6 @@ def test_a_tiny_measured_run_has_what_the_doc_names(tmp_path: Path) -> None:
     saved.write_text(json.dumps(output))
     again = run(arguments(["--replan", str(saved)]), Console(file=io.StringIO()))
     assert again["plan"] == output["plan"] and again["accounts"] == output["accounts"]
-    faster = run(arguments(["--replan", str(saved), "--per-actor-eps", "50000"]), Console(file=io.StringIO()))
-    assert faster["inputs"]["assumptions"]["per_actor_eps"] == 50_000
+    faster = run(arguments(["--replan", str(saved), "--per-actor-eps", "200000"]), Console(file=io.StringIO()))
+    assert faster["inputs"]["assumptions"]["per_actor_eps"] == 200_000
     assert faster["plan"]["10000"]["cpu"]["scoring_cores"] < output["plan"]["10000"]["cpu"]["scoring_cores"]
