@@ -15,6 +15,7 @@ holds them (``kafka.sasl_password_env``, ``mlflow.token_env``).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import os
 import re
@@ -749,6 +750,86 @@ class StreamSettings(_Section, frozen=True):
     autoscale: AutoscaleSettings = AutoscaleSettings()
 
 
+#: A console user's name (the key of ``console.users``).
+USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+CONSOLE_ROLES = ("viewer", "analyst")
+#: ``scrypt$N$r$p$salt$hash`` (salt and hash in URL-safe base64): what `fraudstream console hash-password` prints.
+PASSWORD_HASH = re.compile(r"^scrypt\$[1-9][0-9]{0,9}\$[1-9][0-9]{0,3}\$[1-9][0-9]{0,3}\$[A-Za-z0-9_-]{16,}={0,2}\$[A-Za-z0-9_-]{32,}={0,2}$")
+
+
+class ConsoleUser(_Section, frozen=True):
+    """One person who may sign in to the console: a password hash (never the password) and a role."""
+
+    #: ``scrypt$N$r$p$salt$hash``, from `fraudstream console hash-password`.
+    password_hash: str
+    #: ``viewer`` sees the queue; ``analyst`` also gives verdicts.
+    role: str = "viewer"
+
+
+class ConsoleSettings(_Section, frozen=True):
+    """`fraudstream console`: the analysts' web page over the alerts topic, whose verdicts become labels.
+
+    Without ``users`` the console serves anyone who reaches it as an analyst, so it starts only on a
+    loopback ``host``; with users, everyone signs in and each request is checked against their role.
+    """
+
+    #: Address and port the web server listens on.
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
+    port: Port = 8765
+    #: User name -> password hash and role (viewer or analyst).
+    users: dict[str, ConsoleUser] = msgspec.field(default_factory=dict)
+    #: A sign-in lasts this long (seconds), then the user signs in again.
+    session_ttl_s: Annotated[float, msgspec.Meta(gt=0.0)] = 8 * 3600.0
+    #: Name of the environment variable holding the key that signs sessions; unset: a random key per start
+    #: (everyone signs in again after a restart).
+    secret_key_env: str = "FRAUDSTREAM_CONSOLE_SECRET"
+    #: Append-only JSON-lines log of every verdict (alert, verdict, analyst, time).
+    audit_path: str = ".fraudstream/verdicts.jsonl"
+    #: Alerts kept in memory (the oldest are dropped first), and recent alerts shown per account.
+    max_alerts: PositiveInt = 10_000
+    recent_per_account: PositiveInt = 20
+    #: At start, alerts written this many seconds back are read into the queue; null: the whole topic.
+    backfill_s: Annotated[float, msgspec.Meta(ge=0.0)] | None = 3600.0
+    #: How often the page gets the running job's status (``stream.status_path``).
+    status_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+
+    def __post_init__(self) -> None:
+        for name, user in self.users.items():
+            if not USER_NAME.match(name):
+                raise ValueError(f"users: {name!r} is not a user name (1 to 64 letters, digits, and . _ @ -)")
+            if user.role not in CONSOLE_ROLES:
+                raise ValueError(f"users.{name}.role: unknown role {user.role!r} (allowed: {', '.join(CONSOLE_ROLES)})")
+            if not PASSWORD_HASH.match(user.password_hash):
+                raise ValueError(
+                    f"users.{name}.password_hash: not a password hash (expected scrypt$N$r$p$salt$hash); never put "
+                    "a password in the config: make the hash with `fraudstream console hash-password`"
+                )
+
+    @property
+    def loopback(self) -> bool:
+        """True when ``host`` is reachable from this machine only.
+
+        >>> ConsoleSettings().loopback, ConsoleSettings(host="localhost").loopback, ConsoleSettings(host="0.0.0.0").loopback
+        (True, True, False)
+        """
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:  # a host name: it may resolve anywhere
+            return False
+
+    def exposure_problem(self) -> str | None:
+        """Why the console must not start as configured (open to the network without sign-in), else None."""
+        if self.loopback or self.users:
+            return None
+        return (
+            f"config error: console.host: {self.host} is not a loopback address and console.users is empty, so "
+            "anyone who reaches it could read alerts and give verdicts; add console.users (password hashes from "
+            "`fraudstream console hash-password`) or set console.host: 127.0.0.1"
+        )
+
+
 class Settings(_Section, frozen=True):
     """The whole configuration."""
 
@@ -763,6 +844,7 @@ class Settings(_Section, frozen=True):
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     backtest: BacktestSettings = BacktestSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     def __post_init__(self) -> None:
         autoscale, partitions = self.stream.autoscale, self.kafka.topics.transactions.partitions
@@ -854,6 +936,8 @@ def _describe(exc: msgspec.ValidationError, root: Any = Settings) -> tuple[str, 
     if unknown:
         key = unknown.group("field")
         full = f"{path}.{key}".lstrip(".")
+        if key == "password" and path.startswith("console.users"):
+            return full, "a password is never read from the config; give password_hash, made with `fraudstream console hash-password`"
         if key in _SECRET_KEYS:
             return full, (
                 "secrets are not read from YAML; put the value in the environment variable named by "

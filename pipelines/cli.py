@@ -9,6 +9,7 @@ one (what they share is in :mod:`pipelines.commandline` and
 - ``train``, ``promote``, ``backtest``: :mod:`pipelines.model_commands`
 - ``demo``: :mod:`pipelines.demo`
 - ``alerts tail``: :mod:`pipelines.alerts`
+- ``console`` (and ``console hash-password``): :mod:`pipelines.console.command`
 
 ``python -m pipelines.stream`` (what ``ray job submit`` runs) is the scoring
 job's own command line, in :mod:`pipelines.stream`.
@@ -23,6 +24,7 @@ import typer
 from pipelines import data_commands, model_commands, stream_commands
 from pipelines.alerts import alerts_app
 from pipelines.commandline import run_app
+from pipelines.console.command import console_app
 from pipelines.demo import demo_command
 
 app = typer.Typer(
@@ -43,6 +45,7 @@ app.command("promote")(model_commands.promote_command)
 app.command("backtest")(model_commands.backtest_command)
 app.command("demo")(demo_command)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(console_app, name="console")
 
 
 def main() -> None:

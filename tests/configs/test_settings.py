@@ -30,7 +30,7 @@ def test_bundled_local_config_loads_with_embedded_defaults() -> None:
     ("data", "expected"),
     [
         ({"kafka": {"bootstrap": "x"}}, "kafka.bootstrap: unknown key (allowed: embedded, embedded_port, bootstrap_servers"),
-        ({"kafak": {}}, "kafak: unknown key (allowed: kafka, producer, generator, features, mlflow, scoring, stream, history, training, evaluation, backtest)"),
+        ({"kafak": {}}, "kafak: unknown key (allowed: kafka, producer, generator, features, mlflow, scoring, stream, history, training, evaluation, backtest, console)"),
         ({"kafka": {"topics": {"alerts": {"name": "a", "partitons": 3}}}}, "kafka.topics.alerts.partitons: unknown key"),
         ({"kafka": {"security_protocol": "TLS"}}, "kafka.security_protocol: Invalid enum value 'TLS' (allowed: 'PLAINTEXT', 'SSL', 'SASL_SSL')"),
         ({"kafka": {"embedded_port": "9092"}}, "kafka.embedded_port: Expected `int`, got `str`"),
