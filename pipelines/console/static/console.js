@@ -90,6 +90,7 @@ async function loadQueue() {
 function rowElement(row) {
   const tr = el("tr", null, row.decision);
   tr.dataset.id = row.alert_id;
+  tr.dataset.time = String(row.alert_time);
   const models = Object.entries(row.model_versions).map(([k, v]) => `${k} ${v}`).join(", ");
   const verdict = row.verdict ? `${row.verdict.verdict} (${row.verdict.analyst})` : "";
   tr.append(el("td", time(row.alert_time)), el("td", row.account_id), el("td", fixed(row.score, 4)),
@@ -107,7 +108,9 @@ function addRow(row, fresh) {
   state.rows.set(row.alert_id, tr);
   if (old) { old.replaceWith(tr); return; }
   if (fresh) tr.classList.add("fresh");
-  body.prepend(tr);
+  // newest alert time first, as the server lists them: an alert that arrives late goes where its time puts it
+  const after = [...body.rows].find((other) => Number(other.dataset.time) < row.alert_time);
+  body.insertBefore(tr, after || null);
   while (body.rows.length > MAX_ROWS) { const last = body.lastElementChild; state.rows.delete(last.dataset.id); last.remove(); }
 }
 
@@ -160,8 +163,8 @@ async function showDetail(alertId) {
   const judged = a.verdict;
   $("verdict-now").textContent = judged ? `judged ${judged.verdict} by ${judged.analyst} at ${time(judged.time)}` : "not judged yet";
   const may = state.session && state.session.may_give_verdicts;
-  $("mark-fraud").disabled = !may; $("mark-genuine").disabled = !may;
-  $("verdict-error").textContent = may ? "" : "viewers cannot give verdicts";
+  for (const id of ["mark-fraud", "mark-genuine"]) { $(id).hidden = !may; $(id).disabled = !may; }
+  $("verdict-error").textContent = may ? "" : "viewers see verdicts but cannot give them";
 }
 
 async function giveVerdict(verdict) {
