@@ -235,6 +235,14 @@ def read_alert(value: bytes | None) -> Alert:
         raise RecordError("alert", None, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
+def why(alert: Alert) -> str:
+    """A short why for one line of a queue: its rules, then its top two features (the demo's dashboard and the
+    console's queue show it)."""
+    parts = [f"rule {name}" for name in alert.reasons.rules]
+    parts += [f"{f.name}={f.value:,.4g}" for f in alert.reasons.top_features[:2]]
+    return ", ".join(parts[:3])
+
+
 def alert_line(value: bytes) -> str:
     """The record value as one line: as on the topic (a value spanning lines loses the whitespace between tokens).
 

@@ -46,9 +46,9 @@ from rich.text import Text
 
 from actors.messages import DrainedJob, JobStatus, JobTotals
 from configs import ConfigError, Settings
-from contracts.records import Alert
 from models.batch import iso_utc
 from models.checked_settings import load_settings
+from pipelines.alerts import why
 
 console = Console(stderr=True)
 
@@ -314,10 +314,10 @@ class Dashboard:
         for alert, row in reversed(self.board.latest()):
             scenario = self.board.truth.scenario[row]
             verdict = f"[red]{scenario}[/red]" if self.board.truth.fraud[row] else "[dim]genuine[/dim]"
-            why = _why(alert)
+            reason = why(alert)
             latest.add_row(
                 iso_utc(alert.event_time)[5:16].replace("T", " "), alert.account_id, f"{alert.score:.4f}",
-                alert.decision, verdict, why if len(why) <= room else why[: room - 1] + "…",
+                alert.decision, verdict, reason if len(reason) <= room else reason[: room - 1] + "…",
             )  # fmt: skip
         header = Text.assemble(
             ("fraudstream demo", "bold"), f" · {self.phase} · {elapsed:,.0f}s · model {self.model}",
@@ -334,12 +334,6 @@ class Dashboard:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
-
-
-def _why(alert: Alert) -> str:
-    parts = [f"rule {name}" for name in alert.reasons.rules]
-    parts += [f"{f.name}={f.value:,.4g}" for f in alert.reasons.top_features[:2]]
-    return ", ".join(parts[:3])
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -663,7 +657,7 @@ def _write(
         sample.append({
             "event_time": iso_utc(alert.event_time), "account_id": alert.account_id, "score": round(alert.score, 4),
             "decision": alert.decision, "truth": str(truth.scenario[row]) if truth.fraud[row] else "genuine",
-            "reasons": _why(alert),
+            "reasons": why(alert),
         })  # fmt: skip
     title = f"fraudstream demo, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     write_report(out, ReportData(

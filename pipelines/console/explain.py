@@ -23,6 +23,7 @@ from __future__ import annotations
 from configs import Settings
 from contracts.records import Alert, FeatureContribution
 from features.registry import FeatureRegistry
+from pipelines.alerts import why
 
 
 def _how_far(contribution: float) -> str:
@@ -62,7 +63,5 @@ class Explainer:
         return [self.feature(feature) for feature in alert.reasons.top_features]
 
     def summary(self, alert: Alert) -> str:
-        """A short why for a queue row: the rules, then the top two features (as the demo's dashboard shows it)."""
-        parts = [f"rule {name}" for name in alert.reasons.rules]
-        parts += [f"{f.name}={f.value:,.4g}" for f in alert.reasons.top_features[:2]]
-        return ", ".join(parts[:3])
+        """A short why for a queue row (:func:`pipelines.alerts.why`, as the demo's dashboard shows it)."""
+        return why(alert)
