@@ -24,6 +24,7 @@ from pipelines.console.queue import AlertQueue
 from pipelines.console.verdicts import (
     AlreadyJudged,
     AuditLog,
+    StreamClock,
     VerdictRecord,
     check_replace,
     label_for,
@@ -61,11 +62,13 @@ class ConsoleService:
         self.audit = AuditLog(console.audit_path)
         self.hub = EventHub()
         self.explainer = Explainer(settings)
+        self.stream_clock = StreamClock()
         self._verdicts = asyncio.Lock()
 
     # ------------------------------------------------------------------------------- alerts
     def ingest(self, alert: Alert) -> None:
         """Keep a new alert and tell the open pages (an alert seen again only replaces the one kept)."""
+        self.stream_clock.observe(alert)
         if self.queue.add(alert):
             self.hub.publish("alert", self.row(alert), alert)
 
@@ -104,7 +107,9 @@ class ConsoleService:
                 check_replace(previous, replace)
             except AlreadyJudged as exc:
                 raise Refusal(409, str(exc)) from None
-            record = verdict_record(alert, chosen, who.name, int(self.clock() * 1000), previous)
+            now_ms = int(self.clock() * 1000)
+            record = verdict_record(alert, chosen, who.name, now_ms, previous,
+                                    label_time=self.stream_clock.label_time(alert, now_ms))  # fmt: skip
             try:
                 await self.labels.send(alert.account_id.encode(), encode(label_for(record)), label_headers(record))
             except Exception as exc:  # the broker refused or is away: nothing was recorded, the analyst retries

@@ -1,11 +1,19 @@
 """Verdicts: an analyst's fraud/genuine on an alert becomes a ``labels`` record and a line of the audit log.
 
 The label is the existing contract (:class:`contracts.records.Label`: the
-alert's transaction and account, ``label_time`` = when the verdict was
-given), keyed by account so it reaches the partition that scored the
-transaction and the online classifier learns it. Who gave it travels in the
-record's Kafka headers (:func:`label_headers`), which the scoring job ignores:
-the label schema is unchanged.
+alert's transaction and account, ``label_time`` = when the verdict was given,
+on the stream's clock), keyed by account so it reaches the partition that
+scored the transaction and the online classifier learns it. Who gave it and
+the wall time travel in the record's Kafka headers (:func:`label_headers`),
+which the scoring job ignores: the label schema is unchanged.
+
+``label_time`` is event time, as every label's is: a partition applies a label
+once its clock (the latest event time it scored) reaches the label's time. A
+verdict given now is known now, so :class:`StreamClock` puts it at the latest
+event time the console saw on the alert's partition, never later than the wall
+clock: on a live stream that is about now, on a replayed history (the demo) it
+is where the replay stands. Stamped with the wall clock, a verdict on a replay
+would wait for the replay to reach today, and never be learned.
 
 >>> from contracts import Alert, Reasons
 >>> alert = Alert(alert_id="a1", transaction_id="t1", account_id="acc-7", event_time=1767225600000, score=0.99,
@@ -34,6 +42,8 @@ Verdict = Literal["fraud", "genuine"]
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 #: Kafka headers of a label the console wrote (the label's value is the plain contract).
 SOURCE_HEADER, ANALYST_HEADER, ALERT_HEADER = "fraudstream-source", "fraudstream-analyst", "fraudstream-alert-id"
+#: The wall time the verdict was given (epoch ms, decimal), beside the label's stream-clock ``label_time``.
+GIVEN_HEADER = "fraudstream-verdict-time"
 SOURCE = b"console"
 
 
@@ -67,29 +77,56 @@ class VerdictRecord(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
     verdict: Verdict
     analyst: str
+    #: Wall time the verdict was given.
     time: int
     #: The verdict this one replaced (None: the alert's first).
     replaced: Verdict | None = None
+    #: The label's time on the stream's clock (:class:`StreamClock`); None: ``time`` (older lines).
+    label_time: int | None = None
 
 
 def verdict_record(alert: Alert, verdict: Verdict, analyst: str, time_ms: int,
-                   previous: VerdictRecord | None = None) -> VerdictRecord:  # fmt: skip
+                   previous: VerdictRecord | None = None, label_time: int | None = None) -> VerdictRecord:  # fmt: skip
     """The audit record of ``analyst``'s verdict on ``alert`` at ``time_ms`` (replacing ``previous``)."""
     return VerdictRecord(alert_id=alert.alert_id, transaction_id=alert.transaction_id, account_id=alert.account_id,
                          verdict=verdict, analyst=analyst, time=time_ms,
-                         replaced=None if previous is None else previous.verdict)  # fmt: skip
+                         replaced=None if previous is None else previous.verdict, label_time=label_time)  # fmt: skip
 
 
 def label_for(record: VerdictRecord) -> Label:
-    """The ``labels`` record of a verdict: its transaction and account, labelled at the verdict's time."""
+    """The ``labels`` record of a verdict: its transaction and account, labelled at the verdict's stream time."""
     return Label(transaction_id=record.transaction_id, account_id=record.account_id, label=record.verdict,
-                 label_time=record.time)  # fmt: skip
+                 label_time=record.time if record.label_time is None else record.label_time)  # fmt: skip
 
 
 def label_headers(record: VerdictRecord) -> list[tuple[str, bytes]]:
-    """Kafka headers naming the console, the analyst and the alert."""
+    """Kafka headers naming the console, the analyst, the alert and the wall time of the verdict."""
     return [(SOURCE_HEADER, SOURCE), (ANALYST_HEADER, record.analyst.encode()),
-            (ALERT_HEADER, record.alert_id.encode())]  # fmt: skip
+            (ALERT_HEADER, record.alert_id.encode()), (GIVEN_HEADER, str(record.time).encode())]  # fmt: skip
+
+
+class StreamClock:
+    """The scoring job's event-time clock per ``transactions`` partition, as far as the alerts show it.
+
+    A partition's clock is the latest event time it scored; every alert it
+    sent is at most that, so the latest alert event time seen per partition
+    (the alert's ``source``) is a clock the partition has reached: a label
+    stamped no later than it is applied as soon as it is read.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+
+    def observe(self, alert: Alert) -> None:
+        if alert.source is not None:
+            partition = alert.source.partition
+            self._seen[partition] = max(self._seen.get(partition, alert.event_time), alert.event_time)
+
+    def label_time(self, alert: Alert, now_ms: int) -> int:
+        """When a verdict given at wall time ``now_ms`` on ``alert`` is known, on its partition's clock: the
+        latest event time seen there, at most ``now_ms``, at least the alert's own event time."""
+        seen = self._seen.get(alert.source.partition, alert.event_time) if alert.source is not None else now_ms
+        return max(alert.event_time, min(now_ms, seen))
 
 
 def check_replace(previous: VerdictRecord | None, replace: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from configs import ConsoleSettings, ConsoleUser, Settings
+from configs import ConsoleSettings, ConsoleUser, RuleSettings, Settings
 from contracts import decode_label
 from pipelines.console.auth import hash_password
 from pipelines.console.kafka_io import KafkaLabelSink, alerts_feed
+from synthetic import generate
+from tests.integration.streamkit import produce, wait_scored
 from tests.integration.test_console import _produce, _read_labels
 from tests.pipelines.console.consolekit import PASSWORDS, Clock, alert, serving
 
@@ -167,3 +170,53 @@ def test_a_viewer_sees_no_verdict_buttons_and_the_endpoint_refuses(
         )
         assert status == 403
         assert console.sink is sink
+
+
+@pytest.mark.slow
+def test_an_analysts_fraud_verdict_in_the_browser_is_learned_by_the_running_jobs_online_classifier(
+    stream_settings: Callable[..., Settings], local_settings: Settings, kafka_broker: str,
+    job_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    """The loop closed end to end: real actors score a replayed history (event time in January, long before the
+    wall clock) and alert; the analyst marks one of those alerts fraud in Chromium; the partition that scored it
+    reads the label and its online classifier learns it (``labels_learned`` in the job's status)."""
+    base = stream_settings(partitions=2, status_interval_s=0.2)
+    rule = RuleSettings(name="big_amount", when="amount > 300", action="review", score=0.97)
+    scoring = msgspec.structs.replace(base.scoring, rules_file="", rules=(rule,))
+    settings = msgspec.structs.replace(_settings(lambda: base, tmp_path), scoring=scoring)
+    history = generate(msgspec.structs.replace(local_settings.generator, accounts=300, days=8, seed=19))
+    produce(settings, kafka_broker, history.transactions, None)  # no labels: only the analyst's will come
+    job = job_factory(settings, actors=2)
+    done = threading.Event()
+    runner = threading.Thread(target=job.run, kwargs={"until": lambda _: done.is_set()}, daemon=True)
+    runner.start()
+    sink = KafkaLabelSink(settings, kafka_broker)
+    try:
+        scored = wait_scored(job, history.transactions.num_rows)
+        assert scored.totals.alerts > 0 and sum(p.labels_learned for p in scored.partitions.values()) == 0
+        with serving(settings, sink=sink, feed=alerts_feed(settings, kafka_broker), clock=Clock(time.time()),
+                     on_shutdown=sink.stop) as console, _chromium() as browser:  # fmt: skip
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            _sign_in(page, f"http://127.0.0.1:{console.port}/", "ana")
+            page.wait_for_selector("#queue tbody tr[data-id]", timeout=10_000)
+            alert_id = page.get_attribute("#queue tbody tr[data-id]", "data-id")
+            page.click(f'#queue tr[data-id="{alert_id}"]')
+            page.wait_for_selector("#detail:not([hidden])", timeout=5_000)
+            page.click("#mark-fraud")
+            page.wait_for_selector("#verdict-now:has-text('fraud')", timeout=5_000)
+            judged = console.service.alert(str(alert_id))
+        deadline = time.monotonic() + 30
+        while True:
+            status = job.status()
+            learned = sum(p.labels_learned for p in status.partitions.values())
+            if learned:
+                break
+            assert time.monotonic() < deadline, f"the verdict was not learned: {msgspec.json.encode(status.partitions)!r}"
+            time.sleep(0.2)
+        assert judged.source is not None
+        partition = status.partitions[str(judged.source.partition)]
+        assert (learned, partition.labels_learned, partition.labels_applied) == (1, 1, 1)
+        assert partition.held_labels == 0
+    finally:
+        done.set()
+        runner.join(60)

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 
-from contracts import decode_label, encode
+from contracts import Alert, SourcePosition, decode_label, encode
 from contracts.schemas import SCHEMA_DIR
 from pipelines.console.verdicts import (
     AlreadyJudged,
     AuditLog,
+    StreamClock,
     VerdictError,
     check_replace,
     label_for,
@@ -31,7 +33,37 @@ def test_a_verdicts_label_is_the_existing_contract_and_validates_against_its_sch
     jsonschema.validate(json.loads(value), schema)
     assert decode_label(value) == label_for(record)
     assert label_headers(record) == [("fraudstream-source", b"console"), ("fraudstream-analyst", b"ana"),
-                                     ("fraudstream-alert-id", b"alert-3")]  # fmt: skip
+                                     ("fraudstream-alert-id", b"alert-3"),
+                                     ("fraudstream-verdict-time", str(T0 + 10).encode())]  # fmt: skip
+
+
+def _on(item: Alert, partition: int, event_time: int) -> Alert:
+    return msgspec.structs.replace(item, event_time=event_time,
+                                   source=SourcePosition(topic="transactions", partition=partition, offset=0))  # fmt: skip
+
+
+def test_a_verdict_is_stamped_on_the_stream_clock_of_the_alerts_partition_never_past_the_wall_clock() -> None:
+    clock = StreamClock()
+    day = 86_400_000
+    replayed = [_on(alert(1), 0, T0), _on(alert(2), 0, T0 + 5 * day), _on(alert(3), 1, T0 + day)]
+    for item in replayed:
+        clock.observe(item)
+    wall = T0 + 300 * day  # a replayed history: its event time is months before the wall clock
+    # the partition's latest event time seen, whichever of its alerts the verdict is on
+    assert clock.label_time(replayed[0], wall) == T0 + 5 * day
+    assert clock.label_time(replayed[2], wall) == T0 + day
+    # a live stream: the partition's clock is about now, and so is the label
+    live = _on(alert(4), 2, wall - 150)
+    clock.observe(live)
+    assert clock.label_time(live, wall) == wall - 150
+    assert clock.label_time(live, wall - 1_000) == wall - 150  # never before the alert's own event time
+    assert clock.label_time(_on(alert(5), 0, T0 + 6 * day), T0 + 5 * day + 10) == T0 + 6 * day
+    clock.observe(_on(alert(6), 3, T0 + 400 * day))  # an event stamped in the future does not move a label past now
+    assert clock.label_time(_on(alert(7), 3, T0), wall) == wall
+    # an alert without its source position: the wall clock, as before
+    assert clock.label_time(alert(8), wall) == wall
+    record = verdict_record(replayed[0], "fraud", "ana", time_ms=wall, label_time=clock.label_time(replayed[0], wall))
+    assert (label_for(record).label_time, record.time) == (T0 + 5 * day, wall)
 
 
 @pytest.mark.parametrize("value", ["maybe", "FRAUD", "", None, 1, True])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contracts import decode_label
-from pipelines.console.verdicts import ALERT_HEADER, ANALYST_HEADER, SOURCE_HEADER
+from pipelines.console.verdicts import ALERT_HEADER, ANALYST_HEADER, GIVEN_HEADER, SOURCE_HEADER
 from tests.pipelines.console.consolekit import ListSink, alert, console_settings, serving
 
 
@@ -133,7 +133,8 @@ def test_an_analysts_verdict_becomes_a_label_keyed_by_account_and_an_audit_line(
         assert key == b"acc-9"
         assert (label.transaction_id, label.account_id, label.label) == ("tx-7", "acc-9", "fraud")
         assert label.label_time == int(console.clock.now * 1000)
-        assert dict(headers) == {SOURCE_HEADER: b"console", ANALYST_HEADER: b"ana", ALERT_HEADER: b"alert-7"}
+        assert dict(headers) == {SOURCE_HEADER: b"console", ANALYST_HEADER: b"ana", ALERT_HEADER: b"alert-7",
+                                 GIVEN_HEADER: str(label.label_time).encode()}  # fmt: skip
         assert client.get("/api/alerts").body["alerts"][0]["verdict"]["verdict"] == "fraud"
 
         again = client.post("/api/alerts/alert-7/verdict", {"verdict": "genuine"})
