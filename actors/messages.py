@@ -281,6 +281,8 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
     dead_letters: int
     rekeyed: int
     labels_applied: int
+    #: Labels the online classifiers learned (an analyst's verdict among them).
+    labels_learned: int = 0
     lag: int | None = None
     #: The longest any partition's oldest unscored transaction has waited (None when any is unknown).
     lag_s: float | None = None
@@ -299,6 +301,7 @@ class JobTotals(msgspec.Struct, frozen=True, kw_only=True):
             dead_letters=sum(p.dead_letters for p in partitions),
             rekeyed=sum(p.rekeyed for p in partitions),
             labels_applied=sum(p.labels_applied for p in partitions),
+            labels_learned=sum(p.labels_learned for p in partitions),
             lag=sum(known) if partitions and len(known) == len(partitions) else None,
             lag_s=max(waited) if partitions and len(waited) == len(partitions) else None,
             offset_gaps=sum(p.offset_gaps for p in partitions),

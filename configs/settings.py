@@ -792,6 +792,9 @@ class ConsoleSettings(_Section, frozen=True):
     backfill_s: Annotated[float, msgspec.Meta(ge=0.0)] | None = 3600.0
     #: How often the page gets the running job's status (``stream.status_path``).
     status_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+    #: How long the champion/challenger versions read from the MLflow registry are kept before it is asked again
+    #: (seconds): the registry answers slowly, and the page shows them beside the versions the job serves.
+    registry_interval_s: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
 
     def __post_init__(self) -> None:
         for name, user in self.users.items():

@@ -274,14 +274,28 @@ def _latest(client: Any, name: str, option: str) -> Any:
     return max(versions, key=lambda v: int(v.version))
 
 
-def resolve(client: Any, uri: str, option: str = "--model") -> RegisteredVersion:
-    """The version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names; MissingModel when absent."""
+def _parsed(uri: str, option: str) -> re.Match[str]:
     match = _URI.match(uri)
     if match is None:
         raise RegistryError(
             f"{option}: {uri!r} is not a model URI; use models:/NAME@ALIAS (e.g. models:/fraud-classifier@champion) "
             "or models:/NAME/VERSION"
         )
+    return match
+
+
+def model_name(uri: str, option: str = "--model") -> str:
+    """The registered model a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names (no registry call).
+
+    >>> model_name("models:/fraud-classifier@champion"), model_name("models:/fraud-classifier/3")
+    ('fraud-classifier', 'fraud-classifier')
+    """
+    return _parsed(uri, option).group("name")
+
+
+def resolve(client: Any, uri: str, option: str = "--model") -> RegisteredVersion:
+    """The version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names; MissingModel when absent."""
+    match = _parsed(uri, option)
     name, alias, number = match.group("name"), match.group("alias"), match.group("version")
     with _quiet():
         _latest(client, name, option)  # the registered model exists

@@ -16,8 +16,14 @@
    plots, summary.json; the run's history, MLflow store and checkpoints in
    ``run/``).
 
-Everything it starts (broker, Ray, actors, threads) stops when it ends, also on
-Ctrl-C; each run has its own folder, broker and Ray, so runs never meet.
+With ``--console`` the analysts' console (:mod:`pipelines.console`) runs beside
+it from the first seconds, on the demo's broker: the alert queue fills as the
+actors score; a verdict given there is a label the scoring job learns. After
+the report the scoring job starts again from its checkpoints and runs on with
+the console until Ctrl-C, so the queue can be worked and its verdicts learned.
+
+Everything it starts (broker, Ray, actors, console, threads) stops when it ends,
+also on Ctrl-C; each run has its own folder, broker and Ray, so runs never meet.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,8 +78,13 @@ class DemoOptions:
     seed: int = 7
     reports: Path = REPORTS
     config: Path | None = None
+    #: Serve the analysts' console beside the stream (on ``console_port``; None: console.port, or any free one).
+    console: bool = False
+    console_port: int | None = None
 
     def check(self) -> None:
+        if self.console_port is not None and not 0 <= self.console_port <= 65535:
+            raise ConfigError(f"--console-port: a port 0-65535 (0 = any free one), got {self.console_port}")
         if self.accounts < 100:
             raise ConfigError(f"--accounts: at least 100 are needed to train a model, got {self.accounts}")
         if self.live_days < 1:
@@ -93,7 +104,10 @@ class DemoOptions:
 def demo_settings(options: DemoOptions, run_dir: Path) -> Settings:
     """The config (default: the bundled local one) with this run's own store, checkpoints and world."""
     database = (run_dir / "mlflow.db").resolve()
+    console = {} if options.console_port is None else {"console.port": options.console_port}
     return load_settings(options.config, {
+        **console,
+        "console.audit_path": str(run_dir / "verdicts.jsonl"),
         "kafka.embedded": True,
         "kafka.embedded_port": 0,
         "generator.accounts": options.accounts,
@@ -259,6 +273,8 @@ class Dashboard:
     model: str
     started: float = field(default_factory=time.monotonic)
     phase: str = "warm-up"
+    #: The console's address (``--console``), shown in the header.
+    console_url: str | None = None
     #: The latest job status (None before the first).
     status: JobStatus | None = None
     #: (seconds since the stream started, events/s, total lag) per status.
@@ -321,6 +337,7 @@ class Dashboard:
             )  # fmt: skip
         header = Text.assemble(
             ("fraudstream demo", "bold"), f" · {self.phase} · {elapsed:,.0f}s · model {self.model}",
+            (f" · console {self.console_url}" if self.console_url else "", "cyan"),
             (f" · {note}" if note else "", "yellow"),
         )
         panels = [Panel(stream, title="stream", expand=False),
@@ -400,8 +417,15 @@ def replay_live(settings: Settings, history_dir: Path, live_from_ms: int, client
                         on_progress=lambda done: progress.update(task, completed=done))
 
 
-def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
-    """The demo, start to end; returns the report's path and the summary (its summary.json)."""
+def run_demo(
+    options: DemoOptions, on_report: Callable[[Path, dict[str, Any]], None] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The demo, start to end; returns the report's path and the summary (its summary.json).
+
+    ``on_report`` is called once the report is written; with ``--console`` the console and the scoring job
+    then run on until Ctrl-C (:func:`_linger`) before this returns.
+    """
+    from connectors.broker import EmbeddedBroker
     from connectors.registry import connect
 
     options.check()
@@ -411,36 +435,91 @@ def run_demo(options: DemoOptions) -> tuple[Path, dict[str, Any]]:
     run_dir = out / "run"
     settings = demo_settings(options, run_dir)
     console.print(f"[bold]fraudstream demo[/bold] → {out}")
-
-    mark = time.monotonic()
-    history, truth, live_from_ms = _history(options, settings, run_dir)
-    timings["generate"] = time.monotonic() - mark
-
-    mark = time.monotonic()
-    client = connect(settings.mlflow)
-    model = train_champion(settings, run_dir / "history", live_from_ms, client)
-    timings["train"] = time.monotonic() - mark
-    model_name = f"{model['name']} v{model['version']}"
-    console.print(f"  model: {model_name} (test AP {model['test_ap']:.3f}) is the champion")
-
-    run = _StreamRun(options, settings, history, truth, model_name)
-    run.stream(timings)
-    if run.failure is not None:
-        raise DemoError(f"the demo stopped: {run.failure}; the run's files are in {run_dir}")
-
-    replay = None
-    if not run.interrupted:
+    with contextlib.ExitStack() as stack:
         mark = time.monotonic()
-        replay = replay_live(settings, run_dir / "history", live_from_ms, client)
-        timings["replay"] = time.monotonic() - mark
-    summary = _summary(options, settings, truth, run.board, model, run.dash, run.final, run.latency, replay,
-                       run.interrupted, live_from_ms)  # fmt: skip
-    summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
-    summary["wall_s"] = round(time.monotonic() - wall, 1)  # to the report (which takes about a second)
-    _write(out, summary, run.dash, run.phases, run.latency, truth, run.board, replay)
-    summary["wall_s"] = round(time.monotonic() - wall, 1)
-    _write_summary(out, summary)
+        with console.status("starting the embedded broker"):
+            servers = stack.enter_context(EmbeddedBroker(port=0)).bootstrap_servers
+        url = _start_console(settings, servers, stack, explicit_port=options.console_port is not None) \
+            if options.console else None  # fmt: skip
+        timings["broker"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        history, truth, live_from_ms = _history(options, settings, run_dir)
+        timings["generate"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        client = connect(settings.mlflow)
+        model = train_champion(settings, run_dir / "history", live_from_ms, client)
+        timings["train"] = time.monotonic() - mark
+        model_name = f"{model['name']} v{model['version']}"
+        console.print(f"  model: {model_name} (test AP {model['test_ap']:.3f}) is the champion")
+
+        run = _StreamRun(options, settings, history, truth, model_name)
+        run.dash.console_url = url
+        run.stream(timings, servers, stack)
+        if run.failure is not None:
+            raise DemoError(f"the demo stopped: {run.failure}; the run's files are in {run_dir}")
+
+        replay = None
+        if not run.interrupted:
+            mark = time.monotonic()
+            replay = replay_live(settings, run_dir / "history", live_from_ms, client)
+            timings["replay"] = time.monotonic() - mark
+        summary = _summary(options, settings, truth, run.board, model, run.dash, run.final, run.latency, replay,
+                           run.interrupted, live_from_ms)  # fmt: skip
+        summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+        summary["console"] = url
+        summary["wall_s"] = round(time.monotonic() - wall, 1)  # to the report (which takes about a second)
+        _write(out, summary, run.dash, run.phases, run.latency, truth, run.board, replay)
+        summary["wall_s"] = round(time.monotonic() - wall, 1)
+        _write_summary(out, summary)
+        if on_report is not None:
+            on_report(out / "index.html", summary)
+        if url is not None and not run.interrupted:
+            _linger(options, settings, servers, url)
+        console.print("  stopping " + ("the console, " if url else "") + "Ray and the broker")
     return out / "index.html", summary
+
+
+def _start_console(settings: Settings, servers: str, stack: contextlib.ExitStack, explicit_port: bool) -> str:
+    """The analysts' console on the demo's broker, from a thread (stopped by ``stack``); its address."""
+    from connectors.kafka import ensure_topics
+    from pipelines.console.command import ConsoleThread, check_console, listen
+
+    secret = check_console(settings)
+    asyncio.run(ensure_topics(settings.kafka, servers))  # the console reads alerts before the job creates them
+    try:
+        sock = listen(settings.console.host, settings.console.port)
+    except ConfigError:
+        if explicit_port:
+            raise
+        sock = listen(settings.console.host, 0)  # console.port is taken (another console?): any free one
+    thread = ConsoleThread(settings, servers, sock, secret)
+    with console.status("starting the console"):
+        url = thread.start()
+    stack.callback(thread.stop)
+    console.print(f"  console: [bold cyan]{url}[/bold cyan] · the alert queue, live · verdicts become labels "
+                  "the scoring job learns", soft_wrap=True)  # fmt: skip
+    return url
+
+
+def _linger(options: DemoOptions, settings: Settings, servers: str, url: str) -> None:
+    """After the report: the scoring job again (from its checkpoints) beside the console, until Ctrl-C."""
+    from pipelines.stream import StreamJob
+
+    with console.status("starting the scoring job again from its checkpoints, for the console's verdicts"):
+        job = StreamJob(settings, servers)
+        job.start(options.actors)
+    console.print(f"  the console stays open at [bold cyan]{url}[/bold cyan] and the scoring job runs on: "
+                  "verdicts given there are labels the online classifier learns · Ctrl-C to stop", soft_wrap=True)  # fmt: skip
+
+    def line(status: JobStatus) -> Text:
+        totals = status.totals
+        return Text.assemble(("console ", "bold"), (url, "cyan"), f" · scored {totals.scored:,} · alerts "
+                             f"{totals.alerts:,} · labels learned {totals.labels_learned:,} · Ctrl-C to stop")  # fmt: skip
+
+    with Live(Text(""), console=console, refresh_per_second=2, transient=True) as live:
+        job.run(None, on_status=lambda status: live.update(line(status)))
 
 
 def _history(options: DemoOptions, settings: Settings, run_dir: Path) -> tuple[Any, Any, int]:
@@ -483,16 +562,15 @@ class _StreamRun:
         self.failure: str | None = None
         self.stall = Stall(STALL_S)
 
-    def stream(self, timings: dict[str, float]) -> None:
-        """Run the stream to its end (or a failure, or Ctrl-C) and collect every alert after the drain."""
-        from connectors.broker import EmbeddedBroker
+    def stream(self, timings: dict[str, float], servers: str, resources: contextlib.ExitStack) -> None:
+        """Run the stream to its end (or a failure, or Ctrl-C) and collect every alert after the drain; the local
+        Ray it starts stays up (stopped by ``resources``)."""
         from pipelines.stream import StreamJob
 
         with contextlib.ExitStack() as stack:
             mark = time.monotonic()
-            with console.status("starting the embedded broker, a local Ray and the scoring actors"):
-                servers = stack.enter_context(EmbeddedBroker(port=0)).bootstrap_servers
-                stack.enter_context(local_ray(self.settings))
+            with console.status("starting a local Ray and the scoring actors"):
+                resources.enter_context(local_ray(self.settings))
                 self.job = StreamJob(self.settings, servers)
                 self.job.start(self.options.actors)
             timings["start"] = time.monotonic() - mark
@@ -518,7 +596,6 @@ class _StreamRun:
             if self.live_started is not None:
                 self.phases.append(("live", self.live_started, stream_end))
             _read_alerts(self.board, read_all_alerts(self.settings, servers))  # the complete set, after the drain
-            console.print("  stopping Ray and the broker")
 
     def on_status(self, status: JobStatus) -> None:
         """Each status of the job: alerts onto the board, the dashboard redrawn, the live days let in."""
@@ -701,16 +778,25 @@ def demo_command(
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic world.")] = DemoOptions.seed,
     reports: Annotated[Path, typer.Option(help="Folder of the reports (one sub-folder per run).")] = REPORTS,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Settings YAML (default: configs/local.yaml).")] = None,
+    with_console: Annotated[bool, typer.Option("--console", help="Serve the analysts' console beside the stream (its address is printed); after the report it stays up with the scoring job until Ctrl-C.")] = False,
+    console_port: Annotated[int | None, typer.Option(help="Port of the console (default: console.port, or any free one when that is taken; 0 = any free one).")] = None,
 ) -> None:
     """The whole product on this machine: train, register, stream live traffic with fraud, watch, report."""
     import json
 
-    options = DemoOptions(accounts, days, live_days, rate, actors, seed, reports, config)
-    report, summary = run_demo(options)
-    _print_summary(summary)
-    typer.echo(json.dumps({"report": str(report), "wall_s": summary["wall_s"], "interrupted": summary["interrupted"]}))
+    def reported(report: Path, summary: dict[str, Any]) -> None:
+        _print_summary(summary)
+        line = {"report": str(report), "wall_s": summary["wall_s"], "interrupted": summary["interrupted"]}
+        if summary.get("console"):
+            line["console"] = summary["console"]
+        typer.echo(json.dumps(line))
+        if summary["interrupted"]:
+            console.print(f"interrupted: the report covers what was streamed until then: {report}")
+            return
+        console.print(f"report: {report}")
+        console.print(f"models: mlflow ui --backend-store-uri {summary['model']['tracking_uri']}", soft_wrap=True)
+
+    options = DemoOptions(accounts, days, live_days, rate, actors, seed, reports, config, with_console, console_port)
+    _, summary = run_demo(options, on_report=reported)
     if summary["interrupted"]:
-        console.print(f"interrupted: the report covers what was streamed until then: {report}")
         raise typer.Exit(130)
-    console.print(f"report: {report}")
-    console.print(f"models: mlflow ui --backend-store-uri {summary['model']['tracking_uri']}", soft_wrap=True)

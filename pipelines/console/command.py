@@ -13,8 +13,11 @@ import os
 import secrets
 import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +29,7 @@ from pipelines.commandline import ConfigOption, settings_for
 from pipelines.console.auth import hash_password
 from pipelines.console.jobstatus import StatusWatch
 from pipelines.console.kafka_io import KafkaLabelSink, alerts_feed
+from pipelines.console.registry import RegistryWatch
 from pipelines.console.service import ConsoleService
 from pipelines.console.web import create_app
 from pipelines.session import kafka_for, running_embedded_broker
@@ -83,8 +87,10 @@ def address(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(settings: Settings, bootstrap: str | None, sock: socket.socket, secret: bytes) -> None:
-    """Run the console on ``sock`` until Ctrl-C / SIGTERM (uvicorn's handlers)."""
+async def serve(settings: Settings, bootstrap: str | None, sock: socket.socket, secret: bytes, *,
+                announce: bool = True, on_server: Callable[[Any], None] | None = None) -> None:  # fmt: skip
+    """Run the console on ``sock`` until Ctrl-C / SIGTERM (uvicorn's handlers; in the main thread) or until
+    the uvicorn server handed to ``on_server`` is told to exit."""
     import uvicorn
 
     await wait_until_ready(settings.kafka, bootstrap)
@@ -92,11 +98,58 @@ async def serve(settings: Settings, bootstrap: str | None, sock: socket.socket, 
     await labels.start()
     service = ConsoleService(settings, labels)
     app = create_app(settings, service, secret=secret, status=StatusWatch(settings.stream.status_path),
-                     feed=alerts_feed(settings, bootstrap), on_shutdown=labels.stop)  # fmt: skip
+                     registry=RegistryWatch(settings), feed=alerts_feed(settings, bootstrap),
+                     on_shutdown=labels.stop)  # fmt: skip
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    who = "no sign-in (loopback only)" if not settings.console.users else f"{len(settings.console.users)} users"
-    console.print(f"console at {address(sock)} · {who} · Ctrl-C to stop", highlight=False, soft_wrap=True)
+    if on_server is not None:
+        on_server(server)
+    if announce:
+        who = "no sign-in (loopback only)" if not settings.console.users else f"{len(settings.console.users)} users"
+        console.print(f"console at {address(sock)} · {who} · Ctrl-C to stop", highlight=False, soft_wrap=True)
     await server.serve(sockets=[sock])
+
+
+class ConsoleThread:
+    """The console served from a thread of this process (``fraudstream demo --console``) until :meth:`stop`.
+
+    The settings are checked (:func:`check_console`) and the socket bound by the caller, so that a start-up
+    problem is one line before anything runs.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str | None, sock: socket.socket, secret: bytes) -> None:
+        self.settings, self.bootstrap, self.sock, self.secret = settings, bootstrap, sock, secret
+        self.url = address(sock)
+        self.error: str | None = None
+        self._server: Any = None
+        self._thread = threading.Thread(target=self._run, name="fraudstream-console", daemon=True)
+
+    def _run(self) -> None:
+        def keep(server: Any) -> None:
+            self._server = server
+
+        try:
+            asyncio.run(serve(self.settings, self.bootstrap, self.sock, self.secret, announce=False, on_server=keep))
+        except BaseException as exc:  # uvicorn exits (SystemExit) when its start-up fails: start() says why
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Serve; returns the console's address once it answers (ConfigError when it cannot start)."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not (self._server is not None and self._server.started):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(f"console: did not start on {self.url} ({self.error or 'no answer in time'})")
+            time.sleep(0.05)
+        return self.url
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving (open pages are told the stream ended) and close the socket."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        self.sock.close()
 
 
 @console_app.callback(invoke_without_command=True)

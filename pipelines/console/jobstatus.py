@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from actors.messages import JobStatus, StoppedJob
+from pipelines.console.registry import RegistryVersions
 from pipelines.stream import read_status
 
 
@@ -36,6 +37,8 @@ class JobSummary(msgspec.Struct, frozen=True, kw_only=True):
     alerts_per_s: float | None = None
     scored: int | None = None
     alerts: int | None = None
+    #: Labels the job's online classifiers learned (verdicts given here among them).
+    labels_learned: int | None = None
     #: Records behind (summed over partitions) and the longest wait (s); None when unknown.
     lag: int | None = None
     lag_s: float | None = None
@@ -47,6 +50,9 @@ class JobSummary(msgspec.Struct, frozen=True, kw_only=True):
     challenger: str | None = None
     actors: int | None = None
     message: str | None = None
+    #: The versions the registry's aliases name now (:mod:`~pipelines.console.registry`), set by the web app
+    #: beside the served ones; None when the console does not look at the registry.
+    registry: RegistryVersions | None = None
 
 
 def summarize(status: JobStatus, previous: JobStatus | None, now: float | None = None) -> JobSummary:
@@ -64,6 +70,7 @@ def summarize(status: JobStatus, previous: JobStatus | None, now: float | None =
         alerts_per_s=rate,
         scored=status.totals.scored,
         alerts=status.totals.alerts,
+        labels_learned=status.totals.labels_learned,
         lag=status.totals.lag,
         lag_s=status.totals.lag_s,
         latency_p50_ms=max((lat.p50 for lat in latencies if lat.p50 is not None), default=None),

@@ -39,7 +39,8 @@ from pipelines.console.inputs import (
     json_body,
     limit_of,
 )
-from pipelines.console.jobstatus import StatusWatch
+from pipelines.console.jobstatus import JobSummary, StatusWatch
+from pipelines.console.registry import RegistryWatch
 from pipelines.console.service import ConsoleService, Refusal
 
 log = logging.getLogger("fraudstream.console")
@@ -55,17 +56,20 @@ def _asset(name: str) -> bytes:
 
 
 def create_app(settings: Settings, service: ConsoleService, *, secret: bytes, status: StatusWatch,
-               feed: Feed | None = None, on_shutdown: Callable[[], Awaitable[None]] | None = None,
+               registry: RegistryWatch | None = None, feed: Feed | None = None,
+               on_shutdown: Callable[[], Awaitable[None]] | None = None,
                clock: Callable[[], float] | None = None) -> FastAPI:  # fmt: skip
     """The console's app; ``feed`` (the alerts reader) runs from start-up to shutdown, then ``on_shutdown``
-    (e.g. stopping the labels producer) is awaited."""
+    (e.g. stopping the labels producer) is awaited. With ``registry``, the job's status carries the versions
+    the registry's aliases name beside those served."""
     access = Access(settings, secret, clock or service.clock)
     stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stopping.clear()
-        tasks = [asyncio.create_task(_tick_status(service, status, settings.console.status_interval_s, stopping))]
+        tasks = [asyncio.create_task(_tick_status(service, status, registry, settings.console.status_interval_s,
+                                                  stopping))]  # fmt: skip
         if feed is not None:
             tasks.append(asyncio.create_task(_run_feed(feed, service, stopping)))
         try:
@@ -154,13 +158,13 @@ def create_app(settings: Settings, service: ConsoleService, *, secret: bytes, st
     @app.get("/api/status")
     async def job_status(request: Request) -> Response:
         access.session(request)
-        return _json(status.read())
+        return _json(await _status_now(status, registry))
 
     @app.get("/api/events")
     async def events(request: Request) -> Response:
         current, _ = access.session(request)
         chosen = alert_filter(request)
-        return StreamingResponse(_event_stream(service, status, access, current, chosen, stopping),
+        return StreamingResponse(_event_stream(service, status, registry, access, current, chosen, stopping),
                                  media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})  # fmt: skip
 
@@ -192,11 +196,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "the console failed on this request (its log has the details)")
 
 
-async def _event_stream(service: ConsoleService, status: StatusWatch, access: Access, session: Session,
-                        chosen: AlertFilter, stopping: asyncio.Event) -> AsyncIterator[str]:  # fmt: skip
+async def _status_now(status: StatusWatch, registry: RegistryWatch | None) -> JobSummary:
+    """The job's summary, with the registry's versions when the console looks at them (asked in a thread:
+    MLflow blocks)."""
+    summary = status.read()
+    if registry is None:
+        return summary
+    return msgspec.structs.replace(summary, registry=await asyncio.to_thread(registry.read))
+
+
+async def _event_stream(service: ConsoleService, status: StatusWatch, registry: RegistryWatch | None,
+                        access: Access, session: Session, chosen: AlertFilter,
+                        stopping: asyncio.Event) -> AsyncIterator[str]:  # fmt: skip
     """The page's live feed: the status now, then new alerts, verdicts and status ticks; ends when the session does."""
     with service.hub.subscription(chosen) as inbox:
-        yield sse("status", status.read())
+        yield sse("status", await _status_now(status, registry))
         while not stopping.is_set():
             try:
                 message = await asyncio.wait_for(inbox.next(), timeout=KEEPALIVE_S)
@@ -208,12 +222,13 @@ async def _event_stream(service: ConsoleService, status: StatusWatch, access: Ac
             yield message
 
 
-async def _tick_status(service: ConsoleService, status: StatusWatch, interval_s: float, stopping: asyncio.Event) -> None:
+async def _tick_status(service: ConsoleService, status: StatusWatch, registry: RegistryWatch | None,
+                       interval_s: float, stopping: asyncio.Event) -> None:  # fmt: skip
     """Send the job's status to the open pages every ``interval_s``."""
     while not stopping.is_set():
         await asyncio.sleep(interval_s)
         if service.hub.inboxes:
-            service.hub.publish("status", status.read())
+            service.hub.publish("status", await _status_now(status, registry))
 
 
 async def _run_feed(feed: Feed, service: ConsoleService, stopping: asyncio.Event) -> None:

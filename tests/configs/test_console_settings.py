@@ -31,6 +31,7 @@ def test_the_defaults_serve_on_loopback_without_users() -> None:
         ({"port": 70000}, "console.port: Expected `int` <= 65535"),
         ({"session_ttl_s": 0}, "console.session_ttl_s: Expected `float` > 0.0"),
         ({"max_alerts": 0}, "console.max_alerts: Expected `int` >= 1"),
+        ({"registry_interval_s": 0}, "console.registry_interval_s: Expected `float` > 0.0"),
         ({"hots": "0.0.0.0"}, "console.hots: unknown key (allowed: host, port, users"),
     ],
 )  # fmt: skip

@@ -1,16 +1,22 @@
 """`fraudstream demo` end to end, as a user runs it: a process of its own with an embedded broker, a local Ray
-and a local MLflow store; twice in a row, and once stopped with Ctrl-C (SIGINT to its process group, as a
-terminal sends it). Every process it started must be gone when it ends."""
+and a local MLflow store; twice in a row (the second with ``--console``, worked over HTTP as the page does), and
+once stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it). Every process it started must be
+gone when it ends."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,13 +80,106 @@ def _check_report(report: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
+class _Lines:
+    """The lines a process writes to stdout and stderr, read as they come (threads)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
+                         for stream, into in ((process.stdout, self.out), (process.stderr, self.err))]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def wait_for(self, into: list[str], pattern: str, timeout_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in list(into):
+                if found := re.search(pattern, line):
+                    return found
+            assert self.process.poll() is None, f"the demo ended:\n{''.join(self.err)[-4000:]}"
+            assert time.monotonic() < deadline, f"no {pattern!r} in {timeout_s} s:\n{''.join(self.err)[-4000:]}"
+            time.sleep(0.2)
+
+    def end(self, timeout_s: float) -> tuple[str, str]:
+        self.process.wait(timeout_s)
+        for thread in self._threads:
+            thread.join(10)
+        return "".join(self.out), "".join(self.err)
+
+
+class _Page:
+    """What the console's page does over HTTP: an open console's session (cookie and CSRF token), then requests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.csrf = self.get("/api/session")["csrf"]
+
+    def get(self, path: str) -> Any:
+        with self.opener.open(self.url + path, timeout=10) as answer:
+            return json.load(answer)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "X-CSRF-Token": self.csrf})  # fmt: skip
+        with self.opener.open(request, timeout=10) as answer:
+            return json.load(answer)
+
+
+def _work_the_console(tmp_path: Path) -> tuple[str, str]:
+    """``demo --console``: the console answers within seconds, fills with the actors' alerts, takes a verdict;
+    after the report it stays up with the scoring job running again, until Ctrl-C (then exit 0)."""
+    started = time.monotonic()
+    demo = _demo(tmp_path, "--console", "--console-port", "0")
+    lines = _Lines(demo)
+    try:
+        url = lines.wait_for(lines.err, r"console: (http://\S+)", 60).group(1)
+        page = _Page(url)
+        assert time.monotonic() - started < 60 and page.get("/api/session")["open"] is True
+        deadline = time.monotonic() + 300
+        while not (alerts := page.get("/api/alerts?limit=5")["alerts"]):
+            assert time.monotonic() < deadline and demo.poll() is None, "no alert reached the console"
+            time.sleep(0.5)
+        judged = alerts[0]["alert_id"]
+        given = page.post(f"/api/alerts/{judged}/verdict", {"verdict": "fraud"})
+        assert (given["verdict"], given["alert_id"]) == ("fraud", judged)
+        line = json.loads(lines.wait_for(lines.out, r"^\{.*\"report\".*\}$", 600).group(0))
+        assert line["console"] == url and line["interrupted"] is False
+        lines.wait_for(lines.err, r"the console stays open", 120)
+        deadline = time.monotonic() + 60
+        while (status := page.get("/api/status"))["state"] != "running":  # the job again, from its checkpoints
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert status["scored"] > 0 and status["labels_learned"] > 0
+        assert page.get(f"/api/alerts/{judged}")["alert"]["verdict"]["verdict"] == "fraud"
+        audit = tmp_path / Path(line["report"]).parent / "run" / "verdicts.jsonl"
+        assert json.loads(audit.read_text().splitlines()[-1])["alert_id"] == judged
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the job drains, the console and everything stop
+    out, err = lines.end(120)
+    assert demo.returncode == 0, err[-4000:]
+    assert "Traceback" not in err
+    return out, err
+
+
 def test_demo_runs_twice_in_a_row_and_leaves_nothing_running(tmp_path: Path) -> None:
     before = _processes()
     summaries = []
     for run in range(2):
-        demo = _demo(tmp_path)
-        out, err = demo.communicate(timeout=600)
-        assert demo.returncode == 0, f"run {run + 1} failed:\n{err[-4000:]}"
+        if run == 0:
+            demo = _demo(tmp_path)
+            out, err = demo.communicate(timeout=600)
+            assert demo.returncode == 0, f"run {run + 1} failed:\n{err[-4000:]}"
+        else:
+            out, err = _work_the_console(tmp_path)
         line = json.loads(out.strip().splitlines()[-1])
         assert line["interrupted"] is False
         summary = _check_report(tmp_path / line["report"])

@@ -133,10 +133,27 @@ function listen() {
 }
 
 function showStatus(s) {
+  showRegistry(s);
   if (s.state !== "running") { $("job").textContent = `job: ${s.state}${s.message ? " · " + s.message : ""}`; return; }
   $("job").textContent = [
     `${count(Math.round(s.events_per_s))} events/s`, `lag ${count(s.lag)}`, `${fixed(s.alerts_per_s, 1)} alerts/s`,
-    `p99 ${fixed(s.latency_p99_ms, 0)} ms`, `champion ${s.champion || "–"}`, `challenger ${s.challenger || "–"}`,
+    `p99 ${fixed(s.latency_p99_ms, 0)} ms`, `labels learned ${count(s.labels_learned)}`,
+    `serving champion ${s.champion || "–"}`, `challenger ${s.challenger || "–"}`,
+  ].join(" · ");
+}
+
+// the versions the registry's aliases name, beside those the job serves: marked when the running job's
+// champion is another (an alias moved and the actors have not swapped yet, or the job does not follow it)
+function showRegistry(s) {
+  const r = s.registry, box = $("registry");
+  box.hidden = !r || (!r.model && !r.message);
+  if (box.hidden) return;
+  const differs = s.state === "running" && Boolean(r.champion) && s.champion !== r.champion;
+  box.classList.toggle("differs", differs);
+  box.title = differs ? `the job serves ${s.champion || "no champion"}, the registry's champion is ${r.champion}` : "";
+  box.textContent = [
+    `registry champion ${r.champion || "–"}`, `challenger ${r.challenger || "–"}`,
+    ...(differs ? [`≠ served ${s.champion || "–"}`] : []), ...(r.message ? [r.message] : []),
   ].join(" · ");
 }
 

@@ -28,6 +28,7 @@ from configs import ConsoleSettings, ConsoleUser, Settings, StreamSettings
 from contracts import Alert, FeatureContribution, Reasons
 from pipelines.console.auth import hash_password
 from pipelines.console.jobstatus import StatusWatch
+from pipelines.console.registry import RegistryWatch
 from pipelines.console.service import ConsoleService
 from pipelines.console.web import create_app
 
@@ -119,13 +120,14 @@ class Console:
 
 @contextlib.contextmanager
 def serving(settings: Settings, *, sink: Any = None, feed: Any = None, clock: Clock | None = None,
-            on_shutdown: Any = None) -> Iterator[Console]:  # fmt: skip
+            on_shutdown: Any = None, registry: RegistryWatch | None = None) -> Iterator[Console]:  # fmt: skip
     """The console app on a real uvicorn server on a free loopback port, stopped at the end (by default with the
-    in-memory adapters; the Kafka ones in tests/integration/test_console.py)."""
+    in-memory adapters; the Kafka ones in tests/integration/test_console.py; no registry versions without
+    ``registry``)."""
     sink, clock, feed = sink if sink is not None else ListSink(), clock or Clock(), feed or QueueFeed()
     service = ConsoleService(settings, sink, clock=clock)
     app = create_app(settings, service, secret=b"s" * 32, status=StatusWatch(settings.stream.status_path), feed=feed,
-                     on_shutdown=on_shutdown, clock=clock)  # fmt: skip
+                     registry=registry, on_shutdown=on_shutdown, clock=clock)  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)

@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from actors.messages import ServingStatus, job_status
+from configs import MlflowSettings
 from contracts import decode_label
+from pipelines.console.registry import RegistryWatch
 from pipelines.console.verdicts import ALERT_HEADER, ANALYST_HEADER, GIVEN_HEADER, SOURCE_HEADER
+from pipelines.stream import write_status
+from tests.actors.fakes import actor_status, partition_status
 from tests.pipelines.console.consolekit import ListSink, alert, console_settings, serving
 
 
@@ -303,6 +309,33 @@ def test_the_event_stream_ends_with_expired_when_the_session_does(tmp_path: Path
             assert (name, data) == ("expired", {"error": "the session expired: sign in again"})
             with pytest.raises(EOFError):
                 events.next()
+
+
+def test_the_status_carries_the_registry_versions_beside_the_served_ones_when_the_console_watches_it(
+    tmp_path: Path, registry_store: MlflowSettings
+) -> None:
+    settings = msgspec.structs.replace(console_settings(tmp_path), mlflow=registry_store)  # fraud-classifier@champion
+    serving_status = ServingStatus(uri="models:/fraud-classifier@champion", champion="fraud-classifier/1", swaps=0)
+    actor = msgspec.structs.replace(actor_status("scoring-0-0", {"0": partition_status(10, 4, 10)}), serving=serving_status)
+    write_status(tmp_path / "status.json", job_status([actor], plan=[[0]], stage_plan=[[0]], events=[], now=1.0))
+    with serving(settings, registry=RegistryWatch(settings)) as console:
+        client = console.client()
+        client.login("vic")
+        body = client.get("/api/status").body
+        # the served versions where they were; the registry's beside them (its champion moved on: 2)
+        assert (body["state"], body["events_per_s"], body["champion"], body["challenger"]) == (
+            "running", 10.0, "fraud-classifier/1", None)
+        expected = {"model": "fraud-classifier", "champion": "fraud-classifier/2", "challenger": "fraud-classifier/3",
+                    "message": None}  # fmt: skip
+        assert body["registry"] == expected
+        with client.events() as events:
+            name, status = events.next()
+            assert name == "status" and status["registry"] == expected and status["champion"] == "fraud-classifier/1"
+    with serving(settings) as console:  # no watch: no registry versions
+        client = console.client()
+        client.login("vic")
+        body = client.get("/api/status").body
+        assert body["registry"] is None and body["champion"] == "fraud-classifier/1"
 
 
 def _next_not_status(events: object) -> tuple[str, dict[str, object]]:
