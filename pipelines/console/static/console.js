@@ -91,14 +91,24 @@ function rowElement(row) {
   const tr = el("tr", null, row.decision);
   tr.dataset.id = row.alert_id;
   tr.dataset.time = String(row.alert_time);
-  const models = Object.entries(row.model_versions).map(([k, v]) => `${k} ${v}`).join(", ");
   const verdict = row.verdict ? `${row.verdict.verdict} (${row.verdict.analyst})` : "";
+  const models = el("td", shortVersions(row.model_versions), "models");
+  models.title = Object.entries(row.model_versions).map(([k, v]) => `${k} ${v}`).join("\n");
   tr.append(el("td", time(row.alert_time)), el("td", row.account_id), el("td", fixed(row.score, 4)),
-    el("td", row.decision, "decision"), el("td", row.why, "why"), el("td", models, "models"),
+    el("td", row.decision, "decision"), el("td", row.why, "why"), models,
     el("td", `${row.latency_ms} ms`), el("td", verdict));
   tr.addEventListener("click", () => showDetail(row.alert_id));
   if (state.selected === row.alert_id) tr.classList.add("selected");
   return tr;
+}
+
+// a row's model versions in a few words (the registry's name/version whole, long fingerprints cut; the cell's
+// title has them all): the queue's other columns stay on screen
+function shortVersions(versions) {
+  const first = ["classifier", "challenger"];
+  return Object.entries(versions)
+    .sort(([a], [b]) => (first.includes(b) - first.includes(a)) || a.localeCompare(b))
+    .map(([k, v]) => `${k} ${v.length > 24 ? v.slice(0, 23) + "…" : v}`).join(", ");
 }
 
 function addRow(row, fresh) {
