@@ -445,7 +445,8 @@ class PartitionProcessor:
                 alert_time=int(time.time() * 1000) if now_ms is None else now_ms,
                 late=bool(batch.late[row]),
                 challenger_score=None if shadow is None else round(float(shadow.score[row]), 6),
-                source=SourcePosition(topic=self.transactions_topic, partition=self.partition, offset=record.offset),
+                source=SourcePosition(topic=self.transactions_topic, partition=self.partition, offset=record.offset,
+                                      timestamp=record.timestamp),
             )
             out.alerts.append((tx.account_id.encode(), encode(alert)))
             out.alert_ingest_ms.append(record.timestamp)

@@ -142,11 +142,14 @@ class Reasons(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SourcePosition(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a record was read: topic, partition and offset."""
+    """Where a record was read: topic, partition and offset, and its Kafka timestamp when known."""
 
     topic: str
     partition: Annotated[int, msgspec.Meta(ge=0)]
     offset: Annotated[int, msgspec.Meta(ge=0)]
+    #: The record's Kafka timestamp (epoch ms): when it entered Kafka (the producer's CreateTime, or the
+    #: broker's LogAppendTime when the topic says so). None: not recorded.
+    timestamp: EpochMs | None = None
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,7 +169,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     #: Model name -> version (or alias resolution) used for this score.
     model_versions: dict[str, str]
     feature_version: str
-    #: When the event reached the scoring actor (epoch ms).
+    #: When the scoring actor scored the event (epoch ms, wall clock; after its fetch when it was held for the
+    #: terminal table). Kafka to alert: ``alert_time - source.timestamp``.
     ingest_time: EpochMs
     #: When the alert was produced (epoch ms).
     alert_time: EpochMs
