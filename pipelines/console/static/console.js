@@ -102,13 +102,14 @@ function rowElement(row) {
   return tr;
 }
 
-// a row's model versions in a few words (the registry's name/version whole, long fingerprints cut; the cell's
-// title has them all): the queue's other columns stay on screen
+// a row's model versions in a few words: the registered classifier (and challenger) whole, how many others
+// (the cell's title and the alert's detail have them all), so the queue's other columns stay on screen
 function shortVersions(versions) {
-  const first = ["classifier", "challenger"];
-  return Object.entries(versions)
-    .sort(([a], [b]) => (first.includes(b) - first.includes(a)) || a.localeCompare(b))
-    .map(([k, v]) => `${k} ${v.length > 24 ? v.slice(0, 23) + "…" : v}`).join(", ");
+  const entries = Object.entries(versions);
+  const named = entries.filter(([k]) => k === "classifier" || k === "challenger");
+  const shown = named.length ? named : entries.slice(0, 1);
+  const rest = entries.length - shown.length;
+  return shown.map(([k, v]) => (k === "classifier" ? v : `${k} ${v}`)).join(", ") + (rest ? ` +${rest}` : "");
 }
 
 function addRow(row, fresh) {
