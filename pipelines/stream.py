@@ -160,6 +160,31 @@ class RulesWatcher:
         return rules
 
 
+class StopRequest:
+    """Ctrl-C / SIGTERM asking a status loop to stop: a plain flag, set from a signal handler.
+
+    Not a ``threading.Event``: its ``set`` takes a lock that ``wait`` holds for a moment each time it wakes,
+    and a handler run in that moment (it runs in the waiting thread) blocks on that lock forever. A second
+    Ctrl-C then hangs the process (seen: ``demo --console`` stopped with two SIGINTs).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, *_: object) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, timeout_s: float, slice_s: float = 0.05) -> bool:
+        """Sleep up to ``timeout_s``, waking within ``slice_s`` of a request; whether one came."""
+        deadline = time.monotonic() + timeout_s
+        while not self.requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(slice_s, left))
+        return self.requested
+
+
 class StreamJob:
     """Controller handle and lifecycle of one scoring job (driver side)."""
 
@@ -322,11 +347,11 @@ class StreamJob:
 
         ``before_drain`` runs while the actors still run (e.g. to collect their latency samples).
         """
-        stop = threading.Event()
+        stop = StopRequest()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, stop.request)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         interval = self.settings.scoring.online.snapshot_interval_s
         try:

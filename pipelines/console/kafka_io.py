@@ -55,10 +55,15 @@ async def _seek_to_window(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
 async def read_alerts(kafka: KafkaSettings, bootstrap: str | None, topic: str, *, backfill_s: float | None,
                       on_alert: Callable[[Alert], None], stop: asyncio.Event,
                       report: Callable[[str], None] = log.warning, clock: Callable[[], float] = time.time,
-                      poll_ms: int = 200) -> None:  # fmt: skip
-    """Read ``topic`` until ``stop`` is set, giving each alert to ``on_alert``; ``report`` says what was skipped."""
+                      poll_ms: int = 200, fetch_max_wait_ms: int = 500) -> None:  # fmt: skip
+    """Read ``topic`` until ``stop`` is set, giving each alert to ``on_alert``; ``report`` says what was skipped.
+
+    ``fetch_max_wait_ms`` is how long the broker may hold a fetch that finds nothing (the scoring job's
+    ``stream.fetch_max_wait_ms``): a broker that does not answer early when records arrive (the embedded one)
+    holds each new alert up to that long before the page sees it."""
     isolation = "read_committed" if kafka.exactly_once else "read_uncommitted"
-    consumer = make_consumer(kafka, bootstrap, auto_offset_reset="earliest", isolation_level=isolation)
+    consumer = make_consumer(kafka, bootstrap, auto_offset_reset="earliest", isolation_level=isolation,
+                             fetch_max_wait_ms=fetch_max_wait_ms)  # fmt: skip
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await topic_partitions(kafka, bootstrap, topic, consumer)]
@@ -90,8 +95,8 @@ def alerts_feed(settings: Settings, bootstrap: str | None) -> Feed:
             try:
                 await wait_until_ready(settings.kafka, bootstrap)
                 await read_alerts(settings.kafka, bootstrap, settings.kafka.topics.alerts.name,
-                                  backfill_s=settings.console.backfill_s, stop=stop,
-                                  on_alert=service.ingest)  # fmt: skip
+                                  backfill_s=settings.console.backfill_s, stop=stop, on_alert=service.ingest,
+                                  fetch_max_wait_ms=settings.stream.fetch_max_wait_ms)  # fmt: skip
             except KafkaSetupError as exc:  # no broker yet, or no alerts topic until the job creates it: wait
                 if str(exc) != said:
                     log.warning("%s; trying again every %.0f s", exc, RETRY_S)
