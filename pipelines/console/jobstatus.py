@@ -95,8 +95,9 @@ class StatusWatch:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return JobSummary(state="absent", message=f"no job status at {self.path}: is the scoring job running "
-                                                      "(`fraudstream run`) with this config's stream.status_path?")
+            return JobSummary(state="absent", message=f"no job status at {self.path} yet: the scoring job has not "
+                                                      "started, or it writes another stream.status_path "
+                                                      "(`fraudstream run` starts it)")
         except OSError as exc:
             return JobSummary(state="unreadable", message=f"cannot read {self.path}: {exc.strerror}")
         try:
