@@ -25,6 +25,7 @@ from configs import ConfigError
 from connectors.broker import BrokerUnavailable, EmbeddedBroker
 from pipelines.commandline import ConfigOption, settings_for
 from pipelines.session import BROKER_STATE, kafka_for, prepare
+from pipelines.stream import StopRequest
 
 console = Console(stderr=True)
 out = Console()
@@ -37,13 +38,8 @@ def broker_command(
     """Run the embedded Kafka-compatible broker with the configured topics until Ctrl-C."""
     settings = settings_for(config)
     embedded = EmbeddedBroker(port=port or settings.kafka.embedded_port)
-    stop = False
-
-    def _on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopRequest()
+    previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with embedded:
             counts = asyncio.run(prepare(settings, embedded.bootstrap_servers))
@@ -56,11 +52,11 @@ def broker_command(
             out.print(f"bootstrap_servers={embedded.bootstrap_servers}", highlight=False)
             console.print("[green]ready[/green] — Ctrl-C to stop (data lives in memory only)")
             try:
-                while not stop and embedded.running:
-                    time.sleep(0.2)
+                while not stop.is_set() and embedded.running:
+                    stop.wait(0.2)
             except KeyboardInterrupt:
                 pass
-            if not embedded.running and not stop:
+            if not embedded.running and not stop.is_set():
                 raise BrokerUnavailable("the embedded broker exited unexpectedly")
     finally:
         for sig, handler in previous.items():

@@ -5,7 +5,6 @@ gone when it ends."""
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import os
 import re
@@ -14,11 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.pipelines.console.consolekit import Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,25 +115,6 @@ class _Lines:
         return "".join(self.out), "".join(self.err)
 
 
-class _Page:
-    """What the console's page does over HTTP: an open console's session (cookie and CSRF token), then requests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        self.csrf = self.get("/api/session")["csrf"]
-
-    def get(self, path: str) -> Any:
-        with self.opener.open(self.url + path, timeout=10) as answer:
-            return json.load(answer)
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "X-CSRF-Token": self.csrf})  # fmt: skip
-        with self.opener.open(request, timeout=10) as answer:
-            return json.load(answer)
-
-
 def _work_the_console(tmp_path: Path) -> tuple[str, str]:
     """``demo --console``: the console answers within seconds, fills with the actors' alerts, takes a verdict;
     after the report it stays up with the scoring job running again, until Ctrl-C (then exit 0)."""
@@ -141,24 +123,24 @@ def _work_the_console(tmp_path: Path) -> tuple[str, str]:
     lines = _Lines(demo)
     try:
         url = lines.wait_for(lines.err, r"console: (http://\S+)", 60).group(1)
-        page = _Page(url)
-        assert time.monotonic() - started < 60 and page.get("/api/session")["open"] is True
+        page = Client(urllib.parse.urlsplit(url).port or 0)
+        assert time.monotonic() - started < 60 and page.open_session().body["open"] is True
         deadline = time.monotonic() + 300
-        while not (alerts := page.get("/api/alerts?limit=5")["alerts"]):
+        while not (alerts := page.get("/api/alerts?limit=5").body["alerts"]):
             assert time.monotonic() < deadline and demo.poll() is None, "no alert reached the console"
             time.sleep(0.5)
         judged = alerts[0]["alert_id"]
-        given = page.post(f"/api/alerts/{judged}/verdict", {"verdict": "fraud"})
+        given = page.post(f"/api/alerts/{judged}/verdict", {"verdict": "fraud"}).body
         assert (given["verdict"], given["alert_id"]) == ("fraud", judged)
         line = json.loads(lines.wait_for(lines.out, r"^\{.*\"report\".*\}$", 600).group(0))
         assert line["console"] == url and line["interrupted"] is False
         lines.wait_for(lines.err, r"the console stays open", 120)
         deadline = time.monotonic() + 60
-        while (status := page.get("/api/status"))["state"] != "running":  # the job again, from its checkpoints
+        while (status := page.get("/api/status").body)["state"] != "running":  # the job again, from its checkpoints
             assert time.monotonic() < deadline, status
             time.sleep(0.5)
         assert status["scored"] > 0 and status["labels_learned"] > 0
-        assert page.get(f"/api/alerts/{judged}")["alert"]["verdict"]["verdict"] == "fraud"
+        assert page.get(f"/api/alerts/{judged}").body["alert"]["verdict"]["verdict"] == "fraud"
         audit = tmp_path / Path(line["report"]).parent / "run" / "verdicts.jsonl"
         assert json.loads(audit.read_text().splitlines()[-1])["alert_id"] == judged
     finally:

@@ -195,6 +195,13 @@ class Client:
     def post(self, path: str, body: Any = None, **options: Any) -> Answer:
         return self.request("POST", path, body, **options)
 
+    def open_session(self) -> Answer:
+        """An open console's session (no users): the cookie and CSRF token /api/session hands out."""
+        answer = self.get("/api/session")
+        assert answer.status == 200, answer.body
+        self.csrf = answer.body["csrf"]
+        return answer
+
     def login(self, user: str) -> Answer:
         answer = self.post("/api/login", {"username": user, "password": PASSWORDS[user]})
         assert answer.status == 200, answer.body
